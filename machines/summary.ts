@@ -1,0 +1,47 @@
+import { toUsd } from "../lib/money";
+import type { SessionSummary } from "../schema/protocol";
+import { committedNanos, remainingUsd } from "./decide";
+import { stateOf, type SessionSnapshot } from "./session";
+
+/** What subscribers, the index and `GET /v1/sessions/:id` show of a session. */
+export function summarize(snapshot: SessionSnapshot): SessionSummary {
+  const c = snapshot.context;
+  return {
+    tenant: c.tenant,
+    session: c.session,
+    state: stateOf(snapshot),
+    seq: c.seq,
+    spentUsd: toUsd(c.spentNanos),
+    reservedUsd: toUsd(committedNanos(c) - c.spentNanos),
+    budgetUsd: c.policy?.budget.session_usd ?? null,
+    remainingUsd: remainingUsd(c),
+    agent: c.agent,
+    user: c.user,
+    task: c.task,
+    openedAt: c.openedAt,
+    lastActivity: c.lastActivity,
+    counters: c.counters,
+    violations: c.violationCounts,
+    reservations: Object.values(c.reservations).map((r) => ({
+      requestId: r.requestId,
+      kind: r.kind,
+      estimateUsd: toUsd(r.estimateNanos),
+      expiresAt: r.expiresAt,
+      model: r.model,
+      run: r.run,
+    })),
+    pendingApprovals: Object.values(c.approvals).map((a) => ({
+      approvalId: a.approvalId,
+      requestId: a.requestId,
+      action: a.action,
+      costUsd: a.costUsd,
+      rule: a.rule,
+      reason: a.reason,
+      deadline: a.deadline,
+      requestedAt: a.requestedAt,
+      args: a.args,
+    })),
+    alerts: c.alerted,
+    killed: c.killed,
+  };
+}

@@ -1,0 +1,238 @@
+import type * as Party from "partykit/server";
+import { BadRequestError, GovernorError } from "../lib/errors";
+import { sha256Hex } from "../lib/chain";
+import { costUsd, priceFor, type Provider, type Usage } from "../schema/pricing";
+import { countPromptTokens, countTextTokens } from "./proxy/tokens";
+import { StreamUsageTracker, usageFromJson, withStreamUsage } from "./proxy/usage";
+import type { Principal } from "./auth";
+import { callSession } from "./gateway";
+import { readText } from "./http";
+import type { ReserveAnswer, ReserveRequest } from "./ops";
+
+// The proxy: reserve the worst case in the session's actor, forward with the gateway's
+// provider key, pass the answer through as it arrives, and settle with the real usage.
+
+const MAX_PROXY_BODY = 16 * 1024 * 1024;
+const DEFAULT_TIMEOUT_MS = 120_000;
+
+const UPSTREAM = {
+  openai: { base: "OPENAI_BASE_URL", key: "OPENAI_API_KEY", fallback: "https://api.openai.com" },
+  anthropic: { base: "ANTHROPIC_BASE_URL", key: "ANTHROPIC_API_KEY", fallback: "https://api.anthropic.com" },
+} as const;
+
+// Client headers that mean something to the provider; everything else (our token, our
+// attribution headers, cookies) stays here.
+const FORWARDED = /^(content-type|accept|user-agent|openai-organization|openai-project|openai-beta|anthropic-version|anthropic-beta|x-stainless-[a-z-]+)$/i;
+
+/** The provider's own error shape, so its SDK raises its usual error class. */
+export function providerError(provider: Provider, status: number, code: string, message: string, extra: { rule?: string; retryAfter?: number; field?: string } = {}, headers: Record<string, string> = {}): Response {
+  const body =
+    provider === "openai"
+      ? { error: { message, type: code, param: extra.field ?? null, code, ...(extra.rule && { rule: extra.rule }) } }
+      : { type: "error", error: { type: code, message, ...(extra.rule && { rule: extra.rule }) } };
+  const h: Record<string, string> = { "content-type": "application/json", ...headers };
+  if (extra.retryAfter !== undefined) h["retry-after"] = String(Math.max(1, Math.ceil(extra.retryAfter)));
+  return new Response(JSON.stringify(body), { status, headers: h });
+}
+
+function upstreamUrl(env: Record<string, unknown>, provider: Provider, path: string, search: string): string {
+  const cfg = UPSTREAM[provider];
+  const base = ((env[cfg.base] as string | undefined) || cfg.fallback).replace(/\/+$/, "");
+  // OPENAI_BASE_URL conventionally ends in /v1; the client's path starts with v1/ too.
+  const rel = base.endsWith("/v1") && path.startsWith("v1/") ? path.slice(3) : path;
+  return `${base}/${rel}${search}`;
+}
+
+function upstreamHeaders(req: Request, env: Record<string, unknown>, provider: Provider): Headers {
+  const h = new Headers();
+  req.headers.forEach((v, k) => {
+    if (FORWARDED.test(k)) h.set(k, v);
+  });
+  const key = (env[UPSTREAM[provider].key] as string | undefined) ?? "";
+  if (provider === "openai") h.set("authorization", `Bearer ${key}`);
+  else {
+    h.set("x-api-key", key);
+    if (!h.has("anthropic-version")) h.set("anthropic-version", "2023-06-01");
+  }
+  h.set("content-type", "application/json");
+  return h;
+}
+
+function governorHeaders(requestId: string, money: { spentUsd: number; remainingUsd: number | null }): Record<string, string> {
+  return {
+    "x-governor-request-id": requestId,
+    "x-governor-spent-usd": money.spentUsd.toFixed(6),
+    "x-governor-remaining-usd": money.remainingUsd === null ? "unlimited" : money.remainingUsd.toFixed(6),
+  };
+}
+
+function maxOutputFrom(path: string, body: Record<string, unknown>): number | null {
+  if (/embeddings$/.test(path)) return 0;
+  for (const k of ["max_completion_tokens", "max_tokens", "max_output_tokens"]) {
+    const v = body[k];
+    if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
+  }
+  return null;
+}
+
+export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.ExecutionContext, p: Principal, provider: Provider, path: string): Promise<Response> {
+  const env = lobby.env as Record<string, unknown>;
+  const fail = (e: GovernorError) => providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });
+  let session: string;
+  let body: Record<string, unknown>;
+  let input: ReserveRequest;
+  try {
+    session = req.headers.get("x-session-id") ?? "";
+    if (!/^[A-Za-z0-9._~-]{1,128}$/.test(session)) throw new BadRequestError(session ? "X-Session-ID: use 1-128 letters, digits, '.', '_', '~' or '-'" : "X-Session-ID header is required", "X-Session-ID");
+    const text = await readText(req, MAX_PROXY_BODY);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new BadRequestError("body is not valid JSON", "body");
+    }
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new BadRequestError("body must be a JSON object", "body");
+    body = parsed as Record<string, unknown>;
+    if (typeof body.model !== "string" || !body.model) throw new BadRequestError("model is required", "model");
+    const model = body.model;
+    const promptTokens = countPromptTokens(provider, path, body);
+    const price = priceFor(provider, model);
+    const requestId = req.headers.get("idempotency-key")?.slice(0, 200) || crypto.randomUUID();
+    input = {
+      requestId,
+      provider,
+      model,
+      path,
+      promptTokens,
+      maxOutputTokens: maxOutputFrom(path, body),
+      price: price ? { input: price.price.input, output: price.price.output } : null,
+      promptHash: sha256Hex(JSON.stringify(body.messages ?? body.input ?? body.system ?? "")),
+      attribution: {
+        agent: req.headers.get("x-agent-id")?.slice(0, 1024) || undefined,
+        user: req.headers.get("x-user-id")?.slice(0, 1024) || undefined,
+        run: req.headers.get("x-run-id")?.slice(0, 1024) || undefined,
+        action: req.headers.get("x-action")?.slice(0, 1024) || undefined,
+        task: req.headers.get("x-task-context")?.slice(0, 1024) || undefined,
+      },
+    };
+  } catch (e) {
+    if (e instanceof GovernorError) return fail(e);
+    throw e;
+  }
+
+  const reserved = await callSession(lobby, p, session, { op: "reserve", input });
+  const answer = (await reserved.json()) as ReserveAnswer & { error?: { code: string; message: string; field?: string } };
+  if (answer.error) return providerError(provider, reserved.status, answer.error.code, answer.error.message, { field: answer.error.field });
+  if (answer.decision !== "allow") {
+    return providerError(provider, reserved.status, answer.code ?? "policy_violation", answer.reason ?? "refused by policy", { rule: answer.rule, retryAfter: answer.retryAfterMs === undefined ? undefined : answer.retryAfterMs / 1000 }, governorHeaders(input.requestId, answer));
+  }
+
+  const settle = async (costUsdValue: number, outcome: "completed" | "aborted" | "released", usage?: Usage) => {
+    const res = await callSession(lobby, p, session, { op: "settle", requestId: input.requestId, costUsd: costUsdValue, outcome, usage });
+    return (await res.json()) as { spentUsd: number; remainingUsd: number | null };
+  };
+  const priceRow = priceFor(provider, input.model)?.price;
+  const costOf = (u: Usage) => (priceRow ? costUsd(priceRow, u) : 0);
+
+  const timeoutMs = Number(env.GOVERNOR_UPSTREAM_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS) || DEFAULT_TIMEOUT_MS;
+  const abort = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => abort.abort(new Error("upstream timed out")), timeoutMs);
+  const resetTimer = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => abort.abort(new Error("upstream timed out")), timeoutMs);
+  };
+  const url = new URL(req.url);
+  let upstream: Response;
+  try {
+    upstream = await fetch(upstreamUrl(env, provider, path, url.search), {
+      method: "POST",
+      headers: upstreamHeaders(req, env, provider),
+      body: JSON.stringify(withStreamUsage(provider, path, body)),
+      signal: abort.signal,
+    });
+  } catch (e) {
+    clearTimeout(timer);
+    const money = await settle(0, "released");
+    const why = abort.signal.aborted ? `upstream did not answer within ${timeoutMs} ms` : `upstream unreachable: ${(e as Error).message}`;
+    return providerError(provider, 502, "upstream_error", why, {}, governorHeaders(input.requestId, money));
+  }
+
+  if (!upstream.ok) {
+    clearTimeout(timer);
+    const text = await upstream.text().catch(() => "");
+    const money = await settle(0, "released");
+    // The provider's own 4xx (a bad request, its rate limit) passes through as it is;
+    // a failure on its side is our 502.
+    if (upstream.status < 500) {
+      return new Response(text, { status: upstream.status, headers: { "content-type": upstream.headers.get("content-type") ?? "application/json", ...governorHeaders(input.requestId, money) } });
+    }
+    return providerError(provider, 502, "upstream_error", `upstream answered ${upstream.status}`, {}, governorHeaders(input.requestId, money));
+  }
+
+  const isStream = (upstream.headers.get("content-type") ?? "").includes("text/event-stream");
+  const passHeaders: Record<string, string> = { "content-type": upstream.headers.get("content-type") ?? "application/json" };
+  for (const h of ["x-request-id", "request-id", "openai-processing-ms"]) {
+    const v = upstream.headers.get(h);
+    if (v) passHeaders[h] = v;
+  }
+
+  if (!isStream || !upstream.body) {
+    let text: string;
+    try {
+      text = await upstream.text();
+    } catch (e) {
+      clearTimeout(timer);
+      const money = await settle(0, "released");
+      return providerError(provider, 502, "upstream_error", `upstream failed mid-answer: ${(e as Error).message}`, {}, governorHeaders(input.requestId, money));
+    }
+    clearTimeout(timer);
+    let usage: Usage | undefined;
+    try {
+      usage = usageFromJson(provider, path, JSON.parse(text));
+    } catch {
+      usage = undefined;
+    }
+    // No usage in a successful answer: charge the worst case we reserved rather than guess low.
+    const cost = usage ? costOf(usage) : costOf({ inputTokens: input.promptTokens, outputTokens: input.maxOutputTokens ?? 0, cachedInputTokens: 0, cacheWriteTokens: 0 });
+    const money = await settle(cost, "completed", usage);
+    return new Response(text, { status: upstream.status, headers: { ...passHeaders, ...governorHeaders(input.requestId, money) } });
+  }
+
+  const tracker = new StreamUsageTracker(provider, path, input.model);
+  const reader = upstream.body.getReader();
+  let settled: Promise<unknown> | undefined;
+  const finish = (outcome: "completed" | "aborted") => {
+    if (settled) return settled;
+    clearTimeout(timer);
+    const { usage, outputText } = tracker.finish();
+    const counted: Usage = usage ?? { inputTokens: input.promptTokens, outputTokens: countTextTokens(provider, input.model, outputText), cachedInputTokens: 0, cacheWriteTokens: 0 };
+    settled = settle(costOf(counted), outcome, counted).catch((e) => console.error("settle failed", e));
+    ctx.waitUntil(settled);
+    return settled;
+  };
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          finish("completed");
+          controller.close();
+          return;
+        }
+        resetTimer();
+        tracker.push(value);
+        controller.enqueue(value);
+      } catch (e) {
+        finish("aborted");
+        controller.error(e);
+      }
+    },
+    // The client went away: stop the provider from producing tokens nobody reads, and
+    // charge what it produced so far.
+    cancel(reason) {
+      abort.abort(reason);
+      finish("aborted");
+    },
+  });
+  return new Response(stream, { status: upstream.status, headers: { ...passHeaders, "cache-control": "no-cache", ...governorHeaders(input.requestId, answer) } });
+}

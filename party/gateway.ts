@@ -1,0 +1,192 @@
+import type * as Party from "partykit/server";
+import { BadRequestError, GovernorError, NotFoundError } from "../lib/errors";
+import { ActionBody, ApprovalBody, KillBody, OpenSessionBody, ReportBody, SessionId } from "../schema/api";
+import type { Attribution } from "../schema/events";
+import { mergePolicies, parsePolicy, parseYamlText } from "../schema/policy";
+import { authenticate, requirePermission, tokenFrom, type Principal } from "./auth";
+import { errorResponse, json, parseJson, readText, validate } from "./http";
+import { INTERNAL, type SessionOp, type TenantOp } from "./ops";
+import { proxy } from "./forward";
+
+// The only HTTP door: authenticates the caller, checks tenant and role, validates the
+// body, and hands a typed request to the actor that owns the session.
+
+type Env = Record<string, unknown>;
+
+export function sessionStub(lobby: Party.FetchLobby, tenant: string, session: string) {
+  return lobby.parties.session.get(`${tenant}:${session}`);
+}
+
+export async function callSession(lobby: Party.FetchLobby, p: Principal, session: string, op: SessionOp): Promise<Response> {
+  return sessionStub(lobby, p.tenant, session).fetch({
+    method: "POST",
+    headers: { "content-type": "application/json", [INTERNAL.tenant]: p.tenant, [INTERNAL.role]: p.role, [INTERNAL.name]: p.name },
+    body: JSON.stringify(op),
+  });
+}
+
+async function callTenant(lobby: Party.FetchLobby, tenant: string, op: TenantOp): Promise<Response> {
+  return lobby.parties.tenant.get(tenant).fetch({
+    method: "POST",
+    headers: { "content-type": "application/json", [INTERNAL.tenant]: tenant },
+    body: JSON.stringify(op),
+  });
+}
+
+function attributionFrom(req: Request): Attribution {
+  const h = (name: string) => req.headers.get(name)?.slice(0, 1024) || undefined;
+  return { agent: h("x-agent-id"), user: h("x-user-id"), run: h("x-run-id"), action: h("x-action"), task: h("x-task-context") };
+}
+
+function sessionIdFrom(raw: string | null | undefined, field: string): string {
+  if (!raw) throw new BadRequestError(`${field} is required`, field);
+  const r = SessionId.safeParse(raw);
+  if (!r.success) throw new BadRequestError(`${field}: ${r.error.issues[0]?.message}`, field);
+  return r.data;
+}
+
+async function bodyOf(req: Request): Promise<unknown> {
+  const text = await readText(req);
+  const type = req.headers.get("content-type") ?? "";
+  if (/yaml/i.test(type)) return parseYamlText(text);
+  return parseJson(text);
+}
+
+/** Tenant default, overridden field by field by the session's own policy. */
+async function effectivePolicy(lobby: Party.FetchLobby, env: Env, tenant: string, own: unknown) {
+  const res = await callTenant(lobby, tenant, { op: "get-default" });
+  const stored = ((await res.json()) as { policy: unknown }).policy;
+  let base: unknown = stored ?? undefined;
+  if (base === undefined && typeof env.GOVERNOR_DEFAULT_POLICY === "string" && env.GOVERNOR_DEFAULT_POLICY.trim()) {
+    base = parseYamlText(env.GOVERNOR_DEFAULT_POLICY);
+  }
+  return parsePolicy(mergePolicies(base ?? {}, own ?? {}));
+}
+
+/** A YAML or JSON body is either `{id, policy, ...}` or the policy itself with `id` beside it. */
+function openBody(raw: unknown, query: URLSearchParams) {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new BadRequestError("body must be an object", "body");
+  const obj = { ...(raw as Record<string, unknown>) };
+  if (!("id" in obj) && query.get("id")) obj.id = query.get("id");
+  if (!("policy" in obj)) {
+    const { id, agent, user, task, ...policy } = obj;
+    return validate(OpenSessionBody, { id, agent, user, task, policy });
+  }
+  return validate(OpenSessionBody, obj);
+}
+
+async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.ExecutionContext): Promise<Response | null> {
+  const url = new URL(req.url);
+  if (url.pathname === "/healthz") return json({ ok: true });
+  const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] !== "v1") return null;
+  const env = lobby.env as Env;
+  const p = authenticate(tokenFrom(req), env.GOVERNOR_TOKENS as string | undefined);
+  const method = req.method.toUpperCase();
+  const [, resource, id, sub, subId] = parts;
+
+  if (resource === "proxy") {
+    requirePermission(p, "proxy");
+    const provider = id;
+    if (provider !== "openai" && provider !== "anthropic") throw new NotFoundError(`unknown provider "${provider}": use openai or anthropic`);
+    if (method !== "POST") throw new GovernorError("bad_request", 405, "the proxy forwards POST requests");
+    return proxy(req, lobby, ctx, p, provider, parts.slice(3).join("/"));
+  }
+
+  if (resource === "budget-check" && method === "GET") {
+    requirePermission(p, "read");
+    const session = sessionIdFrom(url.searchParams.get("session"), "session");
+    const res = await callSession(lobby, p, session, { op: "get" });
+    if (!res.ok) return res;
+    const s = (await res.json()) as { state: string; spentUsd: number; reservedUsd: number; remainingUsd: number | null };
+    const live = s.state !== "killed" && s.state !== "closed";
+    return json({ allowed: live && (s.remainingUsd === null || s.remainingUsd > 0), state: s.state, spentUsd: s.spentUsd, reservedUsd: s.reservedUsd, remainingUsd: s.remainingUsd });
+  }
+
+  if (resource === "policy") {
+    if (method === "GET") {
+      requirePermission(p, "read");
+      return callTenant(lobby, p.tenant, { op: "get-default" });
+    }
+    if (method === "PUT" || method === "POST") {
+      requirePermission(p, "configure");
+      const raw = await bodyOf(req);
+      parsePolicy(raw);
+      return callTenant(lobby, p.tenant, { op: "set-default", policy: raw });
+    }
+  }
+
+  if (resource !== "sessions") throw new NotFoundError(`no route ${method} ${url.pathname}`);
+
+  if (id === undefined) {
+    if (method === "GET") {
+      requirePermission(p, "list");
+      return callTenant(lobby, p.tenant, { op: "list" });
+    }
+    if (method === "POST") {
+      requirePermission(p, "open");
+      const body = openBody(await bodyOf(req), url.searchParams);
+      const policy = await effectivePolicy(lobby, env, p.tenant, body.policy);
+      return callSession(lobby, p, body.id, { op: "open", id: body.id, policy, agent: body.agent, user: body.user, task: body.task });
+    }
+  }
+
+  const session = sessionIdFrom(id, "session id");
+  const key = `${method} ${sub ?? ""}`;
+  switch (key) {
+    case "GET ":
+      requirePermission(p, "read");
+      return callSession(lobby, p, session, { op: "get" });
+    case "GET log": {
+      requirePermission(p, "export");
+      const after = Number(url.searchParams.get("after") ?? "0");
+      const limit = Number(url.searchParams.get("limit") ?? "1000");
+      if (!Number.isInteger(after) || after < 0) throw new BadRequestError("after must be a non-negative integer", "after");
+      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new BadRequestError("limit must be an integer from 1 to 10000", "limit");
+      return callSession(lobby, p, session, { op: "log", after, limit });
+    }
+    case "GET deliveries":
+      requirePermission(p, "read");
+      return callSession(lobby, p, session, { op: "deliveries" });
+    case "POST actions": {
+      requirePermission(p, "check");
+      const body = validate(ActionBody, await bodyOf(req));
+      const wait = Number(url.searchParams.get("wait") ?? "0");
+      if (!Number.isFinite(wait) || wait < 0) throw new BadRequestError("wait must be a number of seconds", "wait");
+      return callSession(lobby, p, session, { op: "action", body, attribution: attributionFrom(req), waitMs: wait * 1000 });
+    }
+    case "POST events": {
+      requirePermission(p, "report");
+      return callSession(lobby, p, session, { op: "report", body: validate(ReportBody, await bodyOf(req)) });
+    }
+    case "POST approvals": {
+      requirePermission(p, "decide");
+      if (!subId) throw new BadRequestError("approval id is required in the path", "approvalId");
+      const body = validate(ApprovalBody, await bodyOf(req));
+      return callSession(lobby, p, session, { op: "approval", approvalId: subId, decision: body.decision, note: body.note });
+    }
+    case "POST kill": {
+      requirePermission(p, "decide");
+      const text = await readText(req);
+      const body = text.trim() ? validate(KillBody, parseJson(text)) : {};
+      return callSession(lobby, p, session, { op: "kill", reason: body.reason ?? "killed by an operator" });
+    }
+  }
+  throw new NotFoundError(`no route ${method} ${url.pathname}`);
+}
+
+export default class Gateway {
+  constructor(readonly room: Party.Room) {}
+
+  static async onFetch(req: Party.Request, lobby: Party.FetchLobby, ctx: Party.ExecutionContext): Promise<Response> {
+    try {
+      const res = await route(req as unknown as Request, lobby, ctx);
+      if (res) return res;
+      return json({ error: { code: "not_found", message: "not found" } }, 404);
+    } catch (e) {
+      return errorResponse(e);
+    }
+  }
+}
+
+

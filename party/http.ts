@@ -1,0 +1,61 @@
+import { BadRequestError, GovernorError, PayloadTooLargeError } from "../lib/errors";
+import { describeIssue, issuePath } from "../schema/policy";
+import type { z } from "zod";
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export function json(body: unknown, status = 200, headers: HeadersInit = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } });
+}
+
+export function errorResponse(e: unknown): Response {
+  if (e instanceof GovernorError) {
+    const headers: Record<string, string> = {};
+    if (e.retryAfter !== undefined) headers["retry-after"] = String(Math.ceil(e.retryAfter));
+    return json({ error: e.toJSON() }, e.status, headers);
+  }
+  console.error("unexpected error", e instanceof Error ? e.stack : e);
+  return json({ error: { code: "internal_error", message: "internal error" } }, 500);
+}
+
+/** Reads at most `limit` bytes; a larger body is refused before it is buffered whole. */
+export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<string> {
+  const declared = Number(req.headers.get("content-length") ?? "");
+  if (Number.isFinite(declared) && declared > limit) throw new PayloadTooLargeError(limit);
+  if (!req.body) return "";
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw new PayloadTooLargeError(limit);
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}
+
+export function parseJson(text: string): unknown {
+  if (text.trim() === "") throw new BadRequestError("body is empty: expected JSON", "body");
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new BadRequestError(`body is not valid JSON: ${(e as Error).message}`, "body");
+  }
+}
+
+export function validate<S extends z.ZodType>(schema: S, value: unknown, prefix = ""): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new BadRequestError(describeIssue(r.error, prefix), issuePath(r.error, prefix));
+  return r.data;
+}

@@ -1,0 +1,57 @@
+import type { ActionBody, ReportBody } from "../schema/api";
+import type { Attribution, Usage } from "../schema/events";
+import type { Policy } from "../schema/policy";
+
+// What the gateway asks of the actors. These travel inside one deployment, after the
+// gateway has authenticated the caller and validated the body, so they are plain types.
+
+export const INTERNAL = {
+  tenant: "x-governor-tenant",
+  role: "x-governor-role",
+  name: "x-governor-name",
+} as const;
+
+export type SessionOp =
+  | { op: "open"; id: string; policy: Policy; agent?: string; user?: string; task?: string }
+  | { op: "get" }
+  | { op: "log"; after: number; limit: number }
+  | { op: "action"; body: ActionBody; attribution: Attribution; waitMs: number }
+  | { op: "report"; body: ReportBody }
+  | { op: "approval"; approvalId: string; decision: "approve" | "deny"; note?: string }
+  | { op: "kill"; reason: string }
+  | { op: "reserve"; input: ReserveRequest }
+  | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage }
+  | { op: "deliveries" };
+
+export type TenantOp =
+  | { op: "upsert"; summary: import("../schema/protocol").SessionSummary }
+  | { op: "list" }
+  | { op: "hit"; keys: Array<{ key: string; max: number; windowMs: number }>; now: number }
+  | { op: "get-default" }
+  | { op: "set-default"; policy: unknown };
+
+export interface ReserveAnswer {
+  requestId: string;
+  decision: "allow" | "deny";
+  code?: string;
+  rule?: string;
+  reason?: string;
+  retryAfterMs?: number;
+  spentUsd: number;
+  remainingUsd: number | null;
+}
+
+/** A proxied call as the gateway sees it; the actor prices the worst case with the session's policy. */
+export interface ReserveRequest {
+  requestId: string;
+  provider: "openai" | "anthropic";
+  model: string;
+  path: string;
+  promptTokens: number;
+  /** The call's own output cap; null means the policy's default_max_tokens. */
+  maxOutputTokens: number | null;
+  /** USD per 1M tokens; null when the model has no price. */
+  price: { input: number; output: number } | null;
+  promptHash?: string;
+  attribution: Attribution;
+}

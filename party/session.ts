@@ -1,0 +1,628 @@
+import type * as Party from "partykit/server";
+import { GENESIS, sha256Hex, canonicalJson } from "../lib/chain";
+import { appendDrafts } from "../machines/log";
+import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
+import { toUsd } from "../lib/money";
+import {
+  decideAction,
+  decideApproval,
+  decideKill,
+  decideReport,
+  decideReserve,
+  decideSettle,
+  decideTimers,
+  nextDeadline,
+  remainingUsd,
+  STATUS,
+  type Decision,
+  type ReserveInput,
+  type Verdict,
+  type View,
+} from "../machines/decide";
+import { initialSnapshot, restore, stateOf, step, type SessionSnapshot, type SessionState } from "../machines/session";
+import type { SessionContext } from "../machines/context";
+import { summarize } from "../machines/summary";
+import type { EventDraft, GovernorEvent } from "../schema/events";
+import { ClientMessage, type DecisionMessage, type Role, type ServerMessage } from "../schema/protocol";
+import type { ActionBody, ReportBody } from "../schema/api";
+import type { Attribution } from "../schema/events";
+import { authenticate, can, tokenFrom, type Permission } from "./auth";
+import { errorResponse, json } from "./http";
+import { INTERNAL, type ReserveAnswer, type ReserveRequest, type SessionOp } from "./ops";
+import { Notifier } from "./notify";
+
+// One Durable Object per agent session. It alone decides for its session, so decisions
+// are made synchronously against in-memory state (one turn: read, decide, append), and
+// the write is awaited before anyone is answered: nothing acknowledged is ever lost.
+
+const SNAPSHOT_EVERY = 256;
+const SNAPSHOT_KEY = "snapshot";
+const IDEM_CACHE = 4096;
+const MAX_WAIT_MS = 120_000;
+
+const eventKey = (seq: number) => `e:${String(seq).padStart(12, "0")}`;
+
+interface ConnState {
+  tenant: string;
+  role: Role;
+  name: string;
+  tail: boolean;
+}
+
+interface Persisted {
+  seq: number;
+  hash: string;
+  value: SessionState;
+  context: SessionContext;
+}
+
+type Held = { input: ReserveRequest; resolve: (r: Response) => void; timer: ReturnType<typeof setTimeout> };
+
+export default class SessionActor implements Party.Server {
+  readonly options: Party.ServerOptions = { hibernate: true };
+
+  private snapshot: SessionSnapshot = initialSnapshot();
+  private head = { seq: 0, hash: GENESIS };
+  private idem = new Map<string, unknown>();
+  private inflight = new Map<string, Promise<unknown>>();
+  private approvalWaiters = new Map<string, Set<(m: DecisionMessage) => void>>();
+  private held: Held[] = [];
+  private alarmAt: number | null = null;
+  private indexDirty = false;
+  private indexing = false;
+  private notifier: Notifier;
+
+  constructor(readonly room: Party.Room) {
+    this.notifier = new Notifier(room.storage, () => this.consoleUrl());
+  }
+
+  /** Sockets authenticate with ?token= and may only open rooms of their own tenant. */
+  static onBeforeConnect(req: Party.Request, lobby: Party.Lobby): Party.Request | Response {
+    try {
+      const principal = authenticate(tokenFrom(req as unknown as Request), lobby.env.GOVERNOR_TOKENS as string | undefined);
+      const roomId = decodeURIComponent(new URL(req.url).pathname.split("/").pop() ?? "");
+      if (!roomId.startsWith(`${principal.tenant}:`)) throw new ForbiddenError("this token may not open another tenant's session");
+      req.headers.set(INTERNAL.tenant, principal.tenant);
+      req.headers.set(INTERNAL.role, principal.role);
+      req.headers.set(INTERNAL.name, principal.name);
+      return req;
+    } catch (e) {
+      return errorResponse(e);
+    }
+  }
+
+  /** HTTP reaches a session only through the gateway's /v1 routes, which check tenant and role. */
+  static onBeforeRequest(): Response {
+    return json({ error: { code: "not_found", message: "use the /v1 routes" } }, 404);
+  }
+
+  async onStart() {
+    await this.load();
+    await this.notifier.resume();
+  }
+
+  private async load() {
+    const saved = await this.room.storage.get<Persisted>(SNAPSHOT_KEY);
+    let snap = saved ? restore(saved.value, saved.context) : initialSnapshot();
+    let head = saved ? { seq: saved.seq, hash: saved.hash } : { seq: 0, hash: GENESIS };
+    const tail = await this.room.storage.list<GovernorEvent>({ prefix: "e:", start: eventKey(head.seq + 1) });
+    for (const e of tail.values()) {
+      snap = step(snap, e);
+      head = { seq: e.seq, hash: e.hash };
+    }
+    this.snapshot = snap;
+    this.head = head;
+    this.alarmAt = await this.room.storage.getAlarm();
+  }
+
+  private get view(): View {
+    return { state: stateOf(this.snapshot), context: this.snapshot.context };
+  }
+
+  private consoleUrl(): string | undefined {
+    const base = this.room.env.GOVERNOR_PUBLIC_URL as string | undefined;
+    const c = this.snapshot.context;
+    return base ? `${base.replace(/\/$/, "")}/?tenant=${encodeURIComponent(c.tenant)}#session=${encodeURIComponent(c.session)}` : undefined;
+  }
+
+  // ---------------------------------------------------------------- append
+
+  /**
+   * Validates, chains and folds every draft on the side; only when all are good does the
+   * actor take them, so a bad draft leaves neither memory nor storage half-written.
+   */
+  private commit(drafts: EventDraft[], idem?: { key: string; answer: (v: View) => unknown }): { events: GovernorEvent[]; write: Promise<void>; answer?: unknown } {
+    const before = this.snapshot;
+    const { events, snapshot: snap, head } = appendDrafts(this.snapshot, this.head, drafts, Date.now());
+    const puts: Record<string, unknown> = {};
+    for (const e of events) puts[eventKey(e.seq)] = e;
+    // The snapshot is of the batch's end, so a wake-up folds fewer than SNAPSHOT_EVERY events.
+    if (events.some((e) => e.seq % SNAPSHOT_EVERY === 0)) {
+      puts[SNAPSHOT_KEY] = { seq: head.seq, hash: head.hash, value: stateOf(snap), context: snap.context } satisfies Persisted;
+    }
+    this.snapshot = snap;
+    this.head = head;
+    let answer: unknown;
+    if (idem) {
+      answer = idem.answer(this.view);
+      puts[`i:${idem.key}`] = answer;
+      this.remember(idem.key, answer);
+    }
+    const write = Object.keys(puts).length ? this.room.storage.put(puts) : Promise.resolve();
+    if (events.length) this.afterCommit(events, before);
+    return { events, write: write.catch((e) => this.writeFailed(e)), answer };
+  }
+
+  /** Memory ran ahead of a write that failed: start again from what storage holds. */
+  private async writeFailed(e: unknown): Promise<never> {
+    console.error("storage write failed; reloading the session", e);
+    this.idem.clear();
+    await this.load();
+    throw new GovernorError("internal_error", 503, "the event could not be stored; nothing was recorded, try again");
+  }
+
+  private remember(key: string, answer: unknown) {
+    this.idem.set(key, answer);
+    if (this.idem.size > IDEM_CACHE) this.idem.delete(this.idem.keys().next().value as string);
+  }
+
+  private async recall(key: string): Promise<unknown> {
+    if (this.idem.has(key)) return this.idem.get(key);
+    const stored = await this.room.storage.get(`i:${key}`);
+    if (stored !== undefined) this.remember(key, stored);
+    return stored;
+  }
+
+  /**
+   * Runs `decide` once per idempotency key: a retry, or a duplicate racing the first,
+   * gets the first answer instead of being charged again.
+   */
+  private async once<T>(key: string, decide: () => Promise<T>): Promise<T> {
+    const running = this.inflight.get(key);
+    if (running) return running as Promise<T>;
+    const p = (async () => {
+      const prior = await this.recall(key);
+      if (prior !== undefined) return prior as T;
+      return decide();
+    })();
+    this.inflight.set(key, p);
+    try {
+      return await p;
+    } finally {
+      this.inflight.delete(key);
+    }
+  }
+
+  private afterCommit(events: GovernorEvent[], before: SessionSnapshot) {
+    this.push(events, before);
+    this.scheduleIndex();
+    this.scheduleAlarm();
+    const policy = this.snapshot.context.policy;
+    if (policy?.notify.length) {
+      for (const e of events) this.notifier.onEvent(e, policy.notify, summarize(this.snapshot));
+    }
+    for (const e of events) {
+      if (e.type === "approval.granted" || e.type === "approval.denied") this.resolveApproval(e, before.context.approvals[e.data.approvalId]?.requestId);
+    }
+    if (this.held.length && stateOf(this.snapshot) !== "awaiting-approval") this.releaseHeld();
+  }
+
+  // ---------------------------------------------------------------- subscribers
+
+  private push(events: GovernorEvent[], before: SessionSnapshot) {
+    const conns = [...this.room.getConnections<ConnState>()];
+    if (!conns.length) return;
+    // Each event's own state, in order: a subscriber sees every transition, not just the last.
+    const states: ServerMessage[] = [];
+    let s = before;
+    for (const e of events) {
+      s = events.length === 1 ? this.snapshot : step(s, e);
+      states.push({ type: "state", seq: e.seq, summary: summarize(s) });
+    }
+    for (let i = 0; i < events.length; i++) {
+      const ev = JSON.stringify({ type: "event", event: events[i] } satisfies ServerMessage);
+      const st = JSON.stringify(states[i]);
+      for (const c of conns) {
+        if (c.state?.tail) c.send(ev);
+        c.send(st);
+      }
+    }
+  }
+
+  async onConnect(conn: Party.Connection<ConnState>, ctx: Party.ConnectionContext) {
+    const h = ctx.request.headers;
+    const url = new URL(ctx.request.url);
+    const tail = url.searchParams.get("tail") === "1" || url.searchParams.has("after");
+    conn.setState({ tenant: h.get(INTERNAL.tenant) ?? "", role: (h.get(INTERNAL.role) ?? "auditor") as Role, name: h.get(INTERNAL.name) ?? "", tail });
+    if (!this.snapshot.context.opened) {
+      this.send(conn, { type: "error", code: "not_found", message: "no such session: open it with POST /v1/sessions first" });
+    }
+    this.send(conn, { type: "state", seq: this.head.seq, summary: summarize(this.snapshot) });
+    const after = Number(url.searchParams.get("after"));
+    if (url.searchParams.has("after") && Number.isInteger(after) && after >= 0) await this.backfill(conn, after);
+  }
+
+  private async backfill(conn: Party.Connection, after: number) {
+    let from = after;
+    for (;;) {
+      const page = await this.room.storage.list<GovernorEvent>({ prefix: "e:", start: eventKey(from + 1), limit: 500 });
+      for (const e of page.values()) {
+        this.send(conn, { type: "event", event: e });
+        from = e.seq;
+      }
+      if (page.size < 500) break;
+    }
+  }
+
+  private send(conn: Party.Connection, m: ServerMessage) {
+    conn.send(JSON.stringify(m));
+  }
+
+  async onMessage(raw: string | ArrayBuffer | ArrayBufferView, conn: Party.Connection<ConnState>) {
+    let id: string | undefined;
+    try {
+      let data: unknown;
+      try {
+        data = JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw as ArrayBuffer));
+      } catch {
+        throw new BadRequestError("message is not valid JSON", "message");
+      }
+      if (data && typeof data === "object" && typeof (data as { id?: unknown }).id === "string") id = (data as { id: string }).id;
+      const parsed = ClientMessage.safeParse(data);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        const field = issue?.path.join(".") || "type";
+        throw new BadRequestError(`${field}: ${issue?.message}`, field);
+      }
+      const msg = parsed.data;
+      const state = conn.state!;
+      const need = (p: Permission) => {
+        if (!can({ tenant: state.tenant, role: state.role, name: state.name }, p)) throw new ForbiddenError(`role "${state.role}" may not ${p}`);
+      };
+      this.requireOpen();
+      switch (msg.type) {
+        case "check": {
+          need("check");
+          const { type: _t, ...body } = msg;
+          const answer = await this.action(body, {}, 0);
+          // A review is not final: the decision follows on this socket when an operator makes it.
+          this.send(conn, { type: "decision", ...answer, id: msg.id, final: answer.decision !== "review" });
+          return;
+        }
+        case "report":
+          need("report");
+          await this.report(msg.report);
+          return;
+        case "approve":
+        case "deny":
+          need("decide");
+          await this.approval(msg.approvalId, msg.type === "approve" ? "approve" : "deny", state.name, msg.note);
+          return;
+        case "kill":
+          need("decide");
+          await this.kill(msg.reason ?? "killed by an operator", state.name);
+          return;
+        case "subscribe":
+          need("read");
+          conn.setState({ ...state, tail: msg.tail });
+          if (msg.after !== undefined) await this.backfill(conn, msg.after);
+          return;
+      }
+    } catch (e) {
+      const err = e instanceof GovernorError ? e : new GovernorError("internal_error", 500, "internal error");
+      if (!(e instanceof GovernorError)) console.error(e);
+      this.send(conn, { type: "error", code: err.code, message: err.message, field: err.field, id });
+    }
+  }
+
+  // ---------------------------------------------------------------- HTTP (from the gateway)
+
+  async onRequest(req: Party.Request): Promise<Response> {
+    try {
+      const tenant = req.headers.get(INTERNAL.tenant);
+      if (!tenant || !this.room.id.startsWith(`${tenant}:`)) throw new ForbiddenError("this token may not reach another tenant's session");
+      const by = req.headers.get(INTERNAL.name) ?? "unknown";
+      const op = (await req.json()) as SessionOp;
+      if (op.op === "open") return await this.open(op);
+      this.requireOpen();
+      switch (op.op) {
+        case "get":
+          return json(summarize(this.snapshot));
+        case "log":
+          return await this.log(op.after, op.limit);
+        case "action":
+          return json(await this.action(op.body, op.attribution, op.waitMs));
+        case "report":
+          return json(await this.report(op.body), 201);
+        case "approval":
+          return json(await this.approval(op.approvalId, op.decision, by, op.note));
+        case "kill":
+          return json(await this.kill(op.reason, by));
+        case "reserve":
+          return await this.reserve(op.input);
+        case "settle":
+          return json(await this.settle(op));
+        case "deliveries":
+          return json({ deliveries: await this.notifier.list() });
+      }
+    } catch (e) {
+      return errorResponse(e);
+    }
+  }
+
+  private requireOpen() {
+    if (!this.snapshot.context.opened) throw new NotFoundError("no such session: open it with POST /v1/sessions first");
+  }
+
+  private money(): { spentUsd: number; remainingUsd: number | null } {
+    const c = this.snapshot.context;
+    return { spentUsd: toUsd(c.spentNanos), remainingUsd: remainingUsd(c) };
+  }
+
+  private async open(op: Extract<SessionOp, { op: "open" }>): Promise<Response> {
+    if (this.snapshot.context.opened) return json(summarize(this.snapshot), 200);
+    const [tenant] = this.room.id.split(":");
+    const { write } = this.commit([
+      { type: "session.opened", id: `open:${op.id}`, data: { tenant, session: op.id, policy: op.policy, agent: op.agent, user: op.user, task: op.task } },
+    ]);
+    await write;
+    return json(summarize(this.snapshot), 201);
+  }
+
+  private async log(after: number, limit: number): Promise<Response> {
+    const page = await this.room.storage.list<GovernorEvent>({ prefix: "e:", start: eventKey(after + 1), limit });
+    const lines = [...page.values()].map((e) => JSON.stringify(e)).join("\n");
+    const last = [...page.values()].at(-1);
+    const headers: Record<string, string> = { "content-type": "application/x-ndjson", "x-governor-head-seq": String(this.head.seq) };
+    if (last && last.seq < this.head.seq) headers["x-governor-next-after"] = String(last.seq);
+    return new Response(lines ? `${lines}\n` : "", { headers });
+  }
+
+  /** Quotas per user and per agent span sessions, so the tenant actor holds them. */
+  private async crossSessionRate(attribution: Attribution): Promise<{ rule: string; reason: string; retryAfterMs: number } | undefined> {
+    const c = this.snapshot.context;
+    const rules = (c.policy?.limits.rate ?? []).filter((r) => r.per === "user" || r.per === "agent");
+    if (!rules.length) return undefined;
+    const keys = rules.flatMap((r) => {
+      const who = r.per === "user" ? attribution.user ?? c.user : attribution.agent ?? c.agent;
+      return who ? [{ key: `${r.per}:${who}:${r.max}/${r.window}`, max: r.max, windowMs: r.window }] : [];
+    });
+    if (!keys.length) return undefined;
+    const res = await this.room.context.parties.tenant.get(c.tenant).fetch({
+      method: "POST",
+      headers: { [INTERNAL.tenant]: c.tenant, "content-type": "application/json" },
+      body: JSON.stringify({ op: "hit", keys, now: Date.now() }),
+    });
+    const answer = (await res.json()) as { ok: boolean; key?: string; retryAfterMs?: number; count?: number };
+    if (answer.ok) return undefined;
+    const per = answer.key?.split(":")[0] ?? "user";
+    return { rule: `limits.rate[per=${per}]`, reason: `${answer.key?.split(":").slice(0, 2).join(" ")} reached its rate limit across sessions`, retryAfterMs: answer.retryAfterMs ?? 1000 };
+  }
+
+  private async action(body: ActionBody, attribution: Attribution, waitMs: number) {
+    const id = body.id ?? crypto.randomUUID();
+    const answer = await this.once(`action:${id}`, async () => {
+      const attr: Attribution = { ...attribution, run: body.run ?? attribution.run, agent: body.agent ?? attribution.agent, user: body.user ?? attribution.user, action: body.action };
+      const argsHash = sha256Hex(canonicalJson(body.args));
+      const input = { id, action: body.action, args: body.args, argsHash, costUsd: body.costUsd, attribution: attr };
+      const limited = this.isLive() ? await this.crossSessionRate(attr) : undefined;
+      const decision: Decision = limited
+        ? {
+            drafts: [{ type: "action.checked", id: `action:${id}`, data: { requestId: id, action: body.action, argsHash, decision: "deny", costUsd: body.costUsd, code: "rate_limited", rule: limited.rule, reason: limited.reason, attribution: attr } }],
+            verdict: { decision: "deny", code: "rate_limited", rule: limited.rule, reason: limited.reason, retryAfterMs: limited.retryAfterMs },
+          }
+        : decideAction(this.view, input, Date.now());
+      const { write, answer } = this.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict) });
+      await write;
+      return answer as ReturnType<SessionActor["actionAnswer"]>;
+    });
+    if (answer.decision === "review" && answer.approvalId && waitMs > 0) return await this.waitForApproval(answer.approvalId, Math.min(waitMs, MAX_WAIT_MS), answer);
+    return answer;
+  }
+
+  private isLive(): boolean {
+    const s = stateOf(this.snapshot);
+    return s !== "killed" && s !== "closed";
+  }
+
+  private actionAnswer(id: string, v: Verdict) {
+    return {
+      id,
+      decision: v.decision as "allow" | "deny" | "review",
+      ...(v.code && { code: v.code }),
+      ...(v.rule && { rule: v.rule }),
+      ...(v.reason && { reason: v.reason }),
+      ...(v.approvalId && { approvalId: v.approvalId }),
+      ...(v.retryAfterMs !== undefined && { retryAfter: Math.ceil(v.retryAfterMs / 1000) }),
+      ...this.money(),
+    };
+  }
+
+  private waitForApproval(approvalId: string, waitMs: number, pending: ReturnType<SessionActor["actionAnswer"]>) {
+    if (!this.snapshot.context.approvals[approvalId]) return this.recall(`approval-final:${approvalId}`).then((v) => (v as typeof pending) ?? pending);
+    return new Promise<ReturnType<SessionActor["actionAnswer"]>>((resolve) => {
+      const set = this.approvalWaiters.get(approvalId) ?? new Set();
+      const done = (m: DecisionMessage) => {
+        clearTimeout(timer);
+        set.delete(done);
+        const { type: _t, final: _f, ...rest } = m;
+        resolve(rest as ReturnType<SessionActor["actionAnswer"]>);
+      };
+      const timer = setTimeout(() => {
+        set.delete(done);
+        resolve(pending);
+      }, waitMs);
+      set.add(done);
+      this.approvalWaiters.set(approvalId, set);
+    });
+  }
+
+  /** The decision on a reviewed action goes to whoever waits on it: held HTTP calls and every socket. */
+  private resolveApproval(e: Extract<GovernorEvent, { type: "approval.granted" | "approval.denied" }>, requested: string | undefined) {
+    const granted = e.type === "approval.granted";
+    const msg: DecisionMessage = {
+      type: "decision",
+      id: requested ?? e.data.approvalId,
+      decision: granted ? "allow" : "deny",
+      ...(granted ? {} : { code: "policy_violation" }),
+      rule: "approval",
+      reason: granted ? `approved by ${e.data.by}${e.data.note ? `: ${e.data.note}` : ""}` : `denied by ${e.data.by}${e.data.note ? `: ${e.data.note}` : ""}`,
+      approvalId: e.data.approvalId,
+      ...this.money(),
+      final: true,
+    };
+    const { type: _t, final: _f, ...stored } = msg;
+    void this.room.storage.put(`i:approval-final:${e.data.approvalId}`, stored);
+    for (const w of this.approvalWaiters.get(e.data.approvalId) ?? []) w(msg);
+    this.approvalWaiters.delete(e.data.approvalId);
+    const text = JSON.stringify(msg);
+    for (const c of this.room.getConnections()) c.send(text);
+  }
+
+  private async report(body: ReportBody) {
+    const id = body.id ?? crypto.randomUUID();
+    return this.once(`report:${id}`, async () => {
+      const decision = decideReport(this.view, body.type === "cost" ? { ...body, id } : { ...body, id }, Date.now());
+      const { write, answer } = this.commit(decision.drafts, { key: `report:${id}`, answer: (v) => ({ id, accepted: true, state: v.state, ...this.money() }) });
+      await write;
+      return answer;
+    });
+  }
+
+  private async approval(approvalId: string, decision: "approve" | "deny", by: string, note?: string) {
+    return this.once(`approval:${approvalId}`, async () => {
+      const d = decideApproval(this.view, { approvalId, decision, by, note }, Date.now());
+      if (!d) throw new GovernorError("not_found", 404, `no pending approval "${approvalId}" in this session`, { field: "approvalId" });
+      const { write, answer } = this.commit(d.drafts, { key: `approval:${approvalId}`, answer: (v) => ({ approvalId, decision: d.verdict.decision, state: v.state, ...this.money() }) });
+      await write;
+      return answer;
+    });
+  }
+
+  private async kill(reason: string, by: string) {
+    const d = decideKill(this.view, { by, reason, id: crypto.randomUUID() });
+    const { write } = this.commit(d.drafts);
+    await write;
+    return summarize(this.snapshot);
+  }
+
+  // ---------------------------------------------------------------- reservations (the proxy)
+
+  /** The worst case: every prompt token at the input price, plus the output cap at the output price. */
+  private priced(req: ReserveRequest): ReserveInput {
+    const maxOut = req.maxOutputTokens ?? this.snapshot.context.policy?.budget.default_max_tokens ?? 4096;
+    const estimateUsd = req.price ? (req.promptTokens * req.price.input + maxOut * req.price.output) / 1_000_000 : 0;
+    return { ...req, maxOutputTokens: maxOut, estimateUsd, priced: req.price !== null };
+  }
+
+  private async reserve(req: ReserveRequest): Promise<Response> {
+    const input = this.priced(req);
+    const answer = await this.once(`reserve:${input.requestId}`, async () => {
+      const limited = this.isLive() ? await this.crossSessionRate(input.attribution) : undefined;
+      let decision: Decision;
+      if (limited) {
+        decision = {
+          drafts: [{ type: "request.denied", id: `reserve:${input.requestId}`, data: { requestId: input.requestId, kind: "llm", code: "rate_limited", rule: limited.rule, reason: limited.reason, model: input.model, estimateUsd: input.estimateUsd, attribution: input.attribution } }],
+          verdict: { decision: "deny", code: "rate_limited", rule: limited.rule, reason: limited.reason, retryAfterMs: limited.retryAfterMs },
+        };
+      } else {
+        decision = decideReserve(this.view, input, Date.now());
+        if (decision.verdict.decision === "hold") return undefined;
+      }
+      const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => this.reserveAnswer(input.requestId, decision.verdict) });
+      await write;
+      return answer as ReserveAnswer;
+    });
+    if (answer === undefined) return this.hold(req);
+    return json(answer, answer.decision === "allow" ? 200 : STATUS[answer.code as keyof typeof STATUS] ?? 403);
+  }
+
+  private reserveAnswer(requestId: string, v: Verdict): ReserveAnswer {
+    return {
+      requestId,
+      decision: v.decision === "allow" ? "allow" : "deny",
+      ...(v.code && { code: v.code }),
+      ...(v.rule && { rule: v.rule }),
+      ...(v.reason && { reason: v.reason }),
+      ...(v.retryAfterMs !== undefined && { retryAfterMs: v.retryAfterMs }),
+      ...this.money(),
+    };
+  }
+
+  /** `approval.while_pending: hold`: the call waits for the decision, up to the approval timeout. */
+  private hold(input: Held["input"]): Promise<Response> {
+    const limit = Math.min(this.snapshot.context.policy?.approval.timeout ?? MAX_WAIT_MS, MAX_WAIT_MS);
+    return new Promise((resolve) => {
+      const entry: Held = {
+        input,
+        resolve,
+        timer: setTimeout(() => {
+          this.held = this.held.filter((h) => h !== entry);
+          resolve(json(this.reserveAnswer(input.requestId, { decision: "deny", code: "awaiting_approval", rule: "approval.while_pending", reason: "still awaiting approval" }), 409));
+        }, limit),
+      };
+      this.held.push(entry);
+    });
+  }
+
+  private releaseHeld() {
+    const held = this.held;
+    this.held = [];
+    for (const h of held) {
+      clearTimeout(h.timer);
+      void this.reserve(h.input).then(h.resolve, (e) => h.resolve(errorResponse(e)));
+    }
+  }
+
+  private async settle(op: Extract<SessionOp, { op: "settle" }>) {
+    return this.once(`settle:${op.requestId}`, async () => {
+      const d = decideSettle(this.view, op, Date.now());
+      if (!d) throw new GovernorError("not_found", 404, `no open reservation "${op.requestId}"`, { field: "requestId" });
+      const { write, answer } = this.commit(d.drafts, { key: `settle:${op.requestId}`, answer: () => ({ requestId: op.requestId, settled: true, ...this.money() }) });
+      await write;
+      return answer;
+    });
+  }
+
+  // ---------------------------------------------------------------- timers and the index
+
+  private scheduleAlarm() {
+    const next = nextDeadline(this.snapshot.context);
+    if (next === undefined || next === this.alarmAt) return;
+    if (this.alarmAt !== null && this.alarmAt <= next && this.alarmAt > Date.now()) return;
+    this.alarmAt = next;
+    void this.room.storage.setAlarm(next);
+  }
+
+  async onAlarm() {
+    this.alarmAt = null;
+    if (!this.snapshot.context.opened) await this.load();
+    const drafts = decideTimers(this.view, Date.now());
+    if (drafts.length) await this.commit(drafts).write;
+    this.scheduleAlarm();
+  }
+
+  /** The tenant's index trails the session by at most one update in flight. */
+  private scheduleIndex() {
+    this.indexDirty = true;
+    if (this.indexing) return;
+    this.indexing = true;
+    void (async () => {
+      try {
+        while (this.indexDirty) {
+          this.indexDirty = false;
+          const summary = summarize(this.snapshot);
+          await this.room.context.parties.tenant.get(summary.tenant).fetch({
+            method: "POST",
+            headers: { [INTERNAL.tenant]: summary.tenant, "content-type": "application/json" },
+            body: JSON.stringify({ op: "upsert", summary }),
+          });
+        }
+      } catch (e) {
+        console.error("tenant index update failed", e);
+      } finally {
+        this.indexing = false;
+      }
+    })();
+  }
+}

@@ -1,0 +1,115 @@
+import type * as Party from "partykit/server";
+import { ForbiddenError } from "../lib/errors";
+import type { SessionSummary, ServerMessage } from "../schema/protocol";
+import { authenticate, tokenFrom } from "./auth";
+import { errorResponse, json } from "./http";
+import { INTERNAL, type TenantOp } from "./ops";
+
+// One per tenant: the index of its sessions (pushed by the session actors), the tenant's
+// default policy, and the quotas that span sessions (per user, per agent). Quotas are
+// decided in one synchronous turn here, so two sessions cannot both take the last slot.
+
+const DEFAULT_POLICY_KEY = "default-policy";
+
+export default class TenantActor implements Party.Server {
+  readonly options: Party.ServerOptions = { hibernate: true };
+  private sessions = new Map<string, SessionSummary>();
+  private hits = new Map<string, number[]>();
+  private loaded = false;
+
+  constructor(readonly room: Party.Room) {}
+
+  static onBeforeConnect(req: Party.Request, lobby: Party.Lobby): Party.Request | Response {
+    try {
+      const p = authenticate(tokenFrom(req as unknown as Request), lobby.env.GOVERNOR_TOKENS as string | undefined);
+      const roomId = decodeURIComponent(new URL(req.url).pathname.split("/").pop() ?? "");
+      if (roomId !== p.tenant) throw new ForbiddenError("this token may not watch another tenant");
+      if (p.role === "agent") throw new ForbiddenError('role "agent" may not watch the tenant index');
+      req.headers.set(INTERNAL.tenant, p.tenant);
+      req.headers.set(INTERNAL.role, p.role);
+      return req;
+    } catch (e) {
+      return errorResponse(e);
+    }
+  }
+
+  static onBeforeRequest(): Response {
+    return json({ error: { code: "not_found", message: "use the /v1 routes" } }, 404);
+  }
+
+  private async load() {
+    if (this.loaded) return;
+    const stored = await this.room.storage.list<SessionSummary>({ prefix: "s:" });
+    for (const s of stored.values()) this.sessions.set(s.session, s);
+    const hits = await this.room.storage.list<number[]>({ prefix: "r:" });
+    for (const [k, v] of hits) this.hits.set(k.slice(2), v);
+    this.loaded = true;
+  }
+
+  async onStart() {
+    await this.load();
+  }
+
+  private list(): SessionSummary[] {
+    return [...this.sessions.values()].sort((a, b) => b.lastActivity - a.lastActivity);
+  }
+
+  onConnect(conn: Party.Connection) {
+    conn.send(JSON.stringify({ type: "sessions", sessions: this.list() } satisfies ServerMessage));
+  }
+
+  onMessage(_raw: string | ArrayBuffer | ArrayBufferView, conn: Party.Connection) {
+    conn.send(JSON.stringify({ type: "error", code: "bad_request", message: "the tenant socket only sends; act on a session's socket" } satisfies ServerMessage));
+  }
+
+  async onRequest(req: Party.Request): Promise<Response> {
+    try {
+      if (req.headers.get(INTERNAL.tenant) !== this.room.id) throw new ForbiddenError("wrong tenant");
+      await this.load();
+      const op = (await req.json()) as TenantOp;
+      switch (op.op) {
+        case "upsert":
+          return await this.upsert(op.summary);
+        case "list":
+          return json({ sessions: this.list() });
+        case "hit":
+          return await this.hit(op.keys, op.now);
+        case "get-default":
+          return json({ policy: (await this.room.storage.get(DEFAULT_POLICY_KEY)) ?? null });
+        case "set-default":
+          await this.room.storage.put(DEFAULT_POLICY_KEY, op.policy);
+          return json({ policy: op.policy });
+      }
+    } catch (e) {
+      return errorResponse(e);
+    }
+  }
+
+  private async upsert(summary: SessionSummary): Promise<Response> {
+    const known = this.sessions.get(summary.session);
+    // Updates can cross on the wire; the higher sequence number is the newer truth.
+    if (known && known.seq > summary.seq) return json({ ok: true, stale: true });
+    this.sessions.set(summary.session, summary);
+    await this.room.storage.put(`s:${summary.session}`, summary);
+    const msg = JSON.stringify({ type: "session", summary } satisfies ServerMessage);
+    for (const c of this.room.getConnections()) c.send(msg);
+    return json({ ok: true });
+  }
+
+  /** Counts a call against every key, or against none when any key is full. */
+  private async hit(keys: Array<{ key: string; max: number; windowMs: number }>, now: number): Promise<Response> {
+    const updates: Record<string, number[]> = {};
+    for (const k of keys) {
+      const recent = (this.hits.get(k.key) ?? []).filter((t) => t > now - k.windowMs);
+      if (recent.length >= k.max) {
+        const retryAfterMs = Math.max(1, Math.min(...recent) + k.windowMs - now);
+        return json({ ok: false, key: k.key, retryAfterMs, count: recent.length });
+      }
+      updates[k.key] = [...recent, now];
+    }
+    for (const [k, v] of Object.entries(updates)) this.hits.set(k, v);
+    await this.room.storage.put(Object.fromEntries(Object.entries(updates).map(([k, v]) => [`r:${k}`, v])));
+    return json({ ok: true });
+  }
+}
+

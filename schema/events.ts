@@ -1,0 +1,160 @@
+import { z } from "zod";
+import { Policy } from "./policy";
+
+// Every fact the session actor knows is one of these, appended in order, hash-chained.
+// The machine folds them; nothing else about a session is authoritative.
+
+const Id = z.string().min(1).max(256);
+const Usd = z.number().finite().nonnegative();
+const Str = z.string().max(4096);
+
+export const UsageData = z.object({
+  inputTokens: z.number().int().nonnegative(),
+  outputTokens: z.number().int().nonnegative(),
+  cachedInputTokens: z.number().int().nonnegative().default(0),
+  cacheWriteTokens: z.number().int().nonnegative().default(0),
+});
+
+/** Who asked: the attribution headers of a proxied call, or an action's caller. */
+export const Attribution = z.object({
+  agent: Str.optional(),
+  user: Str.optional(),
+  run: Str.optional(),
+  action: Str.optional(),
+  task: Str.optional(),
+});
+
+export const EventData = {
+  "session.opened": z.object({
+    tenant: Id,
+    session: Id,
+    policy: Policy,
+    agent: Str.optional(),
+    user: Str.optional(),
+    task: Str.optional(),
+  }),
+  "request.reserved": z.object({
+    requestId: Id,
+    kind: z.enum(["llm", "action"]),
+    provider: z.enum(["openai", "anthropic"]).optional(),
+    model: Str.optional(),
+    path: Str.optional(),
+    estimateUsd: Usd,
+    promptTokens: z.number().int().nonnegative().optional(),
+    maxOutputTokens: z.number().int().nonnegative().optional(),
+    promptHash: Str.optional(),
+    expiresAt: z.number().int(),
+    attribution: Attribution.default({}),
+  }),
+  "request.settled": z.object({
+    requestId: Id,
+    costUsd: Usd,
+    // completed: usage from the provider; aborted: client went away, counted what was produced;
+    // expired: no settle arrived, charged at the estimate; released: upstream failed, nothing charged;
+    // reported: a cost reported from outside (a tool's bill).
+    outcome: z.enum(["completed", "aborted", "expired", "released", "reported"]),
+    usage: UsageData.optional(),
+    model: Str.optional(),
+    attribution: Attribution.default({}),
+  }),
+  "request.denied": z.object({
+    requestId: Id,
+    kind: z.enum(["llm", "action"]),
+    code: Str,
+    rule: Str,
+    reason: Str,
+    model: Str.optional(),
+    estimateUsd: Usd.optional(),
+    attribution: Attribution.default({}),
+  }),
+  "action.checked": z.object({
+    requestId: Id,
+    action: Str,
+    argsHash: Str,
+    args: z.unknown().optional(),
+    decision: z.enum(["allow", "deny", "review"]),
+    costUsd: Usd,
+    code: Str.optional(),
+    rule: Str.optional(),
+    reason: Str.optional(),
+    approvalId: Id.optional(),
+    attribution: Attribution.default({}),
+  }),
+  "violation.recorded": z.object({
+    kind: Str,
+    detail: Str.optional(),
+    source: z.enum(["scanner", "policy"]),
+  }),
+  "anomaly.detected": z.object({
+    kind: z.literal("runaway"),
+    reason: Str,
+    promptTokens: z.array(z.number().int().nonnegative()),
+    onDetect: z.enum(["alert", "kill"]),
+  }),
+  "alert.raised": z.object({
+    kind: Str,
+    rule: Str,
+    reason: Str,
+    spentUsd: Usd.optional(),
+    limitUsd: Usd.optional(),
+  }),
+  "approval.requested": z.object({
+    approvalId: Id,
+    requestId: Id,
+    action: Str,
+    argsHash: Str,
+    args: z.unknown().optional(),
+    costUsd: Usd,
+    rule: Str,
+    reason: Str,
+    deadline: z.number().int(),
+    attribution: Attribution.default({}),
+  }),
+  "approval.granted": z.object({ approvalId: Id, by: Str, note: Str.optional() }),
+  "approval.denied": z.object({ approvalId: Id, by: Str, note: Str.optional(), timedOut: z.boolean().default(false) }),
+  "session.killed": z.object({ by: Str, rule: Str.optional(), reason: Str }),
+  "session.closed": z.object({ by: Str, reason: Str.optional() }),
+  "subject.redacted": z.object({ subject: Str, fields: z.array(Str), by: Str }),
+} as const;
+
+export type EventType = keyof typeof EventData;
+export const EVENT_TYPES = Object.keys(EventData) as EventType[];
+
+const envelope = {
+  seq: z.number().int().positive(),
+  id: Id,
+  ts: z.number().int().nonnegative(),
+  prev: z.string().length(64),
+  hash: z.string().length(64),
+};
+
+function variant<T extends EventType>(type: T) {
+  return z.object({ ...envelope, type: z.literal(type), data: EventData[type] });
+}
+
+export const GovernorEvent = z.discriminatedUnion("type", [
+  variant("session.opened"),
+  variant("request.reserved"),
+  variant("request.settled"),
+  variant("request.denied"),
+  variant("action.checked"),
+  variant("violation.recorded"),
+  variant("anomaly.detected"),
+  variant("alert.raised"),
+  variant("approval.requested"),
+  variant("approval.granted"),
+  variant("approval.denied"),
+  variant("session.killed"),
+  variant("session.closed"),
+  variant("subject.redacted"),
+]);
+
+export type GovernorEvent = z.infer<typeof GovernorEvent>;
+export type EventOf<T extends EventType> = Extract<GovernorEvent, { type: T }>;
+export type DataOf<T extends EventType> = z.infer<(typeof EventData)[T]>;
+
+/** An event before the actor gives it a place in the chain. */
+export type EventDraft = { [T in EventType]: { type: T; id: string; data: z.input<(typeof EventData)[T]> } }[EventType];
+
+export type Usage = z.infer<typeof UsageData>;
+export type Attribution = z.infer<typeof Attribution>;

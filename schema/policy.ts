@@ -1,0 +1,139 @@
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { Duration } from "../lib/duration";
+import { BadRequestError } from "../lib/errors";
+
+// Strict objects everywhere: a typo in a policy ("sesion_usd") must be refused with its
+// path, not silently ignored and leave the session unbudgeted.
+const Usd = z.number().finite().nonnegative();
+const Fraction = z.number().gt(0).lte(1);
+
+export const ArgRule = z.strictObject({
+  max: z.number().finite().optional(),
+  min: z.number().finite().optional(),
+  pattern: z
+    .string()
+    .refine((p) => {
+      try {
+        new RegExp(p);
+        return true;
+      } catch {
+        return false;
+      }
+    }, "not a valid regular expression")
+    .optional(),
+  forbidden: z.array(z.string().min(1)).optional(),
+  require_approval_above: z.number().finite().optional(),
+  required: z.boolean().optional(),
+});
+
+export const RateRule = z.strictObject({
+  per: z.enum(["session", "user", "agent", "run"]),
+  max: z.number().int().positive(),
+  window: Duration,
+});
+
+export const NotifyTarget = z.union([
+  z.strictObject({ slack: z.url() }),
+  z.strictObject({ webhook: z.url() }),
+]);
+
+export const Policy = z.strictObject({
+  version: z.literal(1).default(1),
+  budget: z
+    .strictObject({
+      session_usd: Usd.optional(),
+      run_usd: Usd.optional(),
+      action_usd: z.record(z.string(), Usd).optional(),
+      alert_at: Fraction.default(0.8),
+      on_exceed: z.enum(["deny", "kill"]).default("deny"),
+      // Worst-case output when a call names no max_tokens: the reservation must be finite.
+      default_max_tokens: z.number().int().positive().default(4096),
+    })
+    .default({ alert_at: 0.8, on_exceed: "deny", default_max_tokens: 4096 }),
+  limits: z
+    .strictObject({
+      max_actions: z.number().int().nonnegative().optional(),
+      max_duration: Duration.optional(),
+      rate: z.array(RateRule).optional(),
+    })
+    .default({}),
+  actions: z
+    .strictObject({
+      allow: z.array(z.string().min(1)).optional(),
+      deny: z.array(z.string().min(1)).optional(),
+      rules: z.record(z.string(), z.record(z.string(), ArgRule)).optional(),
+    })
+    .default({}),
+  violations: z
+    .strictObject({
+      thresholds: z.record(z.string(), z.number().int().positive()).default({}),
+      on_threshold: z.enum(["kill", "alert"]).default("kill"),
+    })
+    .default({ thresholds: {}, on_threshold: "kill" }),
+  runaway: z
+    .strictObject({
+      growth_ratio: z.number().gt(1).default(1.4),
+      consecutive: z.number().int().positive().default(3),
+      window: z.number().int().positive().default(5),
+      on_detect: z.enum(["alert", "kill", "off"]).default("alert"),
+    })
+    .default({ growth_ratio: 1.4, consecutive: 3, window: 5, on_detect: "alert" }),
+  approval: z
+    .strictObject({
+      timeout: Duration.default(300_000),
+      on_timeout: z.enum(["deny", "allow"]).default("deny"),
+      // While an approval is pending, proxied LLM calls are refused (409) or held.
+      while_pending: z.enum(["refuse", "hold"]).default("refuse"),
+    })
+    .default({ timeout: 300_000, on_timeout: "deny", while_pending: "refuse" }),
+  fail_mode: z.enum(["closed", "open"]).default("closed"),
+  unpriced_models: z.enum(["deny", "allow"]).default("deny"),
+  notify: z.array(NotifyTarget).default([]),
+  // Prompts and arguments are kept as hashes unless the policy asks for raw text.
+  keep_raw: z.boolean().default(false),
+});
+
+export type Policy = z.infer<typeof Policy>;
+export type PolicyInput = z.input<typeof Policy>;
+export type ArgRule = z.infer<typeof ArgRule>;
+export type RateRule = z.infer<typeof RateRule>;
+export type NotifyTarget = z.infer<typeof NotifyTarget>;
+
+/** "budget.session_usd" style path of the first issue, for 400 answers. */
+export function issuePath(error: z.ZodError, prefix = ""): string {
+  const issue = error.issues[0];
+  const path = issue?.path.map(String).join(".") ?? "";
+  return [prefix, path].filter(Boolean).join(".") || prefix || "(root)";
+}
+
+export function describeIssue(error: z.ZodError, prefix = ""): string {
+  const issue = error.issues[0];
+  return `${issuePath(error, prefix)}: ${issue?.message ?? "invalid"}`;
+}
+
+export function parsePolicy(input: unknown, prefix = "policy"): Policy {
+  const r = Policy.safeParse(input ?? {});
+  if (!r.success) throw new BadRequestError(describeIssue(r.error, prefix), issuePath(r.error, prefix));
+  return r.data;
+}
+
+export function parseYamlText(text: string): unknown {
+  try {
+    return parseYaml(text);
+  } catch (e) {
+    throw new BadRequestError(`body is not valid YAML: ${(e as Error).message.split("\n")[0]}`, "body");
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** The tenant's default overridden field by field by the session's own policy; lists are replaced whole. */
+export function mergePolicies(base: unknown, override: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(override)) return override === undefined ? base : override;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(override)) out[k] = k in base ? mergePolicies(base[k], v) : v;
+  return out;
+}

@@ -1,0 +1,81 @@
+import { z } from "zod";
+import { ActionBody, ReportBody } from "./api";
+import { GovernorEvent } from "./events";
+
+// WebSocket messages. Every message carries a `type`; the server validates each incoming
+// one and answers a bad one with an `error` message instead of closing the socket.
+
+export const Roles = ["agent", "operator", "auditor"] as const;
+export const Role = z.enum(Roles);
+export type Role = z.infer<typeof Role>;
+
+export const SessionSummary = z.object({
+  tenant: z.string(),
+  session: z.string(),
+  state: z.enum(["active", "alerting", "awaiting-approval", "killed", "closed"]),
+  seq: z.number().int(),
+  spentUsd: z.number(),
+  reservedUsd: z.number(),
+  budgetUsd: z.number().nullable(),
+  remainingUsd: z.number().nullable(),
+  agent: z.string().optional(),
+  user: z.string().optional(),
+  task: z.string().optional(),
+  openedAt: z.number(),
+  lastActivity: z.number(),
+  counters: z.object({
+    llmCalls: z.number(),
+    actions: z.number(),
+    allowed: z.number(),
+    denied: z.number(),
+    reviews: z.number(),
+    violations: z.number(),
+    alerts: z.number(),
+    anomalies: z.number(),
+  }),
+  violations: z.record(z.string(), z.number()),
+  reservations: z.array(
+    z.object({ requestId: z.string(), kind: z.string(), estimateUsd: z.number(), expiresAt: z.number(), model: z.string().optional(), run: z.string().optional() }),
+  ),
+  pendingApprovals: z.array(
+    z.object({ approvalId: z.string(), requestId: z.string(), action: z.string(), costUsd: z.number(), rule: z.string(), reason: z.string(), deadline: z.number(), requestedAt: z.number(), args: z.unknown().optional() }),
+  ),
+  alerts: z.array(z.string()),
+  killed: z.object({ by: z.string(), reason: z.string(), rule: z.string().optional(), at: z.number() }).optional(),
+});
+export type SessionSummary = z.infer<typeof SessionSummary>;
+
+export const DecisionMessage = z.object({
+  type: z.literal("decision"),
+  id: z.string(),
+  decision: z.enum(["allow", "deny", "review"]),
+  code: z.string().optional(),
+  rule: z.string().optional(),
+  reason: z.string().optional(),
+  approvalId: z.string().optional(),
+  retryAfter: z.number().optional(),
+  spentUsd: z.number(),
+  remainingUsd: z.number().nullable(),
+  final: z.boolean(),
+});
+export type DecisionMessage = z.infer<typeof DecisionMessage>;
+
+export const ServerMessage = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("state"), seq: z.number().int(), summary: SessionSummary }),
+  z.object({ type: z.literal("event"), event: GovernorEvent }),
+  DecisionMessage,
+  z.object({ type: z.literal("error"), code: z.string(), message: z.string(), field: z.string().optional(), id: z.string().optional() }),
+  z.object({ type: z.literal("sessions"), sessions: z.array(SessionSummary) }),
+  z.object({ type: z.literal("session"), summary: SessionSummary }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+export const ClientMessage = z.discriminatedUnion("type", [
+  ActionBody.extend({ type: z.literal("check"), id: z.string().min(1).max(256) }),
+  z.object({ type: z.literal("report"), report: ReportBody }),
+  z.object({ type: z.literal("approve"), approvalId: z.string().min(1), note: z.string().max(1024).optional() }),
+  z.object({ type: z.literal("deny"), approvalId: z.string().min(1), note: z.string().max(1024).optional() }),
+  z.object({ type: z.literal("kill"), reason: z.string().max(1024).optional() }),
+  z.object({ type: z.literal("subscribe"), tail: z.boolean().default(true), after: z.number().int().nonnegative().optional() }),
+]);
+export type ClientMessage = z.infer<typeof ClientMessage>;

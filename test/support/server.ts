@@ -1,0 +1,141 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+// A real Governor: `partykit dev` (workerd) on a free port with its own --persist folder,
+// stopped by its process group id. Used by the integration tests, benchmarks and demo.
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+
+export const TOKENS = {
+  operator: "tok-operator-acme-0001",
+  agent: "tok-agent-acme-0001",
+  auditor: "tok-auditor-acme-0001",
+  foreign: "tok-operator-globex-01",
+} as const;
+
+export const TOKEN_MAP = {
+  [TOKENS.operator]: { tenant: "acme", role: "operator", name: "alice" },
+  [TOKENS.agent]: { tenant: "acme", role: "agent", name: "agent-1" },
+  [TOKENS.auditor]: { tenant: "acme", role: "auditor", name: "audit" },
+  [TOKENS.foreign]: { tenant: "globex", role: "operator", name: "mallory" },
+};
+
+export async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once("error", fail);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => ok(port));
+    });
+  });
+}
+
+export interface Governor {
+  url: string;
+  wsUrl: string;
+  port: number;
+  persist: string;
+  pid: number;
+  output: () => string;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  vars?: Record<string, string>;
+  /** Reuse a storage folder (a restart); a fresh one is made otherwise. */
+  persist?: string;
+  port?: number;
+  /** Leave GOVERNOR_TOKENS unset, as a new user's `npm start` does. */
+  devTokens?: boolean;
+}
+
+export async function startGovernor(opts: StartOptions = {}): Promise<Governor> {
+  const port = opts.port ?? (await freePort());
+  const persist = opts.persist ?? mkdtempSync(join(tmpdir(), "governor-test-"));
+  const vars: Record<string, string> = { ...(opts.devTokens ? {} : { GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP) }), ...opts.vars };
+  const args = ["dev", "--port", String(port), "--persist", persist, "--disable-request-cf-fetch", "--no-hotkeys"];
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}=${v}`);
+  const child: ChildProcess = spawn(join(ROOT, "node_modules/.bin/partykit"), args, {
+    cwd: ROOT,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NO_COLOR: "1", CI: "1" },
+  });
+  let out = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`partykit dev exited (${child.exitCode}):\n${out}`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      await res.body?.cancel();
+      if (res.status < 500) break;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > deadline) {
+      kill(child);
+      throw new Error(`partykit dev did not start within 60s:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  return {
+    url,
+    wsUrl: `ws://127.0.0.1:${port}`,
+    port,
+    persist,
+    pid: child.pid!,
+    output: () => out,
+    async stop() {
+      await kill(child);
+      if (!opts.persist) rmSync(persist, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Stops the whole process group (partykit and its workerd) and waits for it to go. */
+async function kill(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.pid === undefined) return;
+  const gone = new Promise<void>((r) => child.once("exit", () => r()));
+  try {
+    process.kill(-child.pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  const timeout = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }, 5000);
+  await gone;
+  clearTimeout(timeout);
+}
+
+/** fetch against the server with a token; JSON bodies are encoded. */
+export function client(base: string, token: string) {
+  return async (path: string, init: { method?: string; body?: unknown; headers?: Record<string, string>; raw?: string } = {}) => {
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, ...init.headers };
+    let body: string | undefined = init.raw;
+    if (init.body !== undefined) {
+      body = JSON.stringify(init.body);
+      headers["content-type"] ??= "application/json";
+    }
+    const res = await fetch(`${base}${path}`, { method: init.method ?? (body !== undefined ? "POST" : "GET"), headers, body });
+    const text = await res.text();
+    let json: any;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, headers: res.headers, text, json };
+  };
+}

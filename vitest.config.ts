@@ -1,0 +1,11 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 90_000,
+    // Integration files each start their own partykit dev; two at a time fits 2 cores.
+    maxWorkers: 2,
+  },
+});
