@@ -18,10 +18,14 @@ export function errorResponse(e: unknown): Response {
   return json({ error: { code: "internal_error", message: "internal error" } }, 500);
 }
 
-/** Reads at most `limit` bytes; a larger body is refused before it is buffered whole. */
+// Past this, an oversized upload is cut off instead of drained.
+const DRAIN_LIMIT = 64 * 1024 * 1024;
+
+/**
+ * Reads at most `limit` bytes; a larger body is refused without being buffered. It is
+ * drained (not kept) so the client gets a clean 413 rather than a reset connection.
+ */
 export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<string> {
-  const declared = Number(req.headers.get("content-length") ?? "");
-  if (Number.isFinite(declared) && declared > limit) throw new PayloadTooLargeError(limit);
   if (!req.body) return "";
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -30,12 +34,13 @@ export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<st
     const { done, value } = await reader.read();
     if (done) break;
     size += value.byteLength;
-    if (size > limit) {
+    if (size > DRAIN_LIMIT) {
       await reader.cancel();
-      throw new PayloadTooLargeError(limit);
+      break;
     }
-    chunks.push(value);
+    if (size <= limit) chunks.push(value);
   }
+  if (size > limit) throw new PayloadTooLargeError(limit);
   const all = new Uint8Array(size);
   let at = 0;
   for (const c of chunks) {

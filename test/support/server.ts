@@ -41,7 +41,8 @@ export interface Governor {
   persist: string;
   pid: number;
   output: () => string;
-  stop(): Promise<void>;
+  /** keepStorage: leave the --persist folder for a restart on the same storage. */
+  stop(opts?: { keepStorage?: boolean }): Promise<void>;
 }
 
 export interface StartOptions {
@@ -92,9 +93,9 @@ export async function startGovernor(opts: StartOptions = {}): Promise<Governor> 
     persist,
     pid: child.pid!,
     output: () => out,
-    async stop() {
+    async stop({ keepStorage = false } = {}) {
       await kill(child);
-      if (!opts.persist) rmSync(persist, { recursive: true, force: true });
+      if (!opts.persist && !keepStorage) rmSync(persist, { recursive: true, force: true });
     },
   };
 }
