@@ -200,15 +200,20 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
 
   const tracker = new StreamUsageTracker(provider, path, input.model);
   const reader = upstream.body.getReader();
-  let settled: Promise<unknown> | undefined;
+  // Registered before the first byte goes out: once a client disconnects, the runtime no
+  // longer accepts new background work for this request, and the settle must still run.
+  let done!: () => void;
+  ctx.waitUntil(new Promise<void>((r) => (done = r)));
+  let settled = false;
   const finish = (outcome: "completed" | "aborted") => {
-    if (settled) return settled;
+    if (settled) return;
+    settled = true;
     clearTimeout(timer);
     const { usage, outputText } = tracker.finish();
     const counted: Usage = usage ?? { inputTokens: input.promptTokens, outputTokens: countTextTokens(provider, input.model, outputText), cachedInputTokens: 0, cacheWriteTokens: 0 };
-    settled = settle(costOf(counted), outcome, counted).catch((e) => console.error("settle failed", e));
-    ctx.waitUntil(settled);
-    return settled;
+    settle(costOf(counted), outcome, counted)
+      .catch((e) => console.error("settle failed; the reservation will expire at its estimate", e))
+      .finally(done);
   };
   const stream = new ReadableStream<Uint8Array>({
     async pull(controller) {

@@ -267,7 +267,11 @@ export default class SessionActor implements Party.Server {
       } catch {
         throw new BadRequestError("message is not valid JSON", "message");
       }
-      if (data && typeof data === "object" && typeof (data as { id?: unknown }).id === "string") id = (data as { id: string }).id;
+      if (data && typeof data === "object") {
+        const d = data as { id?: unknown; report?: { id?: unknown } };
+        const candidate = d.id ?? d.report?.id;
+        if (typeof candidate === "string") id = candidate;
+      }
       const parsed = ClientMessage.safeParse(data);
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
@@ -416,7 +420,12 @@ export default class SessionActor implements Party.Server {
       await write;
       return answer as ReturnType<SessionActor["actionAnswer"]>;
     });
-    if (answer.decision === "review" && answer.approvalId && waitMs > 0) return await this.waitForApproval(answer.approvalId, Math.min(waitMs, MAX_WAIT_MS), answer);
+    if (answer.decision !== "review" || !answer.approvalId) return answer;
+    // A retry after the operator decided gets the decision, not the stale review.
+    if (!this.snapshot.context.approvals[answer.approvalId]) {
+      return ((await this.recall(`approval-final:${answer.approvalId}`)) as typeof answer | undefined) ?? answer;
+    }
+    if (waitMs > 0) return await this.waitForApproval(answer.approvalId, Math.min(waitMs, MAX_WAIT_MS), answer);
     return answer;
   }
 
@@ -439,7 +448,6 @@ export default class SessionActor implements Party.Server {
   }
 
   private waitForApproval(approvalId: string, waitMs: number, pending: ReturnType<SessionActor["actionAnswer"]>) {
-    if (!this.snapshot.context.approvals[approvalId]) return this.recall(`approval-final:${approvalId}`).then((v) => (v as typeof pending) ?? pending);
     return new Promise<ReturnType<SessionActor["actionAnswer"]>>((resolve) => {
       const set = this.approvalWaiters.get(approvalId) ?? new Set();
       const done = (m: DecisionMessage) => {
@@ -472,6 +480,7 @@ export default class SessionActor implements Party.Server {
       final: true,
     };
     const { type: _t, final: _f, ...stored } = msg;
+    this.remember(`approval-final:${e.data.approvalId}`, stored);
     void this.room.storage.put(`i:approval-final:${e.data.approvalId}`, stored);
     for (const w of this.approvalWaiters.get(e.data.approvalId) ?? []) w(msg);
     this.approvalWaiters.delete(e.data.approvalId);

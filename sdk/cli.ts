@@ -1,0 +1,159 @@
+import { readFile } from "node:fs/promises";
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { auditEvents, auditNdjson, LogIntegrityError, type AuditResult } from "./audit";
+import { Governor } from "./client";
+import { GovernorApiError } from "./errors";
+import { formatApproval, formatAudit, formatError, formatSession, formatSessions, usd } from "./cli/format";
+
+// `governor`: exit 0 on success, 1 when the answer is bad (a broken log, a refusal, an
+// unreachable server), 2 when the command line itself is wrong.
+
+interface Globals {
+  url: string;
+  token: string;
+  tenant: string;
+  json?: boolean;
+}
+
+class UsageError extends Error {}
+
+const out = (s: string) => process.stdout.write(`${s}\n`);
+const err = (s: string) => process.stderr.write(`${s}\n`);
+
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError("expected a non-negative integer");
+  return n;
+}
+
+function program(): { p: Command; result: () => number } {
+  const p = new Command("governor")
+    .description("Governor: inspect and steer governed agent sessions, and verify their logs")
+    .option("--url <url>", "Governor base URL", process.env.GOVERNOR_URL || "http://127.0.0.1:1999")
+    .option("--token <token>", "API token (operator or auditor for most commands)", process.env.GOVERNOR_TOKEN || "dev")
+    .option("--tenant <tenant>", "tenant of the token", process.env.GOVERNOR_TENANT || "local")
+    .option("--json", "machine-readable output")
+    .exitOverride()
+    .showHelpAfterError();
+
+  const ctx = (cmd: Command) => {
+    const g = cmd.optsWithGlobals<Globals>();
+    return { g, gov: new Governor({ baseUrl: g.url, token: g.token, tenant: g.tenant }) };
+  };
+  const print = (g: Globals, data: unknown, human: () => string) => out(g.json ? JSON.stringify(data, null, 2) : human());
+
+  let code = 0;
+  const result = () => code;
+
+  p.command("replay")
+    .description("verify a log's hash chain and fold it through the session machine")
+    .argument("[file]", "an exported NDJSON log ('-' for stdin)")
+    .option("--session <id>", "fetch the log of this session from the server instead of a file")
+    .action(async (file: string | undefined, opts: { session?: string }, cmd: Command) => {
+      const { g, gov } = ctx(cmd);
+      if ((file === undefined) === (opts.session === undefined)) throw new UsageError("replay takes a file or --session <id>, not both or neither");
+      let audit: AuditResult;
+      if (file !== undefined) {
+        let text: string;
+        try {
+          text = file === "-" ? await readStdin() : await readFile(file, "utf8");
+        } catch (e) {
+          throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
+        }
+        audit = auditNdjson(text);
+      } else {
+        try {
+          audit = auditEvents(await gov.exportLog(opts.session!));
+        } catch (e) {
+          if (!(e instanceof LogIntegrityError)) throw e;
+          audit = { ok: false, seq: e.seq, reason: e.reason };
+        }
+      }
+      const data = audit.ok ? { ok: true, state: audit.state, spentUsd: audit.summary.spentUsd, events: audit.count, head: audit.head, summary: audit.summary } : audit;
+      print(g, data, () => formatAudit(audit));
+      if (!audit.ok) code = 1;
+    });
+
+  p.command("sessions")
+    .description("list the tenant's sessions")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { g, gov } = ctx(cmd);
+      const list = await gov.listSessions();
+      print(g, list, () => formatSessions(list));
+    });
+
+  p.command("show")
+    .description("a session's state, spend, counters and pending approvals")
+    .argument("<session>")
+    .action(async (session: string, _opts: unknown, cmd: Command) => {
+      const { g, gov } = ctx(cmd);
+      const s = await gov.getSession(session);
+      print(g, s, () => formatSession(s));
+    });
+
+  for (const verb of ["approve", "deny"] as const) {
+    p.command(verb)
+      .description(`${verb} a pending approval`)
+      .argument("<session>")
+      .argument("<approval>", "approval id, as shown by `governor show`")
+      .option("--note <text>", "recorded with the decision")
+      .action(async (session: string, approval: string, opts: { note?: string }, cmd: Command) => {
+        const { g, gov } = ctx(cmd);
+        const r = await gov[verb](session, approval, opts.note);
+        print(g, r, () => formatApproval(session, r));
+      });
+  }
+
+  p.command("kill")
+    .description("kill a session: every further call and action is refused")
+    .argument("<session>")
+    .option("--reason <text>", "why, recorded in the log")
+    .action(async (session: string, opts: { reason?: string }, cmd: Command) => {
+      const { g, gov } = ctx(cmd);
+      const s = await gov.kill(session, opts.reason);
+      print(g, s, () => `killed ${session}: ${s.killed?.reason ?? "killed"} (spent ${usd(s.spentUsd)})`);
+    });
+
+  p.command("log")
+    .description("print a session's event log as NDJSON")
+    .argument("<session>")
+    .option("--after <seq>", "only events after this sequence number", nonNegativeInt)
+    .action(async (session: string, opts: { after?: number }, cmd: Command) => {
+      const { gov } = ctx(cmd);
+      for (const e of await gov.exportLog(session, { after: opts.after })) out(JSON.stringify(e));
+    });
+
+  return { p, result };
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+function describeFailure(e: unknown, g: Globals): { text: string; code: number } {
+  if (e instanceof UsageError) return { text: `error: ${e.message}`, code: 2 };
+  if (e instanceof GovernorApiError) {
+    const body = { error: { status: e.status, code: e.code, message: e.message, field: e.field, rule: e.rule } };
+    return { text: g.json ? JSON.stringify(body) : formatError(e), code: 1 };
+  }
+  if (e instanceof LogIntegrityError) return { text: `error: the server's log is not intact: ${e.message}`, code: 1 };
+  const cause = (e as { cause?: { code?: string } }).cause?.code;
+  if (e instanceof TypeError && e.message === "fetch failed") return { text: `error: cannot reach Governor at ${g.url}${cause ? ` (${cause})` : ""}`, code: 1 };
+  return { text: `error: ${(e as Error)?.message ?? String(e)}`, code: 1 };
+}
+
+/** Runs the CLI and returns its exit code; nothing here calls process.exit, so output flushes. */
+export async function main(argv: string[]): Promise<number> {
+  const { p, result } = program();
+  try {
+    await p.parseAsync(argv);
+    return result();
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    const f = describeFailure(e, p.opts<Globals>());
+    err(f.text);
+    return f.code;
+  }
+}

@@ -1,0 +1,81 @@
+import type { AuditResult } from "../audit";
+import type { GovernorApiError } from "../errors";
+import type { ApprovalResult, SessionSummary } from "../types";
+
+// Human output: what an operator reads at a terminal. --json bypasses all of this.
+
+/** Up to six decimals (sub-cent tool costs are real), but never fewer than two. */
+export function usd(n: number | null | undefined): string {
+  if (n === null || n === undefined) return "-";
+  return `$${n.toFixed(6).replace(/0{1,4}$/, "")}`;
+}
+
+function time(ms: number): string {
+  return ms ? new Date(ms).toISOString() : "-";
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  ")).join("\n");
+}
+
+export function spendLine(s: Pick<SessionSummary, "spentUsd" | "budgetUsd" | "remainingUsd">): string {
+  return s.budgetUsd === null ? `${usd(s.spentUsd)} (no budget)` : `${usd(s.spentUsd)} of ${usd(s.budgetUsd)} (remaining ${usd(s.remainingUsd)})`;
+}
+
+export function formatAudit(r: AuditResult): string {
+  if (!r.ok) return `log is NOT intact: first bad event is seq ${r.seq}${r.line ? ` (line ${r.line})` : ""}: ${r.reason}`;
+  return table([
+    ["verified", `hash chain intact over ${r.count} events`],
+    ["session", `${r.summary.tenant}:${r.summary.session}`],
+    ["state", r.state],
+    ["spent", spendLine(r.summary)],
+    ["events", String(r.count)],
+    ["head", `seq ${r.head.seq} ${r.head.hash}`],
+  ]);
+}
+
+export function formatSessions(list: SessionSummary[]): string {
+  if (!list.length) return "no sessions";
+  const rows = [["SESSION", "STATE", "SPENT", "BUDGET", "SEQ", "PENDING", "LAST ACTIVITY"]];
+  for (const s of list) rows.push([s.session, s.state, usd(s.spentUsd), usd(s.budgetUsd), String(s.seq), String(s.pendingApprovals.length), time(s.lastActivity)]);
+  return table(rows);
+}
+
+export function formatSession(s: SessionSummary): string {
+  const c = s.counters;
+  const rows = [
+    ["session", `${s.tenant}:${s.session}`],
+    ["state", s.state],
+    ["spent", spendLine(s)],
+    ["reserved", usd(s.reservedUsd)],
+    ["seq", String(s.seq)],
+    ["opened", time(s.openedAt)],
+    ["last activity", time(s.lastActivity)],
+    ["counters", `${c.llmCalls} llm calls, ${c.actions} actions (${c.allowed} allowed, ${c.denied} denied, ${c.reviews} reviews), ${c.violations} violations, ${c.alerts} alerts, ${c.anomalies} anomalies`],
+  ];
+  for (const [k, v] of [["agent", s.agent], ["user", s.user], ["task", s.task]] as const) if (v) rows.push([k, v]);
+  if (s.alerts.length) rows.push(["alerts", s.alerts.join(", ")]);
+  if (s.killed) rows.push(["killed", `by ${s.killed.by}${s.killed.rule ? ` (${s.killed.rule})` : ""}: ${s.killed.reason}`]);
+  let out = table(rows);
+  if (s.pendingApprovals.length) {
+    const a = [["APPROVAL", "ACTION", "COST", "RULE", "DEADLINE"]];
+    for (const p of s.pendingApprovals) a.push([p.approvalId, p.action, usd(p.costUsd), p.rule, time(p.deadline)]);
+    out += `\n\npending approvals:\n${table(a)}`;
+  }
+  if (s.reservations.length) {
+    const r = [["REQUEST", "KIND", "ESTIMATE", "MODEL", "EXPIRES"]];
+    for (const x of s.reservations) r.push([x.requestId, x.kind, usd(x.estimateUsd), x.model ?? "-", time(x.expiresAt)]);
+    out += `\n\nopen reservations:\n${table(r)}`;
+  }
+  return out;
+}
+
+export function formatApproval(session: string, r: ApprovalResult): string {
+  const verb = r.decision === "allow" ? "approved" : "denied";
+  return `${verb} ${r.approvalId} in ${session}: session is ${r.state}, spent ${usd(r.spentUsd)}${r.remainingUsd === null ? "" : `, remaining ${usd(r.remainingUsd)}`}`;
+}
+
+export function formatError(e: GovernorApiError): string {
+  return `error: ${e.code} (${e.status}): ${e.message}${e.field ? ` [field: ${e.field}]` : ""}${e.rule ? ` [rule: ${e.rule}]` : ""}`;
+}

@@ -1,0 +1,67 @@
+// One error class for every refusal the server explains, so callers branch on `code`
+// (and `field` / `rule`) instead of parsing messages.
+
+const STATUS_OF_CODE: Record<string, number> = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  payload_too_large: 413,
+  budget_exceeded: 402,
+  session_killed: 403,
+  session_closed: 403,
+  policy_violation: 403,
+  rate_limited: 429,
+  awaiting_approval: 409,
+  conflict: 409,
+  upstream_error: 502,
+};
+
+export interface ErrorBody {
+  code: string;
+  message: string;
+  field?: string;
+  rule?: string;
+  retryAfter?: number;
+}
+
+export class GovernorApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly field?: string;
+  readonly rule?: string;
+  readonly retryAfter?: number;
+
+  constructor(status: number, body: ErrorBody) {
+    super(body.message);
+    this.name = "GovernorApiError";
+    this.status = status;
+    this.code = body.code;
+    this.field = body.field;
+    this.rule = body.rule;
+    this.retryAfter = body.retryAfter;
+  }
+
+  /** Socket errors carry no HTTP status; the code implies the one the same refusal has over HTTP. */
+  static fromSocket(body: ErrorBody): GovernorApiError {
+    return new GovernorApiError(STATUS_OF_CODE[body.code] ?? 500, body);
+  }
+}
+
+function isErrorBody(v: unknown): v is ErrorBody {
+  return typeof v === "object" && v !== null && typeof (v as ErrorBody).code === "string" && typeof (v as ErrorBody).message === "string";
+}
+
+/** Reads `{error:{code,message,...}}`; anything else (a proxy's HTML page, an empty 502) still becomes a typed error. */
+export function errorFromResponse(status: number, text: string): GovernorApiError {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  const err = (body as { error?: unknown } | undefined)?.error;
+  if (isErrorBody(err)) return new GovernorApiError(status, err);
+  const snippet = text.trim().slice(0, 200);
+  return new GovernorApiError(status, { code: `http_${status}`, message: snippet ? `HTTP ${status}: ${snippet}` : `HTTP ${status}` });
+}

@@ -1,0 +1,78 @@
+import type { z } from "zod";
+import type { ActionBody, ReportBody } from "../schema/api";
+import type { PolicyInput } from "../schema/policy";
+import type { SessionSummary } from "../schema/protocol";
+
+export type { SessionSummary } from "../schema/protocol";
+export type { GovernorEvent } from "../schema/events";
+export type { PolicyInput } from "../schema/policy";
+
+export type FailMode = "closed" | "open";
+
+export interface GovernorOptions {
+  baseUrl: string;
+  token: string;
+  /** Needed only for sockets: the room is `<tenant>:<session>` and the server has no whoami route. */
+  tenant?: string;
+  fetch?: typeof fetch;
+  /** What `checkAction` answers when the server cannot be reached; the policy's own default is closed. */
+  failMode?: FailMode;
+  /** WebSocket constructor for `session()`; defaults to the global one, else the `ws` package. */
+  WebSocket?: unknown;
+}
+
+export interface OpenSessionInput {
+  id: string;
+  /** A policy object, or YAML text sent as application/yaml. */
+  policy?: PolicyInput | string;
+  agent?: string;
+  user?: string;
+  task?: string;
+}
+
+export type ActionRequest = z.input<typeof ActionBody>;
+export type Fact = z.input<typeof ReportBody>;
+
+export interface ActionDecision {
+  id?: string;
+  decision: "allow" | "deny" | "review";
+  code?: string;
+  rule?: string;
+  reason?: string;
+  approvalId?: string;
+  /** Seconds, when a rate limit refused. */
+  retryAfter?: number;
+  /** null only when the server could not be reached and failMode decided. */
+  spentUsd: number | null;
+  remainingUsd: number | null;
+}
+
+export interface SocketDecision extends ActionDecision {
+  id: string;
+  spentUsd: number;
+  final: boolean;
+}
+
+export interface BudgetCheck {
+  allowed: boolean;
+  state: SessionSummary["state"];
+  spentUsd: number;
+  reservedUsd: number;
+  remainingUsd: number | null;
+}
+
+export interface ReportResult {
+  id: string;
+  accepted: boolean;
+  state: SessionSummary["state"];
+  spentUsd: number;
+  remainingUsd: number | null;
+}
+
+export interface ApprovalResult {
+  approvalId: string;
+  decision: "allow" | "deny";
+  state: SessionSummary["state"];
+  spentUsd: number;
+  remainingUsd: number | null;
+}

@@ -1,0 +1,294 @@
+import Anthropic from "@anthropic-ai/sdk";
+import { request as httpRequest } from "node:http";
+import OpenAI from "openai";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { costUsd, priceFor, type Provider, type Usage } from "../../schema/pricing";
+import { client, startGovernor, TOKENS, type Governor } from "../support/server";
+import { startUpstream, type Upstream } from "../support/upstream";
+
+const OPENAI_KEY = "sk-provider-secret-openai";
+const ANTHROPIC_KEY = "sk-ant-provider-secret";
+
+let up: Upstream;
+let gov: Governor;
+let op: ReturnType<typeof client>;
+
+beforeAll(async () => {
+  up = await startUpstream();
+  gov = await startGovernor({
+    vars: {
+      OPENAI_BASE_URL: `${up.url}/v1`,
+      OPENAI_API_KEY: OPENAI_KEY,
+      ANTHROPIC_BASE_URL: up.url,
+      ANTHROPIC_API_KEY: ANTHROPIC_KEY,
+      GOVERNOR_UPSTREAM_TIMEOUT_MS: "1500",
+    },
+  });
+  op = client(gov.url, TOKENS.operator);
+});
+afterAll(async () => {
+  await gov?.stop();
+  await up?.close();
+});
+beforeEach(() => up.reset());
+
+let n = 0;
+async function session(policy: unknown = { budget: { session_usd: 10 } }) {
+  const id = `p-${Date.now().toString(36)}-${n++}`;
+  const r = await op("/v1/sessions", { body: { id, policy } });
+  expect(r.status).toBe(201);
+  return id;
+}
+const summary = async (id: string) => (await op(`/v1/sessions/${id}`)).json;
+const openai = (id: string, headers: Record<string, string> = {}) =>
+  new OpenAI({ apiKey: TOKENS.agent, baseURL: `${gov.url}/v1/proxy/openai/v1`, maxRetries: 0, defaultHeaders: { "X-Session-ID": id, ...headers } });
+const anthropic = (id: string, headers: Record<string, string> = {}) =>
+  new Anthropic({ apiKey: TOKENS.agent, baseURL: `${gov.url}/v1/proxy/anthropic`, maxRetries: 0, defaultHeaders: { "X-Session-ID": id, ...headers } });
+
+function expected(provider: Provider, model: string, u: Usage) {
+  return costUsd(priceFor(provider, model)!.price, u);
+}
+const openaiUsage = (u: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details?: { cached_tokens?: number } | null }): Usage => {
+  const cached = u.prompt_tokens_details?.cached_tokens ?? 0;
+  return { inputTokens: u.prompt_tokens - cached, outputTokens: u.completion_tokens, cachedInputTokens: cached, cacheWriteTokens: 0 };
+};
+
+async function waitSettled(id: string) {
+  for (let i = 0; i < 100; i++) {
+    const s = await summary(id);
+    if (s.reservations.length === 0) return s;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("reservation never settled");
+}
+
+describe("cost is usage x price", () => {
+  it("OpenAI chat completions, non-streaming, with cached tokens", async () => {
+    const id = await session();
+    up.next({ cachedTokens: 4 });
+    const { data, response } = await openai(id, { "X-Agent-ID": "bot-7", "X-Run-ID": "run-1" })
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello to the governor" }], max_tokens: 50 })
+      .withResponse();
+    expect(data.choices[0].message.content).toBeTruthy();
+    const s = await summary(id);
+    expect(s.spentUsd).toBeCloseTo(expected("openai", "gpt-4o-mini", openaiUsage(data.usage!)), 12);
+    expect(s.reservations).toHaveLength(0);
+    expect(response.headers.get("x-governor-request-id")).toBeTruthy();
+    expect(Number(response.headers.get("x-governor-spent-usd"))).toBeCloseTo(s.spentUsd, 6);
+    expect(Number(response.headers.get("x-governor-remaining-usd"))).toBeCloseTo(10 - s.spentUsd, 6);
+    const log = (await op(`/v1/sessions/${id}/log`)).text;
+    expect(log).toContain('"agent":"bot-7"');
+    expect(log).toContain('"run":"run-1"');
+    expect(log).not.toContain("Say hello to the governor");
+  });
+
+  it("OpenAI chat completions, streaming: usage is asked for and settled", async () => {
+    const id = await session();
+    const stream = await openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "stream please" }], stream: true });
+    let usage: any;
+    let text = "";
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? "";
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text.length).toBeGreaterThan(0);
+    expect(up.requests[0].body.stream_options).toEqual({ include_usage: true });
+    const s = await waitSettled(id);
+    expect(s.spentUsd).toBeCloseTo(expected("openai", "gpt-4o", openaiUsage(usage)), 12);
+  });
+
+  it("OpenAI responses API, streaming and not", async () => {
+    const id = await session();
+    const r = await openai(id).responses.create({ model: "gpt-4.1-mini", input: "hello", max_output_tokens: 40 });
+    const first = expected("openai", "gpt-4.1-mini", { inputTokens: r.usage!.input_tokens - (r.usage!.input_tokens_details?.cached_tokens ?? 0), outputTokens: r.usage!.output_tokens, cachedInputTokens: r.usage!.input_tokens_details?.cached_tokens ?? 0, cacheWriteTokens: 0 });
+    expect((await summary(id)).spentUsd).toBeCloseTo(first, 12);
+    const stream = await openai(id).responses.create({ model: "gpt-4.1-mini", input: "hello again", stream: true });
+    let done: any;
+    for await (const ev of stream) if (ev.type === "response.completed") done = ev.response;
+    const second = expected("openai", "gpt-4.1-mini", { inputTokens: done.usage.input_tokens, outputTokens: done.usage.output_tokens, cachedInputTokens: 0, cacheWriteTokens: 0 });
+    expect((await waitSettled(id)).spentUsd).toBeCloseTo(first + second, 12);
+  });
+
+  it("OpenAI embeddings", async () => {
+    const id = await session();
+    const r = await openai(id).embeddings.create({ model: "text-embedding-3-small", input: ["a", "b c"] });
+    expect((await summary(id)).spentUsd).toBeCloseTo(expected("openai", "text-embedding-3-small", { inputTokens: r.usage.prompt_tokens, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 }), 12);
+  });
+
+  it("Anthropic messages, non-streaming and streaming", async () => {
+    const id = await session();
+    up.next({ cachedTokens: 3 });
+    const m = await anthropic(id).messages.create({ model: "claude-sonnet-4-5", max_tokens: 64, messages: [{ role: "user", content: "hi" }] });
+    const u1: Usage = { inputTokens: m.usage.input_tokens, outputTokens: m.usage.output_tokens, cachedInputTokens: m.usage.cache_read_input_tokens ?? 0, cacheWriteTokens: m.usage.cache_creation_input_tokens ?? 0 };
+    expect((await summary(id)).spentUsd).toBeCloseTo(expected("anthropic", "claude-sonnet-4-5", u1), 12);
+    const final = await anthropic(id).messages.stream({ model: "claude-haiku-4-5", max_tokens: 64, messages: [{ role: "user", content: "stream" }] }).finalMessage();
+    const u2: Usage = { inputTokens: final.usage.input_tokens, outputTokens: final.usage.output_tokens, cachedInputTokens: final.usage.cache_read_input_tokens ?? 0, cacheWriteTokens: 0 };
+    const s = await waitSettled(id);
+    expect(s.spentUsd).toBeCloseTo(expected("anthropic", "claude-sonnet-4-5", u1) + expected("anthropic", "claude-haiku-4-5", u2), 12);
+  });
+});
+
+describe("credentials", () => {
+  it("the upstream sees the provider key and never the Governor token", async () => {
+    const id = await session();
+    await openai(id, { "X-User-ID": "u-1" }).chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], max_tokens: 5 });
+    await anthropic(id).messages.create({ model: "claude-haiku-4-5", max_tokens: 5, messages: [{ role: "user", content: "x" }] });
+    const [o, a] = up.requests;
+    expect(o.headers.authorization).toBe(`Bearer ${OPENAI_KEY}`);
+    expect(a.headers["x-api-key"]).toBe(ANTHROPIC_KEY);
+    expect(a.headers["anthropic-version"]).toBeTruthy();
+    for (const r of up.requests) {
+      const all = JSON.stringify(r.headers);
+      expect(all).not.toContain(TOKENS.agent);
+      expect(all).not.toMatch(/x-session-id|x-user-id/i);
+    }
+    const log = (await op(`/v1/sessions/${id}/log`)).text;
+    expect(log).not.toContain(OPENAI_KEY);
+    expect(log).not.toContain(ANTHROPIC_KEY);
+    expect(gov.output()).not.toContain(OPENAI_KEY);
+  });
+});
+
+describe("refusals in the provider's error shape", () => {
+  it("budget_exceeded is a 402 the OpenAI and Anthropic SDKs raise as APIError", async () => {
+    const id = await session({ budget: { session_usd: 0.0001 } });
+    const e1 = await openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "x" }], max_tokens: 1000 }).catch((e) => e);
+    expect(e1).toBeInstanceOf(OpenAI.APIError);
+    expect(e1.status).toBe(402);
+    expect(e1.code).toBe("budget_exceeded");
+    const e2 = await anthropic(id).messages.create({ model: "claude-sonnet-4-5", max_tokens: 1000, messages: [{ role: "user", content: "x" }] }).catch((e) => e);
+    expect(e2).toBeInstanceOf(Anthropic.APIError);
+    expect(e2.status).toBe(402);
+    expect(e2.error.error.type).toBe("budget_exceeded");
+    expect(up.requests).toHaveLength(0);
+  });
+
+  it("40 concurrent calls from separate clients never spend past the budget", async () => {
+    // Each call reserves ~ (prompt + 100 output tokens) of gpt-4o: about $0.001.
+    const id = await session({ budget: { session_usd: 0.01 } });
+    up.setDefault({ delayMs: 20 });
+    const results = await Promise.allSettled(
+      Array.from({ length: 40 }, () => openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "go" }], max_tokens: 100 })),
+    );
+    const ok = results.filter((r) => r.status === "fulfilled").length;
+    const refused = results.filter((r) => r.status === "rejected" && (r.reason as any).status === 402).length;
+    expect(ok + refused).toBe(40);
+    expect(ok).toBeGreaterThan(0);
+    expect(refused).toBeGreaterThan(0);
+    expect(up.requests).toHaveLength(ok);
+    const s = await waitSettled(id);
+    expect(s.spentUsd).toBeLessThanOrEqual(0.01);
+  });
+
+  it("missing session header, unknown session, bad body, wrong token", async () => {
+    const noHeader = await fetch(`${gov.url}/v1/proxy/openai/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}` }, body: "{}" });
+    expect(noHeader.status).toBe(400);
+    expect(((await noHeader.json()) as any).error).toMatchObject({ code: "bad_request", param: "X-Session-ID" });
+    const unknown = await openai("never-opened").chat.completions.create({ model: "gpt-4o", messages: [] }).catch((e) => e);
+    expect(unknown.status).toBe(404);
+    const id = await session();
+    const noModel = await fetch(`${gov.url}/v1/proxy/openai/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id }, body: JSON.stringify({ messages: [] }) });
+    expect(noModel.status).toBe(400);
+    expect(((await noModel.json()) as any).error.param).toBe("model");
+    const bad = await new OpenAI({ apiKey: "not-a-token", baseURL: `${gov.url}/v1/proxy/openai/v1`, maxRetries: 0, defaultHeaders: { "X-Session-ID": id } }).chat.completions.create({ model: "gpt-4o", messages: [] }).catch((e) => e);
+    expect(bad).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect(up.requests).toHaveLength(0);
+  });
+
+  it("an unpriced model is refused while a budget is set", async () => {
+    const id = await session();
+    const e = await openai(id).chat.completions.create({ model: "gpt-99-experimental", messages: [{ role: "user", content: "x" }] }).catch((e) => e);
+    expect(e.status).toBe(403);
+    expect(e.code).toBe("policy_violation");
+    expect(e.error.rule).toBe("unpriced_models");
+    expect(up.requests).toHaveLength(0);
+    const free = await session({});
+    const ok = await openai(free).chat.completions.create({ model: "gpt-99-experimental", messages: [{ role: "user", content: "x" }] });
+    expect(ok.choices).toHaveLength(1);
+  });
+});
+
+describe("failures and aborts", () => {
+  it("an upstream 500 answers 502 and releases the reservation", async () => {
+    const id = await session();
+    up.next({ status: 500 });
+    const e = await openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "x" }] }).catch((e) => e);
+    expect(e.status).toBe(502);
+    expect(e.code).toBe("upstream_error");
+    const s = await summary(id);
+    expect(s).toMatchObject({ spentUsd: 0, reservedUsd: 0, reservations: [] });
+  });
+
+  it("an upstream timeout answers 502 and releases the reservation", async () => {
+    const id = await session();
+    up.next({ hang: true });
+    const e = await anthropic(id).messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "x" }] }).catch((e) => e);
+    expect(e.status).toBe(502);
+    expect(e.error.error.type).toBe("upstream_error");
+    expect(await summary(id)).toMatchObject({ spentUsd: 0, reservedUsd: 0 });
+  });
+
+  it("a stream the client cuts is aborted upstream and settled with what was produced", async () => {
+    const id = await session();
+    up.next({ chunkDelayMs: 150, chunks: 40 });
+    // A client that goes away closes its connection (undici would quietly drain a small
+    // body to reuse the socket, so the cut is made on the socket itself).
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(`${gov.url}/v1/proxy/openai/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id, "content-type": "application/json" },
+      });
+      req.on("response", (res) => {
+        let events = 0;
+        res.on("data", (d: Buffer) => {
+          events += String(d).split("data: ").length - 1;
+          if (events >= 3) {
+            req.destroy();
+            resolve();
+          }
+        });
+      });
+      req.on("error", (e) => (e.message.includes("aborted") || e.message.includes("socket hang up") ? resolve() : reject(e)));
+      req.end(JSON.stringify({ model: "gpt-4o", messages: [{ role: "user", content: "long story" }], stream: true }));
+    });
+    const s = await waitSettled(id);
+    expect(s.spentUsd).toBeGreaterThan(0);
+    // Far less than the full answer's worth of output was charged.
+    expect(s.spentUsd).toBeLessThan(expected("openai", "gpt-4o", { inputTokens: 20, outputTokens: 80, cachedInputTokens: 0, cacheWriteTokens: 0 }));
+    for (let i = 0; i < 50 && !up.requests[0].aborted; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(up.requests[0].aborted).toBe(true);
+    const log = (await op(`/v1/sessions/${id}/log`)).text;
+    expect(log).toContain('"outcome":"aborted"');
+  });
+});
+
+describe("runaway detection", () => {
+  const grow = (k: number) => "context ".repeat(50 * 2 ** k);
+
+  it("fires on a growing loop: alert, and with on_detect: kill the next call is refused", async () => {
+    const id = await session({ budget: { session_usd: 50 }, runaway: { on_detect: "kill" } });
+    const c = openai(id);
+    for (let k = 0; k < 3; k++) await c.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: grow(k) }], max_tokens: 5 });
+    const e = await c.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: grow(3) }], max_tokens: 5 }).catch((e) => e);
+    expect(e.status).toBe(403);
+    expect(e.code).toBe("session_killed");
+    const s = await summary(id);
+    expect(s.state).toBe("killed");
+    expect(s.counters.anomalies).toBe(1);
+    expect(up.requests).toHaveLength(3);
+
+    const alertOnly = await session({ budget: { session_usd: 50 } });
+    const c2 = openai(alertOnly);
+    for (let k = 0; k < 4; k++) await c2.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: grow(k) }], max_tokens: 5 });
+    expect((await summary(alertOnly)).state).toBe("alerting");
+  });
+
+  it("does not fire on a steady loop", async () => {
+    const id = await session({ budget: { session_usd: 50 }, runaway: { on_detect: "kill" } });
+    const c = openai(id);
+    for (let k = 0; k < 8; k++) await c.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: grow(2) }], max_tokens: 5 });
+    const s = await summary(id);
+    expect(s.state).toBe("active");
+    expect(s.counters.anomalies).toBe(0);
+  });
+});

@@ -1,0 +1,221 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Governor, GovernorApiError, type GovernorEvent, type SessionSummary, type SocketDecision } from "../../sdk";
+import { freePort, ROOT, startGovernor, TOKENS, type Governor as Server } from "../support/server";
+
+// The SDK and the CLI against a real `partykit dev`: HTTP routes, the session socket, an
+// operator approving from the CLI while an agent waits on the socket, and log audits.
+
+const BIN = join(ROOT, "sdk/bin/governor.js");
+const run = promisify(execFile);
+
+const POLICY = `# the agent's policy, as a user writes it
+version: 1
+budget:
+  session_usd: 1.00
+  alert_at: 0.9
+actions:
+  deny: [delete_database]
+  rules:
+    refund:
+      amount: { max: 1000, require_approval_above: 500 }
+`;
+
+let server: Server;
+let gov: Governor;
+let agent: Governor;
+let dir: string;
+
+async function cli(...args: string[]) {
+  const full = ["--url", server.url, "--token", TOKENS.operator, "--tenant", "acme", ...args];
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...full], { cwd: ROOT });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+async function until<T>(probe: () => T | undefined, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+beforeAll(async () => {
+  server = await startGovernor();
+  gov = new Governor({ baseUrl: server.url, token: TOKENS.operator, tenant: "acme" });
+  agent = new Governor({ baseUrl: server.url, token: TOKENS.agent, tenant: "acme" });
+  dir = mkdtempSync(join(tmpdir(), "governor-sdk-"));
+});
+
+afterAll(async () => {
+  await server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("Governor SDK over HTTP", () => {
+  it("opens a session from YAML, idempotently", async () => {
+    const s = await agent.openSession({ id: "sdk-1", policy: POLICY, agent: "bot-7", task: "refunds" });
+    expect(s).toMatchObject({ tenant: "acme", session: "sdk-1", state: "active", budgetUsd: 1, spentUsd: 0, agent: "bot-7", task: "refunds" });
+    const again = await agent.openSession({ id: "sdk-1", policy: POLICY });
+    expect(again.seq).toBe(s.seq);
+  });
+
+  it("checks actions: allow charges, deny names the rule, budget-check agrees", async () => {
+    const ok = await agent.checkAction("sdk-1", { action: "search", args: { q: "x" }, costUsd: 0.25 });
+    expect(ok).toMatchObject({ decision: "allow", spentUsd: 0.25, remainingUsd: 0.75 });
+    const no = await agent.checkAction("sdk-1", { action: "delete_database", costUsd: 0 });
+    expect(no).toMatchObject({ decision: "deny", code: "policy_violation", rule: "actions.deny" });
+    const retry = await agent.checkAction("sdk-1", { id: "same", action: "search", costUsd: 0.125 });
+    expect(await agent.checkAction("sdk-1", { id: "same", action: "search", costUsd: 0.125 })).toEqual(retry);
+    expect(await agent.budgetCheck("sdk-1")).toEqual({ allowed: true, state: "active", spentUsd: 0.375, reservedUsd: 0, remainingUsd: 0.625 });
+  });
+
+  it("turns error bodies into GovernorApiError with status, code and field", async () => {
+    const missing = await gov.getSession("no-such").catch((e) => e);
+    expect(missing).toBeInstanceOf(GovernorApiError);
+    expect(missing).toMatchObject({ status: 404, code: "not_found" });
+    const bad = await gov.openSession({ id: "sdk-bad", policy: { budget: { sesion_usd: 1 } } as never }).catch((e) => e);
+    expect(bad).toMatchObject({ status: 400, code: "bad_request", field: expect.stringContaining("budget") });
+    expect(await agent.kill("sdk-1").catch((e) => e)).toMatchObject({ status: 403, code: "forbidden" });
+  });
+
+  it("decides by failMode when the server cannot be reached", async () => {
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const closed = new Governor({ baseUrl: url, token: "x" });
+    expect(await closed.checkAction("s", { action: "search" })).toMatchObject({ decision: "deny", code: "governor_unreachable" });
+    const open = new Governor({ baseUrl: url, token: "x", failMode: "open" });
+    expect(await open.checkAction("s", { action: "search" })).toMatchObject({ decision: "allow", code: "governor_unreachable" });
+    await expect(closed.getSession("s")).rejects.toThrow();
+  });
+});
+
+describe("SessionHandle", () => {
+  it("receives every state and event in order", async () => {
+    await gov.openSession({ id: "sdk-2", policy: { budget: { session_usd: 10 } } });
+    const h = gov.session("sdk-2");
+    expect(gov.session("sdk-2")).toBe(h);
+    const states: SessionSummary[] = [];
+    const events: GovernorEvent[] = [];
+    h.onState((s) => states.push(s));
+    h.onEvent((e) => events.push(e));
+    const first = await h.ready();
+    for (let i = 1; i <= 5; i++) await agent.checkAction("sdk-2", { action: "search", costUsd: i / 10 });
+    const final = await gov.getSession("sdk-2");
+    await until(() => (h.state?.seq === final.seq ? true : undefined));
+    const seqs = states.map((s) => s.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(seqs.at(-1)).toBe(final.seq);
+    expect(states.map((s) => s.seq).filter((s) => s > first.seq)).toEqual(Array.from({ length: final.seq - first.seq }, (_, i) => first.seq + i + 1));
+    expect(h.state?.spentUsd).toBe(1.5);
+    await until(() => (events.at(-1)?.seq === final.seq ? true : undefined));
+    expect(events.map((e) => e.seq)).toEqual(Array.from({ length: final.seq - first.seq }, (_, i) => first.seq + i + 1));
+    h.close();
+  });
+
+  it("a check needing approval resolves when an operator approves from the CLI", async () => {
+    const h = agent.session("sdk-1");
+    await h.ready();
+    let review: SocketDecision | undefined;
+    let approved: Promise<{ code: number; stdout: string; stderr: string }> | undefined;
+    const decision = await h.check(
+      { action: "refund", args: { amount: 600 }, costUsd: 0.5 },
+      {
+        onReview: (d) => {
+          review = d;
+          approved = cli("approve", "sdk-1", d.approvalId!, "--note", "checked the ticket");
+        },
+      },
+    );
+    expect(review).toMatchObject({ decision: "review", final: false, rule: "actions.rules.refund.amount.require_approval_above" });
+    expect(decision).toMatchObject({ id: review!.id, decision: "allow", final: true, approvalId: review!.approvalId, spentUsd: 0.875 });
+    const r = await approved!;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`approved ${review!.approvalId}`);
+    await until(() => (h.state?.spentUsd === 0.875 ? true : undefined));
+    h.close();
+  });
+
+  it("a review decided while the socket was down still resolves after the reconnect", async () => {
+    await agent.openSession({ id: "sdk-3", policy: POLICY });
+    const h = agent.session("sdk-3");
+    await h.ready();
+    // Reach inside to lose the broadcast deterministically, as a dropped connection would.
+    const inner = h as unknown as { onMessage: (d: unknown) => void; socket: { reconnect(): void } };
+    const deliver = inner.onMessage.bind(h);
+    let deaf = false;
+    inner.onMessage = (d) => {
+      if (!deaf) deliver(d);
+    };
+    const decision = h.check(
+      { action: "refund", args: { amount: 700 }, costUsd: 0 },
+      {
+        onReview: (d) => {
+          deaf = true;
+          void gov.deny("sdk-3", d.approvalId!, "not this one").then(() => {
+            deaf = false;
+            inner.socket.reconnect();
+          });
+        },
+      },
+    );
+    expect(await decision).toMatchObject({ decision: "deny", final: true, code: "policy_violation" });
+    h.close();
+  });
+});
+
+describe("governor CLI against the server", () => {
+  it("sessions and show", async () => {
+    const list = await cli("--json", "sessions");
+    expect(list.code, list.stderr).toBe(0);
+    expect((JSON.parse(list.stdout) as SessionSummary[]).map((s) => s.session)).toEqual(expect.arrayContaining(["sdk-1"]));
+    const show = await cli("show", "sdk-1");
+    expect(show.stdout).toMatch(/state\s+(active|alerting)/);
+  });
+
+  it("replay --session prints the spend getSession reports", async () => {
+    const s = await gov.getSession("sdk-1");
+    const r = await cli("--json", "replay", "--session", "sdk-1");
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ ok: true, spentUsd: s.spentUsd, state: s.state, events: s.seq, head: { seq: s.seq } });
+    const human = await cli("replay", "--session", "sdk-1");
+    expect(human.stdout).toMatch(/spent\s+\$0\.875 of \$1\.00/);
+  });
+
+  it("an exported log verifies, and a one-byte edit is caught at its seq", async () => {
+    const events = await gov.exportLog("sdk-1");
+    const lines = events.map((e) => JSON.stringify(e));
+    const path = join(dir, "sdk-1.ndjson");
+    writeFileSync(path, `${lines.join("\n")}\n`);
+    expect((await cli("replay", path)).code).toBe(0);
+
+    const target = events.find((e) => e.type === "action.checked" && e.data.costUsd === 0.25)!;
+    const i = lines.findIndex((l) => l.includes(`"seq":${target.seq},`));
+    lines[i] = lines[i].replace('"costUsd":0.25', '"costUsd":0.35');
+    writeFileSync(path, `${lines.join("\n")}\n`);
+    const r = await cli("replay", path);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(new RegExp(`seq ${target.seq}\\b`));
+  });
+
+  it("log pages through NDJSON after a seq; kill ends the session", async () => {
+    const all = await gov.exportLog("sdk-1", { pageSize: 2 });
+    expect(all.map((e) => e.seq)).toEqual(Array.from({ length: all.length }, (_, i) => i + 1));
+    const r = await cli("log", "sdk-1", "--after", "2");
+    expect(r.stdout.trim().split("\n").map((l) => JSON.parse(l).seq)[0]).toBe(3);
+    const k = await cli("kill", "sdk-2", "--reason", "done testing");
+    expect(k.code, k.stderr).toBe(0);
+    expect(await gov.checkAction("sdk-2", { action: "search" })).toMatchObject({ decision: "deny", code: "session_killed" });
+  });
+});
