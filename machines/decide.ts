@@ -44,8 +44,6 @@ interface Refusal extends RuleHit {
   kill?: boolean;
 }
 
-export const RESERVATION_TTL_MS = 10 * 60_000;
-
 function policyOf(ctx: SessionContext): Policy {
   if (!ctx.policy) throw new Error("session is not open");
   return ctx.policy;
@@ -210,12 +208,12 @@ export function decideReserve(view: View, input: ReserveInput, now: number): Dec
       const d = refuse(r, { type: "request.denied", id, data: { requestId: input.requestId, kind: "llm", code: r.code, rule: r.rule, reason: r.reason, model: input.model, estimateUsd: input.estimateUsd, attribution: a } }, id);
       return { ...d, drafts: [anomaly, ...d.drafts] };
     }
-    return { drafts: [reservation(input, now), anomaly], verdict: { decision: "allow" } };
+    return { drafts: [reservation(input, now + p.budget.reservation_ttl), anomaly], verdict: { decision: "allow" } };
   }
-  return { drafts: [reservation(input, now)], verdict: { decision: "allow" } };
+  return { drafts: [reservation(input, now + p.budget.reservation_ttl)], verdict: { decision: "allow" } };
 }
 
-function reservation(input: ReserveInput, now: number): EventDraft {
+function reservation(input: ReserveInput, expiresAt: number): EventDraft {
   return {
     type: "request.reserved",
     id: `reserve:${input.requestId}`,
@@ -229,7 +227,7 @@ function reservation(input: ReserveInput, now: number): EventDraft {
       promptTokens: input.promptTokens,
       maxOutputTokens: input.maxOutputTokens,
       promptHash: input.promptHash,
-      expiresAt: now + RESERVATION_TTL_MS,
+      expiresAt,
       attribution: input.attribution,
     },
   };

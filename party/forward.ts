@@ -129,7 +129,9 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
 
   const settle = async (costUsdValue: number, outcome: "completed" | "aborted" | "released", usage?: Usage) => {
     const res = await callSession(lobby, p, session, { op: "settle", requestId: input.requestId, costUsd: costUsdValue, outcome, usage });
-    return (await res.json()) as { spentUsd: number; remainingUsd: number | null };
+    const settled = (await res.json()) as { spentUsd?: number; remainingUsd?: number | null };
+    // A reservation that already expired was charged at its estimate; say what we knew.
+    return settled.spentUsd === undefined ? answer : { spentUsd: settled.spentUsd, remainingUsd: settled.remainingUsd ?? null };
   };
   const priceRow = priceFor(provider, input.model)?.price;
   const costOf = (u: Usage) => (priceRow ? costUsd(priceRow, u) : 0);

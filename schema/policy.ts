@@ -49,8 +49,10 @@ export const Policy = z.strictObject({
       on_exceed: z.enum(["deny", "kill"]).default("deny"),
       // Worst-case output when a call names no max_tokens: the reservation must be finite.
       default_max_tokens: z.number().int().positive().default(4096),
+      // A reservation whose settle never arrives is charged at its estimate after this long.
+      reservation_ttl: Duration.default(600_000),
     })
-    .default({ alert_at: 0.8, on_exceed: "deny", default_max_tokens: 4096 }),
+    .default({ alert_at: 0.8, on_exceed: "deny", default_max_tokens: 4096, reservation_ttl: 600_000 }),
   limits: z
     .strictObject({
       max_actions: z.number().int().nonnegative().optional(),
