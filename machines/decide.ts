@@ -266,7 +266,9 @@ export function decideAction(view: View, input: ActionInput, now: number): Decis
   const p = policyOf(ctx);
   const a = { ...input.attribution, action: input.action };
   const id = `action:${input.id}`;
-  const keep = p.keep_raw ? { args: input.args } : {};
+  // Arguments are stored as a hash, plus the ones a rule looks at (so an approver sees
+  // the amount), unless the policy asks to keep them all.
+  const keep = p.keep_raw ? { args: input.args } : ruleFields(p, input.action, input.args);
   const checked = (decision: "allow" | "deny" | "review", extra: { code?: Code; rule?: string; reason?: string; approvalId?: string } = {}): EventDraft => ({
     type: "action.checked",
     id,
@@ -300,6 +302,13 @@ export function decideAction(view: View, input: ActionInput, now: number): Decis
   const allowed = checked("allow");
   const after = preview(ctx, [allowed], now);
   return { drafts: [allowed, ...afterCharge(after, id, a.run, input.action)], verdict: { decision: "allow" } };
+}
+
+function ruleFields(p: Policy, action: string, args: Record<string, unknown>): { args?: Record<string, unknown> } {
+  const names = new Set<string>();
+  for (const scope of [action, "*"]) for (const name of Object.keys(p.actions.rules?.[scope] ?? {})) if (name !== "*") names.add(name);
+  const picked = Object.fromEntries(Object.entries(args).filter(([k]) => names.has(k)));
+  return Object.keys(picked).length ? { args: picked } : {};
 }
 
 export type ReportInput =
