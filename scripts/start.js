@@ -28,7 +28,7 @@ child.stdout.on("data", (d) => {
     const tokens = process.env.GOVERNOR_TOKENS
       ? "tokens: from GOVERNOR_TOKENS"
       : 'token:  dev  (operator of tenant "local"; set GOVERNOR_TOKENS to use your own)';
-    console.log(`\nGovernor is running\n  url:    http://127.0.0.1:${port}\n  console: ${publicUrl}/?token=dev\n  ${tokens}\n  state:  ${persist}\n`);
+    console.log(`\nGovernor is running\n  url:    http://127.0.0.1:${port}\n  console: ${publicUrl}/?token=dev&tenant=local\n  ${tokens}\n  state:  ${persist}\n`);
   }
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));
