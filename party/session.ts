@@ -26,7 +26,8 @@ import type { EventDraft, GovernorEvent } from "../schema/events";
 import { ClientMessage, type DecisionMessage, type Role, type ServerMessage } from "../schema/protocol";
 import type { ActionBody, ReportBody } from "../schema/api";
 import type { Attribution } from "../schema/events";
-import { authenticate, can, tokenFrom, type Permission } from "./auth";
+import { can, type Permission } from "./auth";
+import { admitSocket, refuseDirectRequest } from "./admission";
 import { errorResponse, json } from "./http";
 import { INTERNAL, type ReserveAnswer, type ReserveRequest, type SessionOp } from "./ops";
 import { Notifier } from "./notify";
@@ -77,24 +78,13 @@ export default class SessionActor implements Party.Server {
   }
 
   /** Sockets authenticate with ?token= and may only open rooms of their own tenant. */
-  static onBeforeConnect(req: Party.Request, lobby: Party.Lobby): Party.Request | Response {
-    try {
-      const principal = authenticate(tokenFrom(req as unknown as Request), lobby.env.GOVERNOR_TOKENS as string | undefined);
-      const roomId = decodeURIComponent(new URL(req.url).pathname.split("/").pop() ?? "");
-      if (!roomId.startsWith(`${principal.tenant}:`)) throw new ForbiddenError("this token may not open another tenant's session");
-      req.headers.set(INTERNAL.tenant, principal.tenant);
-      req.headers.set(INTERNAL.role, principal.role);
-      req.headers.set(INTERNAL.name, principal.name);
-      return req;
-    } catch (e) {
-      return errorResponse(e);
-    }
+  static onBeforeConnect(req: Party.Request, lobby: Party.Lobby) {
+    return admitSocket(req, lobby, (p, roomId) => {
+      if (!roomId.startsWith(`${p.tenant}:`)) throw new ForbiddenError("this token may not open another tenant's session");
+    });
   }
 
-  /** HTTP reaches a session only through the gateway's /v1 routes, which check tenant and role. */
-  static onBeforeRequest(): Response {
-    return json({ error: { code: "not_found", message: "use the /v1 routes" } }, 404);
-  }
+  static onBeforeRequest = refuseDirectRequest;
 
   async onStart() {
     await this.load();

@@ -1,7 +1,8 @@
 import type * as Party from "partykit/server";
 import { ForbiddenError } from "../lib/errors";
 import type { SessionSummary, ServerMessage } from "../schema/protocol";
-import { authenticate, tokenFrom } from "./auth";
+import { can } from "./auth";
+import { admitSocket, refuseDirectRequest } from "./admission";
 import { errorResponse, json } from "./http";
 import { INTERNAL, type TenantOp } from "./ops";
 
@@ -19,23 +20,14 @@ export default class TenantActor implements Party.Server {
 
   constructor(readonly room: Party.Room) {}
 
-  static onBeforeConnect(req: Party.Request, lobby: Party.Lobby): Party.Request | Response {
-    try {
-      const p = authenticate(tokenFrom(req as unknown as Request), lobby.env.GOVERNOR_TOKENS as string | undefined);
-      const roomId = decodeURIComponent(new URL(req.url).pathname.split("/").pop() ?? "");
+  static onBeforeConnect(req: Party.Request, lobby: Party.Lobby) {
+    return admitSocket(req, lobby, (p, roomId) => {
       if (roomId !== p.tenant) throw new ForbiddenError("this token may not watch another tenant");
-      if (p.role === "agent") throw new ForbiddenError('role "agent" may not watch the tenant index');
-      req.headers.set(INTERNAL.tenant, p.tenant);
-      req.headers.set(INTERNAL.role, p.role);
-      return req;
-    } catch (e) {
-      return errorResponse(e);
-    }
+      if (!can(p, "list")) throw new ForbiddenError(`role "${p.role}" may not watch the tenant index`);
+    });
   }
 
-  static onBeforeRequest(): Response {
-    return json({ error: { code: "not_found", message: "use the /v1 routes" } }, 404);
-  }
+  static onBeforeRequest = refuseDirectRequest;
 
   private async load() {
     if (this.loaded) return;
