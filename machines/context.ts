@@ -209,10 +209,11 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
       if (!p) return base;
       return { ...base, approvals: without(ctx.approvals, p.approvalId), counters: { ...c, denied: c.denied + 1 } };
     }
+    // An ended session has nothing left to approve: pending approvals end with it.
     case "session.killed":
-      return { ...base, killed: { by: event.data.by, reason: event.data.reason, rule: event.data.rule, at: event.ts } };
+      return { ...base, approvals: {}, killed: { by: event.data.by, reason: event.data.reason, rule: event.data.rule, at: event.ts } };
     case "session.closed":
-      return { ...base, closed: { by: event.data.by, reason: event.data.reason, at: event.ts } };
+      return { ...base, approvals: {}, closed: { by: event.data.by, reason: event.data.reason, at: event.ts } };
     case "subject.redacted":
       return base;
   }

@@ -354,12 +354,21 @@ export function decideKill(view: View, input: { by: string; reason: string; id: 
   return { drafts: [{ type: "session.killed", id: `kill:${input.id}`, data: { by: input.by, reason: input.reason } }], verdict: { decision: "deny", code: "session_killed", rule: "session.killed", reason: input.reason } };
 }
 
-/** Reservations whose settle never came, and approvals nobody answered in time. */
-export function decideTimers(view: View, now: number): EventDraft[] {
+/** What a stream had produced when its heartbeats stopped. */
+export type Abandoned = Record<string, { costUsd: number; usage: Usage }>;
+
+/**
+ * Reservations whose settle never came (charged at the estimate, or at what an abandoned
+ * stream had produced), and approvals nobody answered in time.
+ */
+export function decideTimers(view: View, now: number, abandoned: Abandoned = {}): EventDraft[] {
   const ctx = view.context;
   const drafts: EventDraft[] = [];
   for (const r of Object.values(ctx.reservations)) {
-    if (r.expiresAt <= now) {
+    const stream = abandoned[r.requestId];
+    if (stream) {
+      drafts.push({ type: "request.settled", id: `settle:${r.requestId}`, data: { requestId: r.requestId, costUsd: stream.costUsd, outcome: "aborted", usage: stream.usage, model: r.model } });
+    } else if (r.expiresAt <= now) {
       drafts.push({ type: "request.settled", id: `settle:${r.requestId}`, data: { requestId: r.requestId, costUsd: toUsd(r.estimateNanos), outcome: "expired", model: r.model } });
     }
   }

@@ -14,6 +14,8 @@ import type { ReserveAnswer, ReserveRequest } from "./ops";
 
 const MAX_PROXY_BODY = 16 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 120_000;
+const HEARTBEAT_MS = 1_000;
+const DEFAULT_STALL_MS = 10_000;
 
 const UPSTREAM = {
   openai: { base: "OPENAI_BASE_URL", key: "OPENAI_API_KEY", fallback: "https://api.openai.com" },
@@ -97,9 +99,10 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     const model = body.model;
     const promptTokens = countPromptTokens(provider, path, body);
     const price = priceFor(provider, model);
-    const requestId = req.headers.get("idempotency-key")?.slice(0, 200) || crypto.randomUUID();
+    const clientKey = req.headers.get("idempotency-key")?.slice(0, 200);
     input = {
-      requestId,
+      requestId: clientKey || crypto.randomUUID(),
+      clientKey: Boolean(clientKey),
       provider,
       model,
       path,
@@ -195,8 +198,11 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
       usage = undefined;
     }
     // No usage in a successful answer: charge the worst case we reserved rather than guess low.
-    const cost = usage ? costOf(usage) : costOf({ inputTokens: input.promptTokens, outputTokens: input.maxOutputTokens ?? 0, cachedInputTokens: 0, cacheWriteTokens: 0 });
-    const money = await settle(cost, "completed", usage);
+    const cost = usage ? costOf(usage) : answer.estimateUsd ?? 0;
+    // The answer goes out while the settle is written: the reservation already covers the
+    // cost, and if the settle were lost the alarm would charge the (higher) estimate.
+    ctx.waitUntil(settle(cost, "completed", usage).catch((e) => console.error("settle failed; the reservation will expire at its estimate", e)));
+    const money = { spentUsd: answer.spentUsd + cost, remainingUsd: answer.remainingUsd === null ? null : answer.remainingUsd + (answer.estimateUsd ?? 0) - cost };
     return new Response(text, { status: upstream.status, headers: { ...passHeaders, ...governorHeaders(input.requestId, money) } });
   }
 
@@ -207,18 +213,42 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
   let done!: () => void;
   ctx.waitUntil(new Promise<void>((r) => (done = r)));
   let settled = false;
+  const counted = (final = false): Usage => {
+    const { usage, outputText } = final ? tracker.finish() : tracker.peek();
+    return usage ?? { inputTokens: input.promptTokens, outputTokens: countTextTokens(provider, input.model, outputText), cachedInputTokens: 0, cacheWriteTokens: 0 };
+  };
   const finish = (outcome: "completed" | "aborted") => {
     if (settled) return;
     settled = true;
     clearTimeout(timer);
-    const { usage, outputText } = tracker.finish();
-    const counted: Usage = usage ?? { inputTokens: input.promptTokens, outputTokens: countTextTokens(provider, input.model, outputText), cachedInputTokens: 0, cacheWriteTokens: 0 };
-    settle(costOf(counted), outcome, counted)
+    clearInterval(heartbeat);
+    const u = counted(true);
+    settle(costOf(u), outcome, u)
       .catch((e) => console.error("settle failed; the reservation will expire at its estimate", e))
       .finally(done);
   };
+  // While the stream runs, the actor hears what it has cost so far. If the runtime drops
+  // this request when the client goes away (and with it our cancel handler), the
+  // heartbeats stop and the actor settles at the last cost it heard.
+  // A client that went away is not always reported: the runtime may just stop pulling.
+  // Not pulling for stallMs while the answer is unfinished means nobody is reading.
+  const stallMs = Number(env.GOVERNOR_STREAM_STALL_MS ?? DEFAULT_STALL_MS) || DEFAULT_STALL_MS;
+  let pulling = false;
+  let lastPull = Date.now();
+  const beat = () => {
+    if (!pulling && Date.now() - lastPull > stallMs) {
+      abort.abort(new Error("the client stopped reading"));
+      finish("aborted");
+      return;
+    }
+    const u = counted();
+    void callSession(lobby, p, session, { op: "progress", requestId: input.requestId, costUsd: costOf(u), usage: u }).catch(() => undefined);
+  };
+  beat();
+  const heartbeat = setInterval(beat, HEARTBEAT_MS);
   const stream = new ReadableStream<Uint8Array>({
     async pull(controller) {
+      pulling = true;
       try {
         const { done, value } = await reader.read();
         if (done) {
@@ -232,6 +262,9 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
       } catch (e) {
         finish("aborted");
         controller.error(e);
+      } finally {
+        pulling = false;
+        lastPull = Date.now();
       }
     },
     // The client went away: stop the provider from producing tokens nobody reads, and

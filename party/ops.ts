@@ -21,6 +21,7 @@ export type SessionOp =
   | { op: "kill"; reason: string }
   | { op: "reserve"; input: ReserveRequest }
   | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage }
+  | { op: "progress"; requestId: string; costUsd: number; usage: Usage }
   | { op: "deliveries" };
 
 export type TenantOp =
@@ -37,6 +38,8 @@ export interface ReserveAnswer {
   rule?: string;
   reason?: string;
   retryAfterMs?: number;
+  /** What was reserved, on an allow. */
+  estimateUsd?: number;
   spentUsd: number;
   remainingUsd: number | null;
 }
@@ -44,6 +47,8 @@ export interface ReserveAnswer {
 /** A proxied call as the gateway sees it; the actor prices the worst case with the session's policy. */
 export interface ReserveRequest {
   requestId: string;
+  /** The client named the request (Idempotency-Key), so a retry must find the first answer. */
+  clientKey: boolean;
   provider: "openai" | "anthropic";
   model: string;
   path: string;

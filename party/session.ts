@@ -14,6 +14,7 @@ import {
   nextDeadline,
   remainingUsd,
   STATUS,
+  type Abandoned,
   type Decision,
   type ReserveInput,
   type Verdict,
@@ -25,7 +26,7 @@ import { summarize } from "../machines/summary";
 import type { EventDraft, GovernorEvent } from "../schema/events";
 import { ClientMessage, type DecisionMessage, type Role, type ServerMessage } from "../schema/protocol";
 import type { ActionBody, ReportBody } from "../schema/api";
-import type { Attribution } from "../schema/events";
+import type { Attribution, Usage } from "../schema/events";
 import { can, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
 import { errorResponse, json } from "./http";
@@ -40,6 +41,10 @@ const SNAPSHOT_EVERY = 256;
 const SNAPSHOT_KEY = "snapshot";
 const IDEM_CACHE = 4096;
 const MAX_WAIT_MS = 120_000;
+const INDEX_DELAY_MS = 200;
+// Heartbeats come every second while a stream runs; this long without one means the
+// gateway lost the request (the client went away and the runtime dropped it).
+const STREAM_IDLE_MS = 5_000;
 
 const eventKey = (seq: number) => `e:${String(seq).padStart(12, "0")}`;
 
@@ -68,9 +73,11 @@ export default class SessionActor implements Party.Server {
   private inflight = new Map<string, Promise<unknown>>();
   private approvalWaiters = new Map<string, Set<(m: DecisionMessage) => void>>();
   private held: Held[] = [];
+  private streams = new Map<string, { costUsd: number; usage: Usage; staleAt: number }>();
   private alarmAt: number | null = null;
   private indexDirty = false;
   private indexing = false;
+  private indexTimer: ReturnType<typeof setTimeout> | undefined;
   private notifier: Notifier;
 
   constructor(readonly room: Party.Room) {
@@ -167,11 +174,12 @@ export default class SessionActor implements Party.Server {
    * Runs `decide` once per idempotency key: a retry, or a duplicate racing the first,
    * gets the first answer instead of being charged again.
    */
-  private async once<T>(key: string, decide: () => Promise<T>): Promise<T> {
+  private async once<T>(key: string, decide: () => Promise<T>, fresh = false): Promise<T> {
     const running = this.inflight.get(key);
     if (running) return running as Promise<T>;
     const p = (async () => {
-      const prior = await this.recall(key);
+      // An id we generated ourselves cannot have been seen before: skip the storage read.
+      const prior = fresh ? undefined : await this.recall(key);
       if (prior !== undefined) return prior as T;
       return decide();
     })();
@@ -185,7 +193,7 @@ export default class SessionActor implements Party.Server {
 
   private afterCommit(events: GovernorEvent[], before: SessionSnapshot) {
     this.push(events, before);
-    this.scheduleIndex();
+    this.scheduleIndex(stateOf(before) !== stateOf(this.snapshot) || events[0].type === "session.opened");
     this.scheduleAlarm();
     const policy = this.snapshot.context.policy;
     if (policy?.notify.length) {
@@ -193,6 +201,12 @@ export default class SessionActor implements Party.Server {
     }
     for (const e of events) {
       if (e.type === "approval.granted" || e.type === "approval.denied") this.resolveApproval(e, before.context.approvals[e.data.approvalId]?.requestId);
+      if (e.type === "session.killed" || e.type === "session.closed") {
+        // Whoever waits on an approval learns that it will never come.
+        for (const a of Object.values(before.context.approvals)) {
+          this.resolveApproval({ ...e, type: "approval.denied", data: { approvalId: a.approvalId, by: e.data.by, note: `session ended: ${e.data.reason ?? e.type}`, timedOut: false } }, a.requestId);
+        }
+      }
     }
     if (this.held.length && stateOf(this.snapshot) !== "awaiting-approval") this.releaseHeld();
   }
@@ -336,6 +350,9 @@ export default class SessionActor implements Party.Server {
           return await this.reserve(op.input);
         case "settle":
           return json(await this.settle(op));
+        case "progress":
+          this.progressed(op);
+          return json({ ok: true });
         case "deliveries":
           return json({ deliveries: await this.notifier.list() });
       }
@@ -409,7 +426,7 @@ export default class SessionActor implements Party.Server {
       const { write, answer } = this.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict) });
       await write;
       return answer as ReturnType<SessionActor["actionAnswer"]>;
-    });
+    }, body.id === undefined);
     if (answer.decision !== "review" || !answer.approvalId) return answer;
     // A retry after the operator decided gets the decision, not the stale review.
     if (!this.snapshot.context.approvals[answer.approvalId]) {
@@ -485,7 +502,7 @@ export default class SessionActor implements Party.Server {
       const { write, answer } = this.commit(decision.drafts, { key: `report:${id}`, answer: (v) => ({ id, accepted: true, state: v.state, ...this.money() }) });
       await write;
       return answer;
-    });
+    }, body.id === undefined);
   }
 
   private async approval(approvalId: string, decision: "approve" | "deny", by: string, note?: string) {
@@ -528,18 +545,19 @@ export default class SessionActor implements Party.Server {
         decision = decideReserve(this.view, input, Date.now());
         if (decision.verdict.decision === "hold") return undefined;
       }
-      const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => this.reserveAnswer(input.requestId, decision.verdict) });
+      const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => this.reserveAnswer(input.requestId, decision.verdict, input.estimateUsd) });
       await write;
       return answer as ReserveAnswer;
-    });
+    }, !req.clientKey);
     if (answer === undefined) return this.hold(req);
     return json(answer, answer.decision === "allow" ? 200 : STATUS[answer.code as keyof typeof STATUS] ?? 403);
   }
 
-  private reserveAnswer(requestId: string, v: Verdict): ReserveAnswer {
+  private reserveAnswer(requestId: string, v: Verdict, estimateUsd?: number): ReserveAnswer {
     return {
       requestId,
       decision: v.decision === "allow" ? "allow" : "deny",
+      ...(v.decision === "allow" && estimateUsd !== undefined && { estimateUsd }),
       ...(v.code && { code: v.code }),
       ...(v.rule && { rule: v.rule }),
       ...(v.reason && { reason: v.reason }),
@@ -583,10 +601,25 @@ export default class SessionActor implements Party.Server {
     });
   }
 
+  /** A stream's heartbeat: kept in memory only; the settle (or the alarm) records the cost. */
+  private progressed(op: Extract<SessionOp, { op: "progress" }>) {
+    if (!this.snapshot.context.reservations[op.requestId]) return;
+    this.streams.set(op.requestId, { costUsd: op.costUsd, usage: op.usage, staleAt: Date.now() + STREAM_IDLE_MS });
+    this.scheduleAlarm();
+  }
+
+  private abandoned(now: number): Abandoned {
+    const out: Abandoned = {};
+    for (const [id, s] of this.streams) if (s.staleAt <= now && this.snapshot.context.reservations[id]) out[id] = s;
+    return out;
+  }
+
   // ---------------------------------------------------------------- timers and the index
 
   private scheduleAlarm() {
-    const next = nextDeadline(this.snapshot.context);
+    for (const id of this.streams.keys()) if (!this.snapshot.context.reservations[id]) this.streams.delete(id);
+    let next = nextDeadline(this.snapshot.context);
+    for (const s of this.streams.values()) next = Math.min(next ?? Infinity, s.staleAt);
     if (next === undefined || next === this.alarmAt) return;
     if (this.alarmAt !== null && this.alarmAt <= next && this.alarmAt > Date.now()) return;
     this.alarmAt = next;
@@ -596,15 +629,28 @@ export default class SessionActor implements Party.Server {
   async onAlarm() {
     this.alarmAt = null;
     if (!this.snapshot.context.opened) await this.load();
-    const drafts = decideTimers(this.view, Date.now());
+    const now = Date.now();
+    const drafts = decideTimers(this.view, now, this.abandoned(now));
     if (drafts.length) await this.commit(drafts).write;
     this.scheduleAlarm();
   }
 
-  /** The tenant's index trails the session by at most one update in flight. */
-  private scheduleIndex() {
+  /**
+   * The tenant's index trails the session by at most one update in flight, and spend-only
+   * changes are batched for INDEX_DELAY_MS so a busy session does not write the index per call.
+   */
+  private scheduleIndex(urgent: boolean) {
     this.indexDirty = true;
     if (this.indexing) return;
+    if (!urgent) {
+      this.indexTimer ??= setTimeout(() => {
+        this.indexTimer = undefined;
+        this.scheduleIndex(true);
+      }, INDEX_DELAY_MS);
+      return;
+    }
+    clearTimeout(this.indexTimer);
+    this.indexTimer = undefined;
     this.indexing = true;
     void (async () => {
       try {

@@ -88,6 +88,11 @@ export class StreamUsageTracker {
     if (this.pending) this.line(this.pending);
     this.pending = "";
     this.dispatch(); // a final event may lack its blank line when the connection was cut
+    return this.peek();
+  }
+
+  /** What the stream has produced so far, without ending it. */
+  peek(): { usage?: Usage; outputText: string } {
     const outputText = this.text.join("");
     let usage = this.usage;
     if (!usage && this.started) {

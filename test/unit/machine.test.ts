@@ -131,6 +131,24 @@ describe("session machine", () => {
     expect(summarize(s.snapshot).reservations).toHaveLength(0);
   });
 
+  it("a stream whose heartbeats stopped is settled at what it had produced, not the estimate", () => {
+    const s = new Sim({ budget: { session_usd: 1 } });
+    const r = s.reserve(10, 0.3);
+    const usage = { inputTokens: 10, outputTokens: 4, cachedInputTokens: 0, cacheWriteTokens: 0 };
+    s.apply({ drafts: decideTimers(s.view, s.now, { [r.requestId]: { costUsd: 0.02, usage } }), verdict: { decision: "allow" } });
+    expect(s.spent).toBe(0.02);
+    expect(s.log.at(-1)).toMatchObject({ type: "request.settled", data: { outcome: "aborted", costUsd: 0.02 } });
+  });
+
+  it("killing a session ends its pending approvals", () => {
+    const s = new Sim({ actions: { rules: { pay: { amount: { require_approval_above: 1 } } } } });
+    s.action("pay", 0, { amount: 5 });
+    s.apply(decideKill(s.view, { by: "alice", reason: "stop", id: "k" }));
+    expect(summarize(s.snapshot).pendingApprovals).toHaveLength(0);
+    s.now += 10 * 60_000;
+    expect(decideTimers(s.view, s.now)).toHaveLength(0);
+  });
+
   it("review moves to awaiting-approval; approve returns to where it was and charges", () => {
     const s = new Sim({ budget: { session_usd: 10 }, actions: { rules: { refund: { amount: { max: 1000, require_approval_above: 500 } } } } });
     expect(s.action("refund", 1, { amount: 500 }).decision).toBe("allow");
