@@ -1,5 +1,5 @@
 import type { GovernorEvent } from "../schema/events";
-import type { Policy } from "../schema/policy";
+import { Policy } from "../schema/policy";
 import { toNanos } from "../lib/money";
 
 // The session's context is a pure fold of its events: the same log always gives the same
@@ -139,7 +139,8 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
   switch (event.type) {
     case "session.opened": {
       const d = event.data;
-      return { ...base, opened: true, tenant: d.tenant, session: d.session, policy: d.policy, agent: d.agent, user: d.user, task: d.task, openedAt: event.ts };
+      // Parsed again so a log written before a policy field existed gets that field's default.
+      return { ...base, opened: true, tenant: d.tenant, session: d.session, policy: Policy.parse(d.policy), agent: d.agent, user: d.user, task: d.task, openedAt: event.ts };
     }
     case "request.reserved": {
       const d = event.data;

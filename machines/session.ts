@@ -1,5 +1,6 @@
 import { assign, initialTransition, setup, transition, type SnapshotFrom } from "xstate";
 import type { GovernorEvent } from "../schema/events";
+import { Policy } from "../schema/policy";
 import { initialContext, reduce, type SessionContext } from "./context";
 
 // Pure: no invoke, spawn, delays or clock. Time arrives as each event's `ts`, so folding
@@ -93,5 +94,6 @@ export function replay(events: Iterable<GovernorEvent>, from?: SessionSnapshot):
 
 /** Rebuild a snapshot from what the actor persisted (state value + context). */
 export function restore(value: SessionState, context: SessionContext): SessionSnapshot {
-  return sessionMachine.resolveState({ value, context });
+  const policy = context.policy ? Policy.parse(context.policy) : null;
+  return sessionMachine.resolveState({ value, context: { ...context, policy } });
 }

@@ -128,7 +128,7 @@ export default class SessionActor implements Party.Server {
    * Validates, chains and folds every draft on the side; only when all are good does the
    * actor take them, so a bad draft leaves neither memory nor storage half-written.
    */
-  private commit(drafts: EventDraft[], idem?: { key: string; answer: (v: View) => unknown }): { events: GovernorEvent[]; write: Promise<void>; answer?: unknown } {
+  private commit(drafts: EventDraft[], idem?: { key: string; answer: (v: View) => unknown; fresh?: boolean }): { events: GovernorEvent[]; write: Promise<void>; answer?: unknown } {
     const before = this.snapshot;
     const { events, snapshot: snap, head } = appendDrafts(this.snapshot, this.head, drafts, Date.now());
     const puts: Record<string, unknown> = {};
@@ -142,8 +142,11 @@ export default class SessionActor implements Party.Server {
     let answer: unknown;
     if (idem) {
       answer = idem.answer(this.view);
-      puts[`i:${idem.key}`] = answer;
-      this.remember(idem.key, answer);
+      // A key we generated cannot come back in a retry: nothing to remember it by.
+      if (!idem.fresh) {
+        puts[`i:${idem.key}`] = answer;
+        this.remember(idem.key, answer);
+      }
     }
     const write = Object.keys(puts).length ? this.room.storage.put(puts) : Promise.resolve();
     if (events.length) this.afterCommit(events, before);
@@ -423,7 +426,7 @@ export default class SessionActor implements Party.Server {
             verdict: { decision: "deny", code: "rate_limited", rule: limited.rule, reason: limited.reason, retryAfterMs: limited.retryAfterMs },
           }
         : decideAction(this.view, input, Date.now());
-      const { write, answer } = this.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict) });
+      const { write, answer } = this.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict), fresh: body.id === undefined });
       await write;
       return answer as ReturnType<SessionActor["actionAnswer"]>;
     }, body.id === undefined);
@@ -499,7 +502,7 @@ export default class SessionActor implements Party.Server {
     const id = body.id ?? crypto.randomUUID();
     return this.once(`report:${id}`, async () => {
       const decision = decideReport(this.view, body.type === "cost" ? { ...body, id } : { ...body, id }, Date.now());
-      const { write, answer } = this.commit(decision.drafts, { key: `report:${id}`, answer: (v) => ({ id, accepted: true, state: v.state, ...this.money() }) });
+      const { write, answer } = this.commit(decision.drafts, { key: `report:${id}`, answer: (v) => ({ id, accepted: true, state: v.state, ...this.money() }), fresh: body.id === undefined });
       await write;
       return answer;
     }, body.id === undefined);
@@ -545,7 +548,7 @@ export default class SessionActor implements Party.Server {
         decision = decideReserve(this.view, input, Date.now());
         if (decision.verdict.decision === "hold") return undefined;
       }
-      const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => this.reserveAnswer(input.requestId, decision.verdict, input.estimateUsd) });
+      const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => this.reserveAnswer(input.requestId, decision.verdict, input.estimateUsd), fresh: !req.clientKey });
       await write;
       return answer as ReserveAnswer;
     }, !req.clientKey);
