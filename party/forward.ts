@@ -244,8 +244,10 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     const u = counted();
     void callSession(lobby, p, session, { op: "progress", requestId: input.requestId, costUsd: costOf(u), usage: u }).catch(() => undefined);
   };
-  beat();
   const heartbeat = setInterval(beat, HEARTBEAT_MS);
+  // The first heartbeat waits until the first chunk is on its way, so it does not compete
+  // with it; from then on the actor knows the stream exists.
+  let announced = false;
   const stream = new ReadableStream<Uint8Array>({
     async pull(controller) {
       pulling = true;
@@ -259,6 +261,10 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
         resetTimer();
         tracker.push(value);
         controller.enqueue(value);
+        if (!announced) {
+          announced = true;
+          beat();
+        }
       } catch (e) {
         finish("aborted");
         controller.error(e);
