@@ -26,9 +26,10 @@ child.stdout.on("data", (d) => {
   if (!announced && /Ready on/.test(String(d))) {
     announced = true;
     const tokens = process.env.GOVERNOR_TOKENS
-      ? "tokens: from GOVERNOR_TOKENS"
-      : 'token:  dev  (operator of tenant "local"; set GOVERNOR_TOKENS to use your own)';
-    console.log(`\nGovernor is running\n  url:    http://127.0.0.1:${port}\n  console: ${publicUrl}/?token=dev&tenant=local\n  ${tokens}\n  state:  ${persist}\n`);
+      ? "tokens:  from GOVERNOR_TOKENS"
+      : 'token:   dev  (operator of tenant "local"; set GOVERNOR_TOKENS to use your own)';
+    const consoleUrl = process.env.GOVERNOR_TOKENS ? `${publicUrl}/` : `${publicUrl}/?token=dev&tenant=local`;
+    console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n`);
   }
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));

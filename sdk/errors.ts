@@ -1,18 +1,15 @@
 // One error class for every refusal the server explains, so callers branch on `code`
 // (and `field` / `rule`) instead of parsing messages.
+import { STATUS } from "../machines/decide";
 
+// Refusal codes share the server's statuses; the rest are the gateway's own.
 const STATUS_OF_CODE: Record<string, number> = {
+  ...STATUS,
   bad_request: 400,
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
   payload_too_large: 413,
-  budget_exceeded: 402,
-  session_killed: 403,
-  session_closed: 403,
-  policy_violation: 403,
-  rate_limited: 429,
-  awaiting_approval: 409,
   conflict: 409,
   upstream_error: 502,
 };
