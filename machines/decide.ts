@@ -349,9 +349,14 @@ export function decideApproval(view: View, input: { approvalId: string; decision
   return { drafts: [granted, ...afterCharge(preview(ctx, [granted], now), id, pending.run, pending.action)], verdict: { decision: "allow" } };
 }
 
-export function decideKill(view: View, input: { by: string; reason: string; id: string }): Decision {
-  if (view.state === "killed") return { drafts: [], verdict: { decision: "deny", code: "session_killed", rule: "session.killed", reason: view.context.killed?.reason } };
-  return { drafts: [{ type: "session.killed", id: `kill:${input.id}`, data: { by: input.by, reason: input.reason } }], verdict: { decision: "deny", code: "session_killed", rule: "session.killed", reason: input.reason } };
+/** Ends the session: killed by an operator or policy, or closed as a normal end. An ended session stays as it ended. */
+export function decideEnd(view: View, input: { how: "kill" | "close"; by: string; reason: string; id: string }): Decision {
+  if (view.state === "killed" || view.state === "closed") return { drafts: [], verdict: { decision: "deny", ...stateRefusal(view) } };
+  const draft: EventDraft =
+    input.how === "kill"
+      ? { type: "session.killed", id: `kill:${input.id}`, data: { by: input.by, reason: input.reason } }
+      : { type: "session.closed", id: `close:${input.id}`, data: { by: input.by, reason: input.reason } };
+  return { drafts: [draft], verdict: { decision: "deny", code: input.how === "kill" ? "session_killed" : "session_closed", reason: input.reason } };
 }
 
 /** What a stream had produced when its heartbeats stopped. */

@@ -165,11 +165,14 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       const body = validate(ApprovalBody, await bodyOf(req));
       return callSession(lobby, p, session, { op: "approval", approvalId: subId, decision: body.decision, note: body.note });
     }
-    case "POST kill": {
-      requirePermission(p, "decide");
+    case "POST kill":
+    case "POST close": {
+      // Closing is the normal end, for whoever may open sessions; killing is an operator's.
+      requirePermission(p, sub === "kill" ? "decide" : "open");
       const text = await readText(req);
       const body = text.trim() ? validate(KillBody, parseJson(text)) : {};
-      return callSession(lobby, p, session, { op: "kill", reason: body.reason ?? "killed by an operator" });
+      const how = sub === "kill" ? "kill" : "close";
+      return callSession(lobby, p, session, { op: how, reason: body.reason ?? (how === "kill" ? "killed by an operator" : "closed") });
     }
   }
   throw new NotFoundError(`no route ${method} ${url.pathname}`);

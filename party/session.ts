@@ -6,7 +6,7 @@ import { toUsd } from "../lib/money";
 import {
   decideAction,
   decideApproval,
-  decideKill,
+  decideEnd,
   decideReport,
   decideReserve,
   decideSettle,
@@ -311,7 +311,7 @@ export default class SessionActor implements Party.Server {
           return;
         case "kill":
           need("decide");
-          await this.kill(msg.reason ?? "killed by an operator", state.name);
+          await this.end("kill", msg.reason ?? "killed by an operator", state.name);
           return;
         case "subscribe":
           need("read");
@@ -348,7 +348,8 @@ export default class SessionActor implements Party.Server {
         case "approval":
           return json(await this.approval(op.approvalId, op.decision, by, op.note));
         case "kill":
-          return json(await this.kill(op.reason, by));
+        case "close":
+          return json(await this.end(op.op, op.reason, by));
         case "reserve":
           return await this.reserve(op.input);
         case "settle":
@@ -518,8 +519,8 @@ export default class SessionActor implements Party.Server {
     });
   }
 
-  private async kill(reason: string, by: string) {
-    const d = decideKill(this.view, { by, reason, id: crypto.randomUUID() });
+  private async end(how: "kill" | "close", reason: string, by: string) {
+    const d = decideEnd(this.view, { how, by, reason, id: crypto.randomUUID() });
     const { write } = this.commit(d.drafts);
     await write;
     return summarize(this.snapshot);

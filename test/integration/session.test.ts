@@ -72,6 +72,16 @@ describe("sessions over HTTP", () => {
     expect((await agent(`/v1/budget-check?session=${id}`)).json.allowed).toBe(false);
   });
 
+  it("an agent closes its session as a normal end; a closed session refuses everything", async () => {
+    const id = sid("close");
+    await open(id);
+    const closed = await agent(`/v1/sessions/${id}/close`, { body: { reason: "task done" } });
+    expect(closed.status).toBe(200);
+    expect(closed.json.state).toBe("closed");
+    expect((await agent(`/v1/sessions/${id}/actions`, { body: { action: "a" } })).json).toMatchObject({ decision: "deny", code: "session_closed" });
+    expect((await auditor(`/v1/sessions/${id}/close`, { body: {} })).status).toBe(403);
+  });
+
   it("lists the tenant's sessions with live summaries", async () => {
     const id = sid("listed");
     await open(id);

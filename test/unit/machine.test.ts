@@ -3,7 +3,7 @@ import { verifyChain } from "../../lib/chain";
 import {
   decideAction,
   decideApproval,
-  decideKill,
+  decideEnd,
   decideReport,
   decideReserve,
   decideSettle,
@@ -101,12 +101,20 @@ describe("session machine", () => {
   it("an operator kill is final; a late settle is still counted", () => {
     const s = new Sim({ budget: { session_usd: 1 } });
     const r = s.reserve(100, 0.2);
-    s.apply(decideKill(s.view, { by: "alice", reason: "looping", id: "k" }));
+    s.apply(decideEnd(s.view, { how: "kill", by: "alice", reason: "looping", id: "k" }));
     expect(s.state).toBe("killed");
     s.apply(decideSettle(s.view, { requestId: r.requestId, costUsd: 0.05, outcome: "completed" }, s.now)!);
     expect(s.state).toBe("killed");
     expect(s.spent).toBe(0.05);
-    expect(decideKill(s.view, { by: "bob", reason: "again", id: "k2" }).drafts).toHaveLength(0);
+    expect(decideEnd(s.view, { how: "kill", by: "bob", reason: "again", id: "k2" }).drafts).toHaveLength(0);
+  });
+
+  it("a closed session refuses everything and cannot be killed afterwards", () => {
+    const s = new Sim();
+    s.apply(decideEnd(s.view, { how: "close", by: "agent", reason: "done", id: "c" }));
+    expect(s.state).toBe("closed");
+    expect(s.action("t")).toMatchObject({ decision: "deny", code: "session_closed" });
+    expect(decideEnd(s.view, { how: "kill", by: "op", reason: "late", id: "k" }).drafts).toHaveLength(0);
   });
 
   it("reservations count against the budget until settled", () => {
@@ -143,7 +151,7 @@ describe("session machine", () => {
   it("killing a session ends its pending approvals", () => {
     const s = new Sim({ actions: { rules: { pay: { amount: { require_approval_above: 1 } } } } });
     s.action("pay", 0, { amount: 5 });
-    s.apply(decideKill(s.view, { by: "alice", reason: "stop", id: "k" }));
+    s.apply(decideEnd(s.view, { how: "kill", by: "alice", reason: "stop", id: "k" }));
     expect(summarize(s.snapshot).pendingApprovals).toHaveLength(0);
     s.now += 10 * 60_000;
     expect(decideTimers(s.view, s.now)).toHaveLength(0);
