@@ -159,7 +159,8 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
     }
     case "request.settled": {
       const d = event.data;
-      const r = ctx.reservations[d.requestId];
+      // A reported cost is a bill from outside: it never closes a reservation.
+      const r = d.outcome === "reported" ? undefined : ctx.reservations[d.requestId];
       const nanos = toNanos(d.costUsd);
       return {
         ...base,

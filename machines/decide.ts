@@ -320,7 +320,7 @@ export function decideReport(view: View, input: ReportInput, now: number): Decis
   const p = policyOf(ctx);
   const id = `report:${input.id}`;
   if (input.type === "cost") {
-    const settled: EventDraft = { type: "request.settled", id, data: { requestId: input.id, costUsd: input.usd, outcome: "reported", attribution: { action: input.action, run: input.run } } };
+    const settled: EventDraft = { type: "request.settled", id, data: { requestId: `report:${input.id}`, costUsd: input.usd, outcome: "reported", attribution: { action: input.action, run: input.run } } };
     if (view.state === "killed" || view.state === "closed") return { drafts: [settled], verdict: { decision: "allow" } };
     return { drafts: [settled, ...afterCharge(preview(ctx, [settled], now), id, input.run, input.action)], verdict: { decision: "allow" } };
   }
@@ -377,7 +377,21 @@ export function decideTimers(view: View, now: number, abandoned: Abandoned = {})
       drafts.push({ type: "request.settled", id: `settle:${r.requestId}`, data: { requestId: r.requestId, costUsd: toUsd(r.estimateNanos), outcome: "expired", model: r.model } });
     }
   }
-  if (view.state !== "killed" && view.state !== "closed" && ctx.policy) {
+  // What the charges set off: alerts, and a kill under on_exceed: kill.
+  const live = view.state !== "killed" && view.state !== "closed";
+  if (drafts.length && live && ctx.policy) {
+    const charged = preview(ctx, drafts, now);
+    const seen = new Set<string>();
+    for (const r of Object.values(ctx.reservations).filter((r) => !charged.reservations[r.requestId])) {
+      for (const d of afterCharge(charged, `settle:${r.requestId}`, r.run, r.action)) {
+        const key = d.type === "alert.raised" ? d.data.rule : d.type;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        drafts.push(d);
+      }
+    }
+  }
+  if (live && ctx.policy) {
     for (const a of Object.values(ctx.approvals)) {
       if (a.deadline > now) continue;
       const id = `approval:${a.approvalId}`;

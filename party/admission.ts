@@ -10,8 +10,9 @@ import { INTERNAL } from "./ops";
 /** `allow` throws when this principal may not open the room; the principal rides along as headers. */
 export function admitSocket(req: Party.Request, lobby: Party.Lobby, allow: (p: Principal, roomId: string) => void): Party.Request | Response {
   try {
-    const p = authenticate(tokenFrom(req as unknown as Request), lobby.env.GOVERNOR_TOKENS as string | undefined);
-    allow(p, decodeURIComponent(new URL(req.url).pathname.split("/").pop() ?? ""));
+    const p = authenticate(tokenFrom(req as unknown as Request, { query: true }), lobby.env.GOVERNOR_TOKENS as string | undefined);
+    // The room PartyKit resolved, not our reading of the URL: extra path segments are ignored by it.
+    allow(p, lobby.id);
     req.headers.set(INTERNAL.tenant, p.tenant);
     req.headers.set(INTERNAL.role, p.role);
     req.headers.set(INTERNAL.name, p.name);

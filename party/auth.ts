@@ -92,11 +92,14 @@ export function can(p: Principal, perm: Permission): boolean {
   return GRANTS[p.role].includes(perm);
 }
 
-/** Bearer header, Anthropic's x-api-key, or ?token= (browsers cannot set socket headers). */
-export function tokenFrom(req: Request): string | null {
+/**
+ * Bearer header or Anthropic's x-api-key; ?token= only for socket upgrades (browsers cannot
+ * set socket headers), so a token never rides in a URL that could be forwarded or logged.
+ */
+export function tokenFrom(req: Request, { query = false } = {}): string | null {
   const auth = req.headers.get("authorization");
   if (auth?.toLowerCase().startsWith("bearer ")) return auth.slice(7).trim();
   const key = req.headers.get("x-api-key");
   if (key) return key.trim();
-  return new URL(req.url).searchParams.get("token");
+  return query ? new URL(req.url).searchParams.get("token") : null;
 }

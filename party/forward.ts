@@ -6,7 +6,7 @@ import { countPromptTokens, countTextTokens } from "./proxy/tokens";
 import { StreamUsageTracker, usageFromJson, withStreamUsage } from "./proxy/usage";
 import type { Principal } from "./auth";
 import { callSession } from "./gateway";
-import { readText } from "./http";
+import { parseJson, readText } from "./http";
 import type { ReserveAnswer, ReserveRequest } from "./ops";
 
 // The proxy: reserve the worst case in the session's actor, forward with the gateway's
@@ -68,6 +68,21 @@ function governorHeaders(requestId: string, money: { spentUsd: number; remaining
   };
 }
 
+function cachesPrompt(provider: Provider, body: Record<string, unknown>): boolean {
+  return provider === "anthropic" && JSON.stringify([body.system, body.messages, body.tools]).includes('"cache_control"');
+}
+
+/**
+ * The field that caps output for this call. A call that names no cap is sent with the
+ * cap its reservation assumed, so the provider cannot bill past what was reserved.
+ */
+function capField(provider: Provider, path: string, model: string): string | undefined {
+  if (/embeddings$/.test(path)) return undefined;
+  if (provider === "anthropic") return "max_tokens";
+  if (/responses$/.test(path)) return "max_output_tokens";
+  return /^(o\d|gpt-5)/.test(model) ? "max_completion_tokens" : "max_tokens";
+}
+
 function maxOutputFrom(path: string, body: Record<string, unknown>): number | null {
   if (/embeddings$/.test(path)) return 0;
   for (const k of ["max_completion_tokens", "max_tokens", "max_output_tokens"]) {
@@ -87,12 +102,7 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     session = req.headers.get("x-session-id") ?? "";
     if (!/^[A-Za-z0-9._~-]{1,128}$/.test(session)) throw new BadRequestError(session ? "X-Session-ID: use 1-128 letters, digits, '.', '_', '~' or '-'" : "X-Session-ID header is required", "X-Session-ID");
     const text = await readText(req, MAX_PROXY_BODY);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      throw new BadRequestError("body is not valid JSON", "body");
-    }
+    const parsed = parseJson(text);
     if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new BadRequestError("body must be a JSON object", "body");
     body = parsed as Record<string, unknown>;
     if (typeof body.model !== "string" || !body.model) throw new BadRequestError("model is required", "model");
@@ -108,7 +118,9 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
       path,
       promptTokens,
       maxOutputTokens: maxOutputFrom(path, body),
-      price: price ? { input: price.price.input, output: price.price.output } : null,
+      choices: typeof body.n === "number" && Number.isInteger(body.n) && body.n > 1 ? body.n : 1,
+      // Anthropic bills prompt caching writes above the input price: that is the worst case.
+      price: price ? { input: cachesPrompt(provider, body) ? Math.max(price.price.input, price.price.cacheWrite ?? 0) : price.price.input, output: price.price.output } : null,
       promptHash: sha256Hex(JSON.stringify(body.messages ?? body.input ?? body.system ?? "")),
       attribution: {
         agent: req.headers.get("x-agent-id")?.slice(0, 1024) || undefined,
@@ -131,13 +143,21 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
   }
 
   const settle = async (costUsdValue: number, outcome: "completed" | "aborted" | "released", usage?: Usage) => {
-    const res = await callSession(lobby, p, session, { op: "settle", requestId: input.requestId, costUsd: costUsdValue, outcome, usage });
-    const settled = (await res.json()) as { spentUsd?: number; remainingUsd?: number | null };
-    // A reservation that already expired was charged at its estimate; say what we knew.
-    return settled.spentUsd === undefined ? answer : { spentUsd: settled.spentUsd, remainingUsd: settled.remainingUsd ?? null };
+    try {
+      const res = await callSession(lobby, p, session, { op: "settle", requestId: input.requestId, costUsd: costUsdValue, outcome, usage });
+      const settled = (await res.json()) as { spentUsd?: number; remainingUsd?: number | null };
+      // A reservation that already expired was charged at its estimate; say what we knew.
+      return settled.spentUsd === undefined ? answer : { spentUsd: settled.spentUsd, remainingUsd: settled.remainingUsd ?? null };
+    } catch (e) {
+      console.error("settle failed; the reservation will expire at its estimate", e);
+      return answer;
+    }
   };
   const priceRow = priceFor(provider, input.model)?.price;
   const costOf = (u: Usage) => (priceRow ? costUsd(priceRow, u) : 0);
+
+  const cap = capField(provider, path, input.model);
+  const capped = cap && input.maxOutputTokens === null && answer.outputCap !== undefined ? { ...body, [cap]: answer.outputCap } : body;
 
   const timeoutMs = Number(env.GOVERNOR_UPSTREAM_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS) || DEFAULT_TIMEOUT_MS;
   const abort = new AbortController();
@@ -147,12 +167,13 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     timer = setTimeout(() => abort.abort(new Error("upstream timed out")), timeoutMs);
   };
   const url = new URL(req.url);
+  url.searchParams.delete("token");
   let upstream: Response;
   try {
     upstream = await fetch(upstreamUrl(env, provider, path, url.search), {
       method: "POST",
       headers: upstreamHeaders(req, env, provider),
-      body: JSON.stringify(withStreamUsage(provider, path, body)),
+      body: JSON.stringify(withStreamUsage(provider, path, capped)),
       signal: abort.signal,
     });
   } catch (e) {

@@ -1,12 +1,12 @@
 import type * as Party from "partykit/server";
-import { BadRequestError, GovernorError, NotFoundError } from "../lib/errors";
+import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
 import { ActionBody, ApprovalBody, KillBody, OpenSessionBody, ReportBody, SessionId } from "../schema/api";
 import type { Attribution } from "../schema/events";
 import { mergePolicies, parsePolicy, parseYamlText } from "../schema/policy";
-import { authenticate, requirePermission, tokenFrom, type Principal } from "./auth";
-import { errorResponse, json, parseJson, readText, validate } from "./http";
+import { authenticate, can, requirePermission, tokenFrom, type Principal } from "./auth";
+import { assertDepth, errorResponse, json, parseJson, readText, validate } from "./http";
 import { INTERNAL, type SessionOp, type TenantOp } from "./ops";
-import { proxy } from "./forward";
+import { providerError, proxy } from "./forward";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
@@ -48,7 +48,11 @@ function sessionIdFrom(raw: string | null | undefined, field: string): string {
 async function bodyOf(req: Request): Promise<unknown> {
   const text = await readText(req);
   const type = req.headers.get("content-type") ?? "";
-  if (/yaml/i.test(type)) return parseYamlText(text);
+  if (/yaml/i.test(type)) {
+    const value = parseYamlText(text);
+    assertDepth(value);
+    return value;
+  }
   return parseJson(text);
 }
 
@@ -90,7 +94,13 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     const provider = id;
     if (provider !== "openai" && provider !== "anthropic") throw new NotFoundError(`unknown provider "${provider}": use openai or anthropic`);
     if (method !== "POST") throw new GovernorError("bad_request", 405, "the proxy forwards POST requests");
-    return proxy(req, lobby, ctx, p, provider, parts.slice(3).join("/"));
+    // The provider path is taken as sent (still encoded) and must be plain segments: a
+    // decoded %2F or ".." must not walk the gateway's provider key to another path.
+    const rest = url.pathname.split("/").filter(Boolean).slice(3);
+    if (!rest.length || rest.some((s) => !/^[A-Za-z0-9._~-]+$/.test(s) || s === "." || s === "..")) {
+      throw new BadRequestError("the provider path may only hold plain segments (letters, digits, '.', '_', '~', '-')", "path");
+    }
+    return proxy(req, lobby, ctx, p, provider, rest.join("/"));
   }
 
   if (resource === "budget-check" && method === "GET") {
@@ -126,7 +136,10 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     if (method === "POST") {
       requirePermission(p, "open");
       const body = openBody(await bodyOf(req), url.searchParams);
-      const policy = await effectivePolicy(lobby, env, p.tenant, body.policy);
+      const own = body.policy && typeof body.policy === "object" && Object.keys(body.policy).length ? body.policy : undefined;
+      // An agent must not lift the limits its operators set: its sessions get the tenant default.
+      if (own !== undefined && !can(p, "configure")) throw new ForbiddenError(`role "${p.role}" may open sessions under the tenant's default policy, but not set a policy`);
+      const policy = await effectivePolicy(lobby, env, p.tenant, own);
       return callSession(lobby, p, body.id, { op: "open", id: body.id, policy, agent: body.agent, user: body.user, task: body.task });
     }
   }
@@ -146,7 +159,8 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       return callSession(lobby, p, session, { op: "log", after, limit });
     }
     case "GET deliveries":
-      requirePermission(p, "read");
+      // Delivery records hold the webhook URLs (secrets of their own): not for agents.
+      requirePermission(p, "list");
       return callSession(lobby, p, session, { op: "deliveries" });
     case "POST actions": {
       requirePermission(p, "check");
@@ -161,7 +175,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     }
     case "POST approvals": {
       requirePermission(p, "decide");
-      if (!subId) throw new BadRequestError("approval id is required in the path", "approvalId");
+      if (!subId || !/^[A-Za-z0-9._~:-]{1,256}$/.test(subId)) throw new BadRequestError("approval id: 1-256 letters, digits, '.', '_', '~', ':' or '-'", "approvalId");
       const body = validate(ApprovalBody, await bodyOf(req));
       return callSession(lobby, p, session, { op: "approval", approvalId: subId, decision: body.decision, note: body.note });
     }
@@ -187,6 +201,9 @@ export default class Gateway {
       if (res) return res;
       return json({ error: { code: "not_found", message: "not found" } }, 404);
     } catch (e) {
+      // Proxy callers get refusals in their provider's shape, so their SDK raises its own error.
+      const provider = /^\/v1\/proxy\/(openai|anthropic)\//.exec(new URL(req.url).pathname)?.[1] as "openai" | "anthropic" | undefined;
+      if (provider && e instanceof GovernorError) return providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });
       return errorResponse(e);
     }
   }

@@ -50,13 +50,29 @@ export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<st
   return new TextDecoder().decode(all);
 }
 
+const MAX_DEPTH = 64;
+
+/** Deeper than any real request: refused before recursive code (hashing, counting) meets it. */
+export function assertDepth(value: unknown, field = "body"): void {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth >= MAX_DEPTH) throw new BadRequestError(`${field} is nested more than ${MAX_DEPTH} levels deep`, field);
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+}
+
 export function parseJson(text: string): unknown {
   if (text.trim() === "") throw new BadRequestError("body is empty: expected JSON", "body");
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (e) {
     throw new BadRequestError(`body is not valid JSON: ${(e as Error).message}`, "body");
   }
+  assertDepth(value);
+  return value;
 }
 
 export function validate<S extends z.ZodType>(schema: S, value: unknown, prefix = ""): z.infer<S> {

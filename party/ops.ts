@@ -40,6 +40,8 @@ export interface ReserveAnswer {
   retryAfterMs?: number;
   /** What was reserved, on an allow. */
   estimateUsd?: number;
+  /** The output cap the reservation assumed per choice, on an allow. */
+  outputCap?: number;
   spentUsd: number;
   remainingUsd: number | null;
 }
@@ -53,8 +55,10 @@ export interface ReserveRequest {
   model: string;
   path: string;
   promptTokens: number;
-  /** The call's own output cap; null means the policy's default_max_tokens. */
+  /** The call's own output cap per choice; null means the policy's default_max_tokens. */
   maxOutputTokens: number | null;
+  /** Choices asked for (`n`): each may produce up to the cap. */
+  choices: number;
   /** USD per 1M tokens; null when the model has no price. */
   price: { input: number; output: number } | null;
   promptHash?: string;

@@ -29,7 +29,7 @@ import type { ActionBody, ReportBody } from "../schema/api";
 import type { Attribution, Usage } from "../schema/events";
 import { can, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
-import { errorResponse, json } from "./http";
+import { assertDepth, errorResponse, json } from "./http";
 import { INTERNAL, type ReserveAnswer, type ReserveRequest, type SessionOp } from "./ops";
 import { Notifier } from "./notify";
 
@@ -38,6 +38,8 @@ import { Notifier } from "./notify";
 // the write is awaited before anyone is answered: nothing acknowledged is ever lost.
 
 const SNAPSHOT_EVERY = 256;
+// Durable Object values hold at most 128 KiB; an event stays well under it.
+const MAX_EVENT_BYTES = 100_000;
 const SNAPSHOT_KEY = "snapshot";
 const IDEM_CACHE = 4096;
 const MAX_WAIT_MS = 120_000;
@@ -132,10 +134,10 @@ export default class SessionActor implements Party.Server {
     const before = this.snapshot;
     const { events, snapshot: snap, head } = appendDrafts(this.snapshot, this.head, drafts, Date.now());
     const puts: Record<string, unknown> = {};
-    for (const e of events) puts[eventKey(e.seq)] = e;
-    // The snapshot is of the batch's end, so a wake-up folds fewer than SNAPSHOT_EVERY events.
-    if (events.some((e) => e.seq % SNAPSHOT_EVERY === 0)) {
-      puts[SNAPSHOT_KEY] = { seq: head.seq, hash: head.hash, value: stateOf(snap), context: snap.context } satisfies Persisted;
+    for (const e of events) {
+      const size = JSON.stringify(e).length;
+      if (size > MAX_EVENT_BYTES) throw new GovernorError("payload_too_large", 413, `the ${e.type} event would be ${size} bytes (limit ${MAX_EVENT_BYTES}): send smaller arguments or leave keep_raw off`);
+      puts[eventKey(e.seq)] = e;
     }
     this.snapshot = snap;
     this.head = head;
@@ -148,9 +150,22 @@ export default class SessionActor implements Party.Server {
         this.remember(idem.key, answer);
       }
     }
-    const write = Object.keys(puts).length ? this.room.storage.put(puts) : Promise.resolve();
-    if (events.length) this.afterCommit(events, before);
-    return { events, write: write.catch((e) => this.writeFailed(e)), answer };
+    const stored = Object.keys(puts).length ? this.room.storage.put(puts) : Promise.resolve();
+    // Subscribers, webhooks and waiters hear of events only once they are stored.
+    const write = stored.then(
+      () => {
+        if (!events.length) return;
+        this.afterCommit(events, before, snap);
+        // The snapshot (of the batch's end) goes in its own write, after the events it
+        // covers: if it is too large to store, the session still works, waking a bit slower.
+        if (events.some((e) => e.seq % SNAPSHOT_EVERY === 0)) {
+          const snapshot: Persisted = { seq: head.seq, hash: head.hash, value: stateOf(snap), context: snap.context };
+          this.room.storage.put(SNAPSHOT_KEY, snapshot).catch((e) => console.error("snapshot not stored; the next wake-up folds more events", e));
+        }
+      },
+      (e) => this.writeFailed(e),
+    );
+    return { events, write, answer };
   }
 
   /** Memory ran ahead of a write that failed: start again from what storage holds. */
@@ -194,13 +209,13 @@ export default class SessionActor implements Party.Server {
     }
   }
 
-  private afterCommit(events: GovernorEvent[], before: SessionSnapshot) {
-    this.push(events, before);
-    this.scheduleIndex(stateOf(before) !== stateOf(this.snapshot) || events[0].type === "session.opened");
+  private afterCommit(events: GovernorEvent[], before: SessionSnapshot, after: SessionSnapshot) {
+    this.push(events, before, after);
+    this.scheduleIndex(stateOf(before) !== stateOf(after) || events[0].type === "session.opened");
     this.scheduleAlarm();
-    const policy = this.snapshot.context.policy;
+    const policy = after.context.policy;
     if (policy?.notify.length) {
-      for (const e of events) this.notifier.onEvent(e, policy.notify, summarize(this.snapshot));
+      for (const e of events) this.notifier.onEvent(e, policy.notify, summarize(after));
     }
     for (const e of events) {
       if (e.type === "approval.granted" || e.type === "approval.denied") this.resolveApproval(e, before.context.approvals[e.data.approvalId]?.requestId);
@@ -216,14 +231,14 @@ export default class SessionActor implements Party.Server {
 
   // ---------------------------------------------------------------- subscribers
 
-  private push(events: GovernorEvent[], before: SessionSnapshot) {
+  private push(events: GovernorEvent[], before: SessionSnapshot, after: SessionSnapshot) {
     const conns = [...this.room.getConnections<ConnState>()];
     if (!conns.length) return;
     // Each event's own state, in order: a subscriber sees every transition, not just the last.
     const states: ServerMessage[] = [];
     let s = before;
     for (const e of events) {
-      s = events.length === 1 ? this.snapshot : step(s, e);
+      s = events.length === 1 ? after : step(s, e);
       states.push({ type: "state", seq: e.seq, summary: summarize(s) });
     }
     for (let i = 0; i < events.length; i++) {
@@ -240,13 +255,24 @@ export default class SessionActor implements Party.Server {
     const h = ctx.request.headers;
     const url = new URL(ctx.request.url);
     const tail = url.searchParams.get("tail") === "1" || url.searchParams.has("after");
-    conn.setState({ tenant: h.get(INTERNAL.tenant) ?? "", role: (h.get(INTERNAL.role) ?? "auditor") as Role, name: h.get(INTERNAL.name) ?? "", tail });
+    const tenant = h.get(INTERNAL.tenant) ?? "";
+    if (!this.room.id.startsWith(`${tenant}:`)) {
+      conn.close(4003, "forbidden");
+      return;
+    }
+    const role = (h.get(INTERNAL.role) ?? "auditor") as Role;
+    // The tail is the log itself: only those who may export it get it.
+    const wantsTail = url.searchParams.get("tail") === "1" || url.searchParams.has("after");
+    if (wantsTail && !can({ tenant, role, name: "" }, "export")) {
+      this.send(conn, { type: "error", code: "forbidden", message: `role "${role}" may not read the event tail` });
+    }
+    conn.setState({ tenant, role, name: h.get(INTERNAL.name) ?? "", tail: tail && can({ tenant, role, name: "" }, "export") });
     if (!this.snapshot.context.opened) {
       this.send(conn, { type: "error", code: "not_found", message: "no such session: open it with POST /v1/sessions first" });
     }
     this.send(conn, { type: "state", seq: this.head.seq, summary: summarize(this.snapshot) });
     const after = Number(url.searchParams.get("after"));
-    if (url.searchParams.has("after") && Number.isInteger(after) && after >= 0) await this.backfill(conn, after);
+    if (conn.state?.tail && url.searchParams.has("after") && Number.isInteger(after) && after >= 0) await this.backfill(conn, after);
   }
 
   private async backfill(conn: Party.Connection, after: number) {
@@ -274,6 +300,7 @@ export default class SessionActor implements Party.Server {
       } catch {
         throw new BadRequestError("message is not valid JSON", "message");
       }
+      assertDepth(data, "message");
       if (data && typeof data === "object") {
         const d = data as { id?: unknown; report?: { id?: unknown } };
         const candidate = d.id ?? d.report?.id;
@@ -314,7 +341,7 @@ export default class SessionActor implements Party.Server {
           await this.end("kill", msg.reason ?? "killed by an operator", state.name);
           return;
         case "subscribe":
-          need("read");
+          need("export");
           conn.setState({ ...state, tail: msg.tail });
           if (msg.after !== undefined) await this.backfill(conn, msg.after);
           return;
@@ -529,15 +556,18 @@ export default class SessionActor implements Party.Server {
   // ---------------------------------------------------------------- reservations (the proxy)
 
   /** The worst case: every prompt token at the input price, plus the output cap at the output price. */
-  private priced(req: ReserveRequest): ReserveInput {
-    const maxOut = req.maxOutputTokens ?? this.snapshot.context.policy?.budget.default_max_tokens ?? 4096;
+  private priced(req: ReserveRequest): ReserveInput & { outputCap: number } {
+    const outputCap = req.maxOutputTokens ?? this.snapshot.context.policy?.budget.default_max_tokens ?? 4096;
+    const maxOut = outputCap * req.choices;
     const estimateUsd = req.price ? (req.promptTokens * req.price.input + maxOut * req.price.output) / 1_000_000 : 0;
-    return { ...req, maxOutputTokens: maxOut, estimateUsd, priced: req.price !== null };
+    return { ...req, maxOutputTokens: maxOut, outputCap, estimateUsd, priced: req.price !== null };
   }
 
   private async reserve(req: ReserveRequest): Promise<Response> {
     const input = this.priced(req);
+    let decidedHere = false;
     const answer = await this.once(`reserve:${input.requestId}`, async () => {
+      decidedHere = true;
       const limited = this.isLive() ? await this.crossSessionRate(input.attribution) : undefined;
       let decision: Decision;
       if (limited) {
@@ -549,11 +579,16 @@ export default class SessionActor implements Party.Server {
         decision = decideReserve(this.view, input, Date.now());
         if (decision.verdict.decision === "hold") return undefined;
       }
-      const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => this.reserveAnswer(input.requestId, decision.verdict, input.estimateUsd), fresh: !req.clientKey });
+      const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => ({ ...this.reserveAnswer(input.requestId, decision.verdict, input.estimateUsd), ...(decision.verdict.decision === "allow" && { outputCap: input.outputCap }) }), fresh: !req.clientKey });
       await write;
       return answer as ReserveAnswer;
     }, !req.clientKey);
     if (answer === undefined) return this.hold(req);
+    // A replayed Idempotency-Key must not send a second call out on the first one's
+    // reservation (which may be settled already): the call it names was already made.
+    if (!decidedHere && answer.decision === "allow") {
+      throw new GovernorError("conflict", 409, `Idempotency-Key "${req.requestId}" was already used for a call that went out; use a new key for a new call`, { field: "Idempotency-Key" });
+    }
     return json(answer, answer.decision === "allow" ? 200 : STATUS[answer.code as keyof typeof STATUS] ?? 403);
   }
 

@@ -46,7 +46,11 @@ export default class TenantActor implements Party.Server {
     return [...this.sessions.values()].sort((a, b) => b.lastActivity - a.lastActivity);
   }
 
-  onConnect(conn: Party.Connection) {
+  onConnect(conn: Party.Connection, ctx: Party.ConnectionContext) {
+    if (ctx.request.headers.get(INTERNAL.tenant) !== this.room.id) {
+      conn.close(4003, "forbidden");
+      return;
+    }
     conn.send(JSON.stringify({ type: "sessions", sessions: this.list() } satisfies ServerMessage));
   }
 

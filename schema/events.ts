@@ -122,7 +122,8 @@ export const EVENT_TYPES = Object.keys(EventData) as EventType[];
 
 const envelope = {
   seq: z.number().int().positive(),
-  id: Id,
+  // Longer than a client id: follow-up events append what they follow from.
+  id: z.string().min(1).max(4096),
   ts: z.number().int().nonnegative(),
   prev: z.string().length(64),
   hash: z.string().length(64),

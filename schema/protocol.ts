@@ -73,8 +73,8 @@ export type ServerMessage = z.infer<typeof ServerMessage>;
 export const ClientMessage = z.discriminatedUnion("type", [
   ActionBody.extend({ type: z.literal("check"), id: z.string().min(1).max(256) }),
   z.object({ type: z.literal("report"), report: ReportBody }),
-  z.object({ type: z.literal("approve"), approvalId: z.string().min(1), note: z.string().max(1024).optional() }),
-  z.object({ type: z.literal("deny"), approvalId: z.string().min(1), note: z.string().max(1024).optional() }),
+  z.object({ type: z.literal("approve"), approvalId: z.string().min(1).max(256), note: z.string().max(1024).optional() }),
+  z.object({ type: z.literal("deny"), approvalId: z.string().min(1).max(256), note: z.string().max(1024).optional() }),
   z.object({ type: z.literal("kill"), reason: z.string().max(1024).optional() }),
   z.object({ type: z.literal("subscribe"), tail: z.boolean().default(true), after: z.number().int().nonnegative().optional() }),
 ]);

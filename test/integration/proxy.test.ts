@@ -209,6 +209,47 @@ describe("refusals in the provider's error shape", () => {
   });
 });
 
+describe("abuse", () => {
+  const post = (id: string, path: string, body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${gov.url}/v1/proxy/openai/${path}`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id, ...headers }, body: JSON.stringify(body) });
+
+  it("a provider path cannot walk elsewhere, and deep nesting is a 400", async () => {
+    const id = await session();
+    const walk = await post(id, "v1%2F..%2F..%2Fadmin%3Fx=1", { model: "gpt-4o" });
+    expect(walk.status).toBe(400);
+    expect(((await walk.json()) as any).error.param).toBe("path");
+    let deep: unknown = "x";
+    for (let i = 0; i < 1000; i++) deep = [deep];
+    const nested = await post(id, "v1/chat/completions", { model: "gpt-4o", messages: deep });
+    expect(nested.status).toBe(400);
+    expect(up.requests).toHaveLength(0);
+  });
+
+  it("a replayed Idempotency-Key does not send a second, unpaid call", async () => {
+    const id = await session();
+    const body = { model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], max_tokens: 5 };
+    expect((await post(id, "v1/chat/completions", body, { "idempotency-key": "call-1" })).status).toBe(200);
+    const again = await post(id, "v1/chat/completions", body, { "idempotency-key": "call-1" });
+    expect(again.status).toBe(409);
+    expect(up.requests).toHaveLength(1);
+    // A reported cost with the call's id is a bill of its own, not the call's settle.
+    await fetch(`${gov.url}/v1/sessions/${id}/events`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}` }, body: JSON.stringify({ id: "call-1", type: "cost", usd: 0.5 }) });
+    const s = await waitSettled(id);
+    expect(s.spentUsd).toBeGreaterThan(0.5);
+  });
+
+  it("reserves n choices, and sends the reserved cap when the call named none", async () => {
+    const id = await session({ budget: { session_usd: 10, default_max_tokens: 300 } });
+    await openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "x" }], n: 4, max_tokens: 100 });
+    await openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "y" }] });
+    expect(up.requests[1].body.max_tokens).toBe(300);
+    const log = (await op(`/v1/sessions/${id}/log`)).text.trim().split("\n").map((l) => JSON.parse(l));
+    const reserved = log.filter((e) => e.type === "request.reserved");
+    expect(reserved[0].data.maxOutputTokens).toBe(400);
+    expect(reserved[1].data.maxOutputTokens).toBe(300);
+  });
+});
+
 describe("failures and aborts", () => {
   it("an upstream 500 answers 502 and releases the reservation", async () => {
     const id = await session();

@@ -65,9 +65,9 @@ afterAll(async () => {
 
 describe("Governor SDK over HTTP", () => {
   it("opens a session from YAML, idempotently", async () => {
-    const s = await agent.openSession({ id: "sdk-1", policy: POLICY, agent: "bot-7", task: "refunds" });
+    const s = await gov.openSession({ id: "sdk-1", policy: POLICY, agent: "bot-7", task: "refunds" });
     expect(s).toMatchObject({ tenant: "acme", session: "sdk-1", state: "active", budgetUsd: 1, spentUsd: 0, agent: "bot-7", task: "refunds" });
-    const again = await agent.openSession({ id: "sdk-1", policy: POLICY });
+    const again = await gov.openSession({ id: "sdk-1", policy: POLICY });
     expect(again.seq).toBe(s.seq);
   });
 
@@ -147,7 +147,7 @@ describe("SessionHandle", () => {
   });
 
   it("a review decided while the socket was down still resolves after the reconnect", async () => {
-    await agent.openSession({ id: "sdk-3", policy: POLICY });
+    await gov.openSession({ id: "sdk-3", policy: POLICY });
     const h = agent.session("sdk-3");
     await h.ready();
     // Reach inside to lose the broadcast deterministically, as a dropped connection would.

@@ -164,7 +164,7 @@ describe("sessions over HTTP", () => {
       ["/v1/sessions", { body: { id: "has:colon" } }, 400, "id"],
     ];
     for (const [path, init, status, field] of cases) {
-      const r = await agent(path, init);
+      const r = await op(path, init);
       expect(r.status, `${path} ${init.raw?.slice(0, 40) ?? JSON.stringify(init.body)}`).toBe(status);
       if (typeof field === "string") expect(r.json.error.field).toContain(field);
       else expect(r.json.error.message).toMatch(field);
@@ -199,15 +199,29 @@ describe("sessions over HTTP", () => {
     await expect(Socket.open(`${gov.wsUrl}/parties/session/acme:${id}?token=${TOKENS.foreign}`)).rejects.toMatchObject({ status: 403 });
     await expect(Socket.open(`${gov.wsUrl}/parties/tenant/acme?token=${TOKENS.foreign}`)).rejects.toMatchObject({ status: 403 });
     await expect(Socket.open(`${gov.wsUrl}/parties/session/acme:${id}?token=wrong-token`)).rejects.toMatchObject({ status: 401 });
+    // Extra path segments do not change which room a token may open.
+    const sneaky = await Socket.open(`${gov.wsUrl}/parties/session/acme:${id}/globex:x?token=${TOKENS.foreign}`).catch((e) => e);
+    expect(sneaky.status).toBe(403);
+    const sneakyIndex = await Socket.open(`${gov.wsUrl}/parties/tenant/acme/globex?token=${TOKENS.foreign}`).catch((e) => e);
+    expect(sneakyIndex.status).toBe(403);
+    // Tokens travel in headers over HTTP; ?token= is for sockets only.
+    expect((await fetch(`${gov.url}/v1/sessions/${id}?token=${TOKENS.operator}`)).status).toBe(401);
     const direct = await fetch(`${gov.url}/parties/session/acme:${id}`, { method: "POST", headers: { "x-governor-tenant": "acme" }, body: "{}" });
     expect(direct.status).toBe(404);
     expect((await client(gov.url, "nope")(`/v1/sessions/${id}`)).status).toBe(401);
     expect((await fetch(`${gov.url}/v1/sessions/${id}`)).status).toBe(401);
   });
 
-  it("roles: auditors read but cannot act; agents cannot approve or kill", async () => {
+  it("roles: auditors read but cannot act; agents cannot approve, kill, set a policy or read the tail", async () => {
     const id = sid("roles");
     await open(id);
+    expect((await agent("/v1/sessions", { body: { id: sid("agent-open"), policy: { budget: { session_usd: 1e9 } } } })).status).toBe(403);
+    expect((await agent("/v1/sessions", { body: { id: sid("agent-open") } })).status).toBe(201);
+    const tail = await Socket.open(`${gov.wsUrl}/parties/session/acme:${id}?token=${TOKENS.agent}&after=0`);
+    await tail.waitFor((m) => m.some((x) => x.type === "state"));
+    expect(tail.of("error")[0]?.code).toBe("forbidden");
+    expect(tail.of("event")).toHaveLength(0);
+    tail.close();
     expect((await auditor(`/v1/sessions/${id}`)).status).toBe(200);
     expect((await auditor(`/v1/sessions/${id}/actions`, { body: { action: "a" } })).status).toBe(403);
     expect((await agent(`/v1/sessions/${id}/kill`, { body: {} })).status).toBe(403);
@@ -220,7 +234,7 @@ describe("sessions over WebSocket", () => {
     const id = sid("ws");
     await open(id, { budget: { session_usd: 1, alert_at: 0.5 } });
     const a = await Socket.open(`${gov.wsUrl}/parties/session/acme:${id}?token=${TOKENS.operator}`);
-    const b = await Socket.open(`${gov.wsUrl}/parties/session/acme:${id}?token=${TOKENS.agent}&tail=1`);
+    const b = await Socket.open(`${gov.wsUrl}/parties/session/acme:${id}?token=${TOKENS.auditor}&tail=1`);
     await a.waitFor((m) => m.some((x) => x.type === "state"));
     await b.waitFor((m) => m.some((x) => x.type === "state"));
     for (let i = 0; i < 6; i++) await agent(`/v1/sessions/${id}/actions`, { body: { action: "t", costUsd: 0.1 } });
