@@ -11,7 +11,7 @@ const port = process.env.PORT ?? "1999";
 const persist = process.env.GOVERNOR_STATE_DIR ?? join(root, ".governor", "state");
 mkdirSync(persist, { recursive: true });
 
-const PASSED = ["GOVERNOR_TOKENS", "GOVERNOR_DEFAULT_POLICY", "GOVERNOR_PUBLIC_URL", "GOVERNOR_UPSTREAM_TIMEOUT_MS", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"];
+const PASSED = ["GOVERNOR_TOKENS", "GOVERNOR_DEFAULT_POLICY", "GOVERNOR_PUBLIC_URL", "GOVERNOR_UPSTREAM_TIMEOUT_MS", "GOVERNOR_STREAM_STALL_MS", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"];
 const args = ["dev", "--port", port, "--persist", persist, "--disable-request-cf-fetch"];
 const publicUrl = process.env.GOVERNOR_PUBLIC_URL ?? `http://127.0.0.1:${port}`;
 for (const k of PASSED) {
