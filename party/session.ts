@@ -139,6 +139,11 @@ export default class SessionActor implements Party.Server {
       if (size > MAX_EVENT_BYTES) throw new GovernorError("payload_too_large", 413, `the ${e.type} event would be ${size} bytes (limit ${MAX_EVENT_BYTES}): send smaller arguments or leave keep_raw off`);
       puts[eventKey(e.seq)] = e;
     }
+    const finals = this.finalDecisions(events, before, snap);
+    for (const [approvalId, { type: _t, final: _f, ...stored }] of finals) {
+      puts[`i:approval-final:${approvalId}`] = stored;
+      this.remember(`approval-final:${approvalId}`, stored);
+    }
     this.snapshot = snap;
     this.head = head;
     let answer: unknown;
@@ -155,7 +160,7 @@ export default class SessionActor implements Party.Server {
     const write = stored.then(
       () => {
         if (!events.length) return;
-        this.afterCommit(events, before, snap);
+        this.afterCommit(events, before, snap, finals);
         // The snapshot (of the batch's end) goes in its own write, after the events it
         // covers: if it is too large to store, the session still works, waking a bit slower.
         if (events.some((e) => e.seq % SNAPSHOT_EVERY === 0)) {
@@ -209,7 +214,7 @@ export default class SessionActor implements Party.Server {
     }
   }
 
-  private afterCommit(events: GovernorEvent[], before: SessionSnapshot, after: SessionSnapshot) {
+  private afterCommit(events: GovernorEvent[], before: SessionSnapshot, after: SessionSnapshot, finals: Map<string, DecisionMessage>) {
     this.push(events, before, after);
     this.scheduleIndex(stateOf(before) !== stateOf(after) || events[0].type === "session.opened");
     this.scheduleAlarm();
@@ -217,15 +222,7 @@ export default class SessionActor implements Party.Server {
     if (policy?.notify.length) {
       for (const e of events) this.notifier.onEvent(e, policy.notify, summarize(after));
     }
-    for (const e of events) {
-      if (e.type === "approval.granted" || e.type === "approval.denied") this.resolveApproval(e, before.context.approvals[e.data.approvalId]?.requestId);
-      if (e.type === "session.killed" || e.type === "session.closed") {
-        // Whoever waits on an approval learns that it will never come.
-        for (const a of Object.values(before.context.approvals)) {
-          this.resolveApproval({ ...e, type: "approval.denied", data: { approvalId: a.approvalId, by: e.data.by, note: `session ended: ${e.data.reason ?? e.type}`, timedOut: false } }, a.requestId);
-        }
-      }
-    }
+    this.deliverDecisions(finals);
     if (this.held.length && stateOf(this.snapshot) !== "awaiting-approval") this.releaseHeld();
   }
 
@@ -504,27 +501,47 @@ export default class SessionActor implements Party.Server {
   }
 
   /** The decision on a reviewed action goes to whoever waits on it: held HTTP calls and every socket. */
-  private resolveApproval(e: Extract<GovernorEvent, { type: "approval.granted" | "approval.denied" }>, requested: string | undefined) {
-    const granted = e.type === "approval.granted";
-    const msg: DecisionMessage = {
-      type: "decision",
-      id: requested ?? e.data.approvalId,
-      decision: granted ? "allow" : "deny",
-      ...(granted ? {} : { code: "policy_violation" }),
-      rule: "approval",
-      reason: granted ? `approved by ${e.data.by}${e.data.note ? `: ${e.data.note}` : ""}` : `denied by ${e.data.by}${e.data.note ? `: ${e.data.note}` : ""}`,
-      approvalId: e.data.approvalId,
-      ...this.money(),
-      final: true,
+  /**
+   * The final decisions a batch makes on reviewed actions (granted, denied, timed out, or
+   * ended with the session), keyed by approval id. They are stored with the batch, so a
+   * retry of the reviewed action finds the decision even after a restart.
+   */
+  private finalDecisions(events: GovernorEvent[], before: SessionSnapshot, after: SessionSnapshot): Map<string, DecisionMessage> {
+    const money = { spentUsd: toUsd(after.context.spentNanos), remainingUsd: remainingUsd(after.context) };
+    const out = new Map<string, DecisionMessage>();
+    const decide = (approvalId: string, granted: boolean, by: string, note?: string) => {
+      const requested = before.context.approvals[approvalId]?.requestId;
+      out.set(approvalId, {
+        type: "decision",
+        id: requested ?? approvalId,
+        decision: granted ? "allow" : "deny",
+        ...(granted ? {} : { code: "policy_violation" }),
+        rule: "approval",
+        reason: `${granted ? "approved" : "denied"} by ${by}${note ? `: ${note}` : ""}`,
+        approvalId,
+        ...money,
+        final: true,
+      });
     };
-    const { type: _t, final: _f, ...stored } = msg;
-    this.remember(`approval-final:${e.data.approvalId}`, stored);
-    void this.room.storage.put(`i:approval-final:${e.data.approvalId}`, stored);
-    for (const w of this.approvalWaiters.get(e.data.approvalId) ?? []) w(msg);
-    this.approvalWaiters.delete(e.data.approvalId);
-    const text = JSON.stringify(msg);
-    for (const c of this.room.getConnections()) c.send(text);
+    for (const e of events) {
+      if (e.type === "approval.granted" || e.type === "approval.denied") decide(e.data.approvalId, e.type === "approval.granted", e.data.by, e.data.note);
+      // Whoever waits on an approval learns that it will never come.
+      if (e.type === "session.killed" || e.type === "session.closed") {
+        for (const a of Object.keys(before.context.approvals)) if (!out.has(a)) decide(a, false, e.data.by, `session ended: ${e.data.reason ?? e.type}`);
+      }
+    }
+    return out;
   }
+
+  private deliverDecisions(finals: Map<string, DecisionMessage>) {
+    for (const [approvalId, msg] of finals) {
+      for (const w of this.approvalWaiters.get(approvalId) ?? []) w(msg);
+      this.approvalWaiters.delete(approvalId);
+      const text = JSON.stringify(msg);
+      for (const c of this.room.getConnections()) c.send(text);
+    }
+  }
+
 
   private async report(body: ReportBody) {
     const id = body.id ?? crypto.randomUUID();
