@@ -1,5 +1,6 @@
 import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
+import WS from "ws";
 import { startGovernor, TOKENS } from "../test/support/server";
 import { cpuPerRequest, cpuSnapshot, expectOk, gitState, httpClient, load, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, sequential, writeResults, type Client } from "./harness";
 import { cpuLines, ms, rounded, summarize, table, type Summary } from "./stats";
@@ -54,6 +55,34 @@ function action(c: Client, id: string) {
     // An allow is the path we mean to time; a deny would mean the policy or session is off.
     if (!r.body.includes('"decision":"allow"')) throw new Error(`action was not allowed: ${r.body.slice(0, 300)}`);
     return r.ms;
+  };
+}
+
+/** A `check` over the session's socket: the SDK's path, with no HTTP and no gateway hop. */
+async function socketCheck(wsUrl: string, id: string) {
+  const ws = new WS(`${wsUrl}/parties/session/acme:${id}?token=${TOKENS.agent}`);
+  await new Promise((ok, fail) => {
+    ws.once("open", ok);
+    ws.once("error", fail);
+  });
+  onCleanup(async () => ws.close());
+  let waiting: { id: string; done: () => void } | undefined;
+  ws.on("message", (raw) => {
+    const m = JSON.parse(String(raw)) as { type: string; id?: string; decision?: string };
+    if (m.type === "decision" && m.id === waiting?.id) {
+      if (m.decision !== "allow") throw new Error(`check was not allowed: ${String(raw).slice(0, 300)}`);
+      waiting?.done();
+    }
+  });
+  let n = 0;
+  return async () => {
+    const checkId = `c${n++}`;
+    const t = performance.now();
+    await new Promise<void>((done) => {
+      waiting = { id: checkId, done };
+      ws.send(JSON.stringify({ type: "check", id: checkId, action: "t", costUsd: 0 }));
+    });
+    return performance.now() - t;
   };
 }
 
@@ -131,6 +160,7 @@ runBenchmark("bench:actor", DEADLINE_MS, async () => {
   const health = await phase("healthz latency", () => latency("GET /healthz", healthz(c)));
   const check = await phase("budget-check latency", () => latency("GET /v1/budget-check", budgetCheck(c, ids.lat)));
   const act = await phase("action latency", () => latency("POST /v1/sessions/:id/actions", action(c, ids.lat)));
+  const sock = await phase("socket check latency", async () => latency("WebSocket check", await socketCheck(gov.wsUrl, ids.lat)));
 
   log(`\nthroughput, concurrency ${THROUGHPUT.concurrency}`);
   const healthLoad = await phase("healthz throughput", async () => {
@@ -181,6 +211,7 @@ runBenchmark("bench:actor", DEADLINE_MS, async () => {
         ["GET /healthz (no actor)", health.n, ms(health.p50), ms(health.p90), ms(health.p99), "1.00x", "", ""],
         ["GET /v1/budget-check", check.n, ms(check.p50), ms(check.p90), ms(check.p99), vsHealth(check.p50), `<= ${GOALS.p50Ms}`, yes(check.p50 <= GOALS.p50Ms)],
         ["POST /v1/sessions/:id/actions", act.n, ms(act.p50), ms(act.p90), ms(act.p99), vsHealth(act.p50), `<= ${GOALS.p50Ms}`, yes(act.p50 <= GOALS.p50Ms)],
+        ["WebSocket check (SDK)", sock.n, ms(sock.p50), ms(sock.p90), ms(sock.p99), vsHealth(sock.p50), `<= ${GOALS.p50Ms}`, yes(sock.p50 <= GOALS.p50Ms)],
       ],
     ),
   );
@@ -230,7 +261,7 @@ runBenchmark("bench:actor", DEADLINE_MS, async () => {
       scale: SCALE,
       unit: "ms",
       goals: GOALS,
-      latency: { concurrency: 1, warmup: WARMUP, healthz: health, budgetCheck: check, action: act },
+      latency: { concurrency: 1, warmup: WARMUP, healthz: health, budgetCheck: check, action: act, socketCheck: sock },
       throughput: {
         concurrency: THROUGHPUT.concurrency,
         healthz: { requests: healthLoad.done, seconds: healthLoad.elapsedMs / 1000, perSecond: healthLoad.perSecond, cpuMsPerRequest: healthLoad.cpu },

@@ -84,8 +84,20 @@ const GRANTS: Record<RoleT, Permission[]> = {
   auditor: ["read", "list", "export"],
 };
 
+const DOING: Record<Permission, string> = {
+  proxy: "make proxied calls",
+  check: "check actions",
+  report: "report facts",
+  open: "open or close sessions",
+  read: "read sessions",
+  list: "list sessions or read deliveries",
+  export: "export the event log",
+  decide: "approve, deny or kill",
+  configure: "set policies",
+};
+
 export function requirePermission(p: Principal, perm: Permission): void {
-  if (!GRANTS[p.role].includes(perm)) throw new ForbiddenError(`role "${p.role}" may not ${perm}`);
+  if (!GRANTS[p.role].includes(perm)) throw new ForbiddenError(`role "${p.role}" may not ${DOING[perm]}`);
 }
 
 export function can(p: Principal, perm: Permission): boolean {

@@ -56,14 +56,18 @@ async function bodyOf(req: Request): Promise<unknown> {
   return parseJson(text);
 }
 
-/** Tenant default, overridden field by field by the session's own policy. */
-async function effectivePolicy(lobby: Party.FetchLobby, env: Env, tenant: string, own: unknown) {
+/** The tenant's default: set by an operator, else GOVERNOR_DEFAULT_POLICY, else none. */
+async function tenantDefault(lobby: Party.FetchLobby, env: Env, tenant: string): Promise<{ policy: unknown; source: "tenant" | "env" | "none" }> {
   const res = await callTenant(lobby, tenant, { op: "get-default" });
   const stored = ((await res.json()) as { policy: unknown }).policy;
-  let base: unknown = stored ?? undefined;
-  if (base === undefined && typeof env.GOVERNOR_DEFAULT_POLICY === "string" && env.GOVERNOR_DEFAULT_POLICY.trim()) {
-    base = parseYamlText(env.GOVERNOR_DEFAULT_POLICY);
-  }
+  if (stored !== null && stored !== undefined) return { policy: stored, source: "tenant" };
+  if (typeof env.GOVERNOR_DEFAULT_POLICY === "string" && env.GOVERNOR_DEFAULT_POLICY.trim()) return { policy: parseYamlText(env.GOVERNOR_DEFAULT_POLICY), source: "env" };
+  return { policy: null, source: "none" };
+}
+
+/** Tenant default, overridden field by field by the session's own policy. */
+async function effectivePolicy(lobby: Party.FetchLobby, env: Env, tenant: string, own: unknown) {
+  const base = (await tenantDefault(lobby, env, tenant)).policy;
   return parsePolicy(mergePolicies(base ?? {}, own ?? {}));
 }
 
@@ -116,7 +120,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   if (resource === "policy") {
     if (method === "GET") {
       requirePermission(p, "read");
-      return callTenant(lobby, p.tenant, { op: "get-default" });
+      return json(await tenantDefault(lobby, env, p.tenant));
     }
     if (method === "PUT" || method === "POST") {
       requirePermission(p, "configure");
