@@ -5,33 +5,13 @@ import type { Attribution } from "../schema/events";
 import { mergePolicies, parsePolicy, parseYamlText } from "../schema/policy";
 import { authenticate, can, requirePermission, tokenFrom, type Principal } from "./auth";
 import { assertDepth, errorResponse, json, parseJson, readText, validate } from "./http";
-import { INTERNAL, type SessionOp, type TenantOp } from "./ops";
-import { providerError, proxy } from "./forward";
+import { callSession, callTenant } from "./calls";
+import { providerError, proxy } from "./proxy/forward";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
 
 type Env = Record<string, unknown>;
-
-export function sessionStub(lobby: Party.FetchLobby, tenant: string, session: string) {
-  return lobby.parties.session.get(`${tenant}:${session}`);
-}
-
-export async function callSession(lobby: Party.FetchLobby, p: Principal, session: string, op: SessionOp): Promise<Response> {
-  return sessionStub(lobby, p.tenant, session).fetch({
-    method: "POST",
-    headers: { "content-type": "application/json", [INTERNAL.tenant]: p.tenant, [INTERNAL.role]: p.role, [INTERNAL.name]: p.name },
-    body: JSON.stringify(op),
-  });
-}
-
-async function callTenant(lobby: Party.FetchLobby, tenant: string, op: TenantOp): Promise<Response> {
-  return lobby.parties.tenant.get(tenant).fetch({
-    method: "POST",
-    headers: { "content-type": "application/json", [INTERNAL.tenant]: tenant },
-    body: JSON.stringify(op),
-  });
-}
 
 function attributionFrom(req: Request): Attribution {
   const h = (name: string) => req.headers.get(name)?.slice(0, 1024) || undefined;

@@ -30,6 +30,7 @@ import type { Attribution, Usage } from "../schema/events";
 import { can, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
 import { assertDepth, errorResponse, json } from "./http";
+import { callTenant } from "./calls";
 import { INTERNAL, type ReserveAnswer, type ReserveRequest, type SessionOp } from "./ops";
 import { Notifier } from "./notify";
 
@@ -427,11 +428,7 @@ export default class SessionActor implements Party.Server {
       return who ? [{ key: `${r.per}:${who}:${r.max}/${r.window}`, max: r.max, windowMs: r.window }] : [];
     });
     if (!keys.length) return undefined;
-    const res = await this.room.context.parties.tenant.get(c.tenant).fetch({
-      method: "POST",
-      headers: { [INTERNAL.tenant]: c.tenant, "content-type": "application/json" },
-      body: JSON.stringify({ op: "hit", keys, now: Date.now() }),
-    });
+    const res = await callTenant(this.room.context, c.tenant, { op: "hit", keys, now: Date.now() });
     const answer = (await res.json()) as { ok: boolean; key?: string; retryAfterMs?: number; count?: number };
     if (answer.ok) return undefined;
     const per = answer.key?.split(":")[0] ?? "user";
@@ -713,11 +710,7 @@ export default class SessionActor implements Party.Server {
         while (this.indexDirty) {
           this.indexDirty = false;
           const summary = summarize(this.snapshot);
-          await this.room.context.parties.tenant.get(summary.tenant).fetch({
-            method: "POST",
-            headers: { [INTERNAL.tenant]: summary.tenant, "content-type": "application/json" },
-            body: JSON.stringify({ op: "upsert", summary }),
-          });
+          await callTenant(this.room.context, summary.tenant, { op: "upsert", summary });
         }
       } catch (e) {
         console.error("tenant index update failed", e);

@@ -1,13 +1,13 @@
 import type * as Party from "partykit/server";
-import { BadRequestError, GovernorError } from "../lib/errors";
-import { sha256Hex } from "../lib/chain";
-import { costUsd, priceFor, type Provider, type Usage } from "../schema/pricing";
-import { countPromptTokens, countTextTokens } from "./proxy/tokens";
-import { StreamUsageTracker, usageFromJson, withStreamUsage } from "./proxy/usage";
-import type { Principal } from "./auth";
-import { callSession } from "./gateway";
-import { parseJson, readText } from "./http";
-import type { ReserveAnswer, ReserveRequest } from "./ops";
+import { BadRequestError, GovernorError } from "../../lib/errors";
+import { sha256Hex } from "../../lib/chain";
+import { costUsd, priceFor, type Provider, type Usage } from "../../schema/pricing";
+import { countPromptTokens, countTextTokens } from "./tokens";
+import { StreamUsageTracker, usageFromJson, withStreamUsage } from "./usage";
+import type { Principal } from "../auth";
+import { callSession } from "../calls";
+import { parseJson, readText } from "../http";
+import type { ReserveAnswer, ReserveRequest } from "../ops";
 
 // The proxy: reserve the worst case in the session's actor, forward with the gateway's
 // provider key, pass the answer through as it arrives, and settle with the real usage.
