@@ -366,11 +366,13 @@ export type Abandoned = Record<string, { costUsd: number; usage: Usage }>;
  * Reservations whose settle never came (charged at the estimate, or at what an abandoned
  * stream had produced), and approvals nobody answered in time.
  */
-export function decideTimers(view: View, now: number, abandoned: Abandoned = {}): EventDraft[] {
+export function decideTimers(view: View, now: number, abandoned: Abandoned = {}, streaming: ReadonlySet<string> = new Set()): EventDraft[] {
   const ctx = view.context;
   const drafts: EventDraft[] = [];
   for (const r of Object.values(ctx.reservations)) {
     const stream = abandoned[r.requestId];
+    // A stream still sending heartbeats is not abandoned, however long it runs.
+    if (streaming.has(r.requestId)) continue;
     if (stream) {
       drafts.push({ type: "request.settled", id: `settle:${r.requestId}`, data: { requestId: r.requestId, costUsd: stream.costUsd, outcome: "aborted", usage: stream.usage, model: r.model } });
     } else if (r.expiresAt <= now) {
@@ -391,7 +393,8 @@ export function decideTimers(view: View, now: number, abandoned: Abandoned = {})
       }
     }
   }
-  if (live && ctx.policy) {
+  // A kill in this batch ends pending approvals with the session; they do not time out.
+  if (live && ctx.policy && !drafts.some((d) => d.type === "session.killed")) {
     for (const a of Object.values(ctx.approvals)) {
       if (a.deadline > now) continue;
       const id = `approval:${a.approvalId}`;

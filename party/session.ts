@@ -81,6 +81,7 @@ export default class SessionActor implements Party.Server {
   private indexDirty = false;
   private indexing = false;
   private indexTimer: ReturnType<typeof setTimeout> | undefined;
+  private indexRetryMs = INDEX_DELAY_MS;
   private notifier: Notifier;
 
   constructor(readonly room: Party.Room) {
@@ -215,16 +216,28 @@ export default class SessionActor implements Party.Server {
     }
   }
 
+  /** Each follow-up runs on its own: one failing (a closed socket, say) must not stop the rest. */
   private afterCommit(events: GovernorEvent[], before: SessionSnapshot, after: SessionSnapshot, finals: Map<string, DecisionMessage>) {
-    this.push(events, before, after);
-    this.scheduleIndex(stateOf(before) !== stateOf(after) || events[0].type === "session.opened");
-    this.scheduleAlarm();
     const policy = after.context.policy;
-    if (policy?.notify.length) {
-      for (const e of events) this.notifier.onEvent(e, policy.notify, summarize(after));
+    const steps: Array<() => void> = [
+      () => this.scheduleAlarm(),
+      () => this.deliverDecisions(finals),
+      () => {
+        if (this.held.length && stateOf(this.snapshot) !== "awaiting-approval") this.releaseHeld();
+      },
+      () => this.push(events, before, after),
+      () => this.scheduleIndex(stateOf(before) !== stateOf(after) || events[0].type === "session.opened"),
+      () => {
+        if (policy?.notify.length) for (const e of events) this.notifier.onEvent(e, policy.notify, summarize(after));
+      },
+    ];
+    for (const step of steps) {
+      try {
+        step();
+      } catch (e) {
+        console.error("after-commit step failed", e);
+      }
     }
-    this.deliverDecisions(finals);
-    if (this.held.length && stateOf(this.snapshot) !== "awaiting-approval") this.releaseHeld();
   }
 
   // ---------------------------------------------------------------- subscribers
@@ -507,6 +520,8 @@ export default class SessionActor implements Party.Server {
     const money = { spentUsd: toUsd(after.context.spentNanos), remainingUsd: remainingUsd(after.context) };
     const out = new Map<string, DecisionMessage>();
     const decide = (approvalId: string, granted: boolean, by: string, note?: string) => {
+      // The first decision on an approval is the one that stands.
+      if (out.has(approvalId)) return;
       const requested = before.context.approvals[approvalId]?.requestId;
       out.set(approvalId, {
         type: "decision",
@@ -524,7 +539,7 @@ export default class SessionActor implements Party.Server {
       if (e.type === "approval.granted" || e.type === "approval.denied") decide(e.data.approvalId, e.type === "approval.granted", e.data.by, e.data.note);
       // Whoever waits on an approval learns that it will never come.
       if (e.type === "session.killed" || e.type === "session.closed") {
-        for (const a of Object.keys(before.context.approvals)) if (!out.has(a)) decide(a, false, e.data.by, `session ended: ${e.data.reason ?? e.type}`);
+        for (const a of Object.keys(before.context.approvals)) decide(a, false, e.data.by, `session ended: ${e.data.reason ?? e.type}`);
       }
     }
     return out;
@@ -582,6 +597,8 @@ export default class SessionActor implements Party.Server {
     let decidedHere = false;
     const answer = await this.once(`reserve:${input.requestId}`, async () => {
       decidedHere = true;
+      // A call that will be held is counted against cross-session rates when it is released, not twice.
+      if (stateOf(this.snapshot) === "awaiting-approval" && this.snapshot.context.policy?.approval.while_pending === "hold") return undefined;
       const limited = this.isLive() ? await this.crossSessionRate(input.attribution) : undefined;
       let decision: Decision;
       if (limited) {
@@ -683,7 +700,8 @@ export default class SessionActor implements Party.Server {
     this.alarmAt = null;
     if (!this.snapshot.context.opened) await this.load();
     const now = Date.now();
-    const drafts = decideTimers(this.view, now, this.abandoned(now));
+    const streaming = new Set([...this.streams].filter(([, st]) => st.staleAt > now).map(([id]) => id));
+    const drafts = decideTimers(this.view, now, this.abandoned(now), streaming);
     if (drafts.length) await this.commit(drafts).write;
     this.scheduleAlarm();
   }
@@ -710,10 +728,16 @@ export default class SessionActor implements Party.Server {
         while (this.indexDirty) {
           this.indexDirty = false;
           const summary = summarize(this.snapshot);
-          await callTenant(this.room.context, summary.tenant, { op: "upsert", summary });
+          const res = await callTenant(this.room.context, summary.tenant, { op: "upsert", summary });
+          if (!res.ok) throw new Error(`tenant answered ${res.status}`);
         }
+        this.indexRetryMs = INDEX_DELAY_MS;
       } catch (e) {
-        console.error("tenant index update failed", e);
+        // Try again later with the latest summary, so a missed update is not missed for good.
+        console.error("tenant index update failed; retrying", e);
+        this.indexDirty = true;
+        this.indexRetryMs = Math.min(this.indexRetryMs * 2, 30_000);
+        setTimeout(() => this.scheduleIndex(true), this.indexRetryMs);
       } finally {
         this.indexing = false;
       }

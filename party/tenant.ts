@@ -82,9 +82,7 @@ export default class TenantActor implements Party.Server {
   }
 
   private async upsert(summary: SessionSummary): Promise<Response> {
-    const known = this.sessions.get(summary.session);
-    // Updates can cross on the wire; the higher sequence number is the newer truth.
-    if (known && known.seq > summary.seq) return json({ ok: true, stale: true });
+    // One update per session is in flight at a time, so the latest to arrive is the newest.
     this.sessions.set(summary.session, summary);
     await this.room.storage.put(`s:${summary.session}`, summary);
     const msg = JSON.stringify({ type: "session", summary } satisfies ServerMessage);

@@ -83,9 +83,11 @@ function capField(provider: Provider, path: string, model: string): string | und
   return /^(o\d|gpt-5)/.test(model) ? "max_completion_tokens" : "max_tokens";
 }
 
-function maxOutputFrom(path: string, body: Record<string, unknown>): number | null {
+/** The output cap the provider honours on this path; a cap in a field it ignores is no cap. */
+function maxOutputFrom(provider: Provider, path: string, body: Record<string, unknown>): number | null {
   if (/embeddings$/.test(path)) return 0;
-  for (const k of ["max_completion_tokens", "max_tokens", "max_output_tokens"]) {
+  const fields = provider === "anthropic" ? ["max_tokens"] : /responses$/.test(path) ? ["max_output_tokens"] : ["max_completion_tokens", "max_tokens"];
+  for (const k of fields) {
     const v = body[k];
     if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
   }
@@ -117,7 +119,7 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
       model,
       path,
       promptTokens,
-      maxOutputTokens: maxOutputFrom(path, body),
+      maxOutputTokens: maxOutputFrom(provider, path, body),
       choices: typeof body.n === "number" && Number.isInteger(body.n) && body.n > 1 ? body.n : 1,
       // Anthropic bills prompt caching writes above the input price: that is the worst case.
       price: price ? { input: cachesPrompt(provider, body) ? Math.max(price.price.input, price.price.cacheWrite ?? 0) : price.price.input, output: price.price.output } : null,
@@ -256,20 +258,30 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
   const stallMs = Number(env.GOVERNOR_STREAM_STALL_MS ?? DEFAULT_STALL_MS) || DEFAULT_STALL_MS;
   let pulling = false;
   let lastPull = Date.now();
+  let toClient: ReadableStreamDefaultController<Uint8Array> | undefined;
   const beat = () => {
     if (!pulling && Date.now() - lastPull > stallMs) {
-      abort.abort(new Error("the client stopped reading"));
+      const why = new Error("the client stopped reading");
+      abort.abort(why);
       finish("aborted");
+      // Should the client still be there after all, its stream ends instead of hanging.
+      try {
+        toClient?.error(why);
+      } catch {
+        /* already closed */
+      }
       return;
     }
     const u = counted();
     void callSession(lobby, p, session, { op: "progress", requestId: input.requestId, costUsd: costOf(u), usage: u }).catch(() => undefined);
   };
-  const heartbeat = setInterval(beat, HEARTBEAT_MS);
-  // The first heartbeat waits until the first chunk is on its way, so it does not compete
-  // with it; from then on the actor knows the stream exists.
-  let announced = false;
+  // Heartbeats start once the first chunk is on its way, so they do not compete with it;
+  // from then on the actor knows the stream exists.
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
   const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      toClient = controller;
+    },
     async pull(controller) {
       pulling = true;
       try {
@@ -282,9 +294,9 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
         resetTimer();
         tracker.push(value);
         controller.enqueue(value);
-        if (!announced) {
-          announced = true;
+        if (!heartbeat && !settled) {
           beat();
+          heartbeat = setInterval(beat, HEARTBEAT_MS);
         }
       } catch (e) {
         finish("aborted");

@@ -148,6 +148,36 @@ describe("session machine", () => {
     expect(s.log.at(-1)).toMatchObject({ type: "request.settled", data: { outcome: "aborted", costUsd: 0.02 } });
   });
 
+  it("a stream still sending heartbeats outlives its reservation's TTL", () => {
+    const s = new Sim({ budget: { session_usd: 1, reservation_ttl: "1s" } });
+    const r = s.reserve(10, 0.3);
+    s.now += 5_000;
+    expect(decideTimers(s.view, s.now, {}, new Set([r.requestId]))).toHaveLength(0);
+    expect(decideTimers(s.view, s.now)).toHaveLength(1);
+  });
+
+  it("an expiry charge raises the alert and, past the budget under on_exceed: kill, kills", () => {
+    const s = new Sim({ budget: { session_usd: 1, alert_at: 0.5, on_exceed: "kill" } });
+    s.reserve(10, 0.6);
+    s.now += 11 * 60_000;
+    s.apply({ drafts: decideTimers(s.view, s.now), verdict: { decision: "allow" } });
+    expect(s.state).toBe("alerting");
+    expect(s.log.at(-1)).toMatchObject({ type: "alert.raised", data: { rule: "budget.session_usd" } });
+  });
+
+  it("an alarm batch that kills does not also time out approvals", () => {
+    const s = new Sim({ budget: { session_usd: 1, on_exceed: "kill" }, approval: { timeout: "1m", on_timeout: "allow" }, actions: { rules: { pay: { amount: { require_approval_above: 1 } } } } });
+    s.reserve(10, 0.6);
+    s.action("pay", 0, { amount: 5 });
+    s.apply(decideReport(s.view, { id: "bill", type: "cost", usd: 0.5 }, s.now));
+    s.now += 11 * 60_000;
+    const drafts = decideTimers(s.view, s.now);
+    expect(drafts.map((d) => d.type)).toContain("session.killed");
+    expect(drafts.map((d) => d.type)).not.toContain("approval.granted");
+    s.apply({ drafts, verdict: { decision: "allow" } });
+    expect(s.state).toBe("killed");
+  });
+
   it("killing a session ends its pending approvals", () => {
     const s = new Sim({ actions: { rules: { pay: { amount: { require_approval_above: 1 } } } } });
     s.action("pay", 0, { amount: 5 });
