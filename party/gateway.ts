@@ -3,7 +3,7 @@ import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from ".
 import { ActionBody, ApprovalBody, KillBody, OpenSessionBody, ReportBody, SessionId } from "../schema/api";
 import type { Attribution } from "../schema/events";
 import { mergePolicies, parsePolicy, parseYamlText } from "../schema/policy";
-import { authenticate, can, requirePermission, tokenFrom, type Principal } from "./auth";
+import { authenticate, can, requirePermission, tokenFrom } from "./auth";
 import { assertDepth, errorResponse, json, parseJson, readText, validate } from "./http";
 import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";

@@ -1,8 +1,7 @@
 import { Tiktoken } from "js-tiktoken/lite";
 import o200kBase from "js-tiktoken/ranks/o200k_base";
 import cl100kBase from "js-tiktoken/ranks/cl100k_base";
-import { BadRequestError } from "../../lib/errors";
-import { costUsd, priceFor, type Provider } from "../../schema/pricing";
+import type { Provider } from "../../schema/pricing";
 
 export type EndpointKind = "chat" | "completions" | "responses" | "embeddings" | "messages" | "other";
 
@@ -168,52 +167,8 @@ export function countPromptTokens(provider: Provider, path: string, body: unknow
   }
 }
 
-const posInt = (v: unknown) => (typeof v === "number" && Number.isInteger(v) && v > 0 ? v : undefined);
-
-/** The most output the request can produce; `n` parallel choices each get the full cap. */
-export function maxOutputTokens(provider: Provider, path: string, body: unknown, defaultCap: number): number {
-  const kind = endpointKind(provider, path);
-  if (kind === "embeddings") return 0;
-  const b: Obj = isObj(body) ? body : {};
-  const cap = posInt(b.max_completion_tokens) ?? posInt(b.max_output_tokens) ?? posInt(b.max_tokens) ?? defaultCap;
-  const n = kind === "chat" || kind === "completions" ? (posInt(b.n) ?? 1) : 1;
-  return cap * n;
-}
-
 export function countTextTokens(provider: Provider, model: string, text: string): number {
   return new Counter(encoderFor(provider, model)).text(text);
 }
 
-function hasKey(v: unknown, key: string, depth = 0): boolean {
-  if (depth > 8 || typeof v !== "object" || v === null) return false;
-  if (Array.isArray(v)) return v.some((x) => hasKey(x, key, depth + 1));
-  return key in v || Object.values(v).some((x) => hasKey(x, key, depth + 1));
-}
 
-export type Estimate = {
-  model: string;
-  promptTokens: number;
-  maxOutputTokens: number;
-  estimateUsd: number;
-  priced: boolean;
-  family?: string;
-};
-
-/**
- * Worst-case cost before the call: every prompt token uncached (or, when the request asks
- * Anthropic to write a cache, at the dearer cache-write price) and the full output cap used.
- * Unknown models come back `priced: false` with `estimateUsd: 0`; the caller decides policy.
- */
-export function estimate(provider: Provider, path: string, body: unknown, defaultCap: number): Estimate {
-  const model = isObj(body) ? body.model : undefined;
-  if (typeof model !== "string" || model === "") throw new BadRequestError("body.model must be a non-empty string", "model");
-  const promptTokens = countPromptTokens(provider, path, body);
-  const maxOut = maxOutputTokens(provider, path, body, defaultCap);
-  const hit = priceFor(provider, model);
-  if (!hit) return { model, promptTokens, maxOutputTokens: maxOut, estimateUsd: 0, priced: false };
-  const writesCache = provider === "anthropic" && hasKey(body, "cache_control");
-  const usage = writesCache
-    ? { inputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: promptTokens, outputTokens: maxOut }
-    : { inputTokens: promptTokens, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: maxOut };
-  return { model, promptTokens, maxOutputTokens: maxOut, estimateUsd: costUsd(hit.price, usage), priced: true, family: hit.family };
-}

@@ -1,8 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { PRICES, PRICES_AS_OF, PriceSchema, costNanos, costUsd, priceFor, type Usage } from "../../schema/pricing";
-import { countPromptTokens, countTextTokens, estimate, maxOutputTokens } from "../../party/proxy/tokens";
-import { BadRequestError } from "../../lib/errors";
+import { countPromptTokens, countTextTokens } from "../../party/proxy/tokens";
 
 const usage = (u: Partial<Usage>): Usage => ({ inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0, ...u });
 const family = (provider: "openai" | "anthropic", model: string) => priceFor(provider, model)?.family;
@@ -203,67 +202,3 @@ describe("token counting", () => {
   });
 });
 
-describe("maxOutputTokens", () => {
-  const cap = 4096;
-  it.each([
-    ["openai", "v1/chat/completions", { max_tokens: 100 }, 100],
-    ["openai", "v1/chat/completions", { max_completion_tokens: 200, max_tokens: 100 }, 200],
-    ["openai", "v1/chat/completions", { max_tokens: 100, n: 3 }, 300],
-    ["openai", "v1/chat/completions", {}, cap],
-    ["openai", "v1/chat/completions", { max_tokens: "lots" }, cap],
-    ["openai", "v1/chat/completions", { max_tokens: -1 }, cap],
-    ["openai", "v1/responses", { max_output_tokens: 50 }, 50],
-    ["openai", "v1/responses", {}, cap],
-    ["openai", "v1/embeddings", { max_tokens: 50 }, 0],
-    ["anthropic", "v1/messages", { max_tokens: 1024 }, 1024],
-    ["anthropic", "messages", {}, cap],
-  ] as const)("%s %s %j -> %d", (provider, path, body, expected) => {
-    expect(maxOutputTokens(provider, path, body, cap)).toBe(expected);
-  });
-});
-
-describe("estimate", () => {
-  it("prices every prompt token uncached and the full output cap", () => {
-    const body = { model: "gpt-4o-2024-08-06", max_tokens: 100, messages: [{ role: "user", content: "hello world" }] };
-    // 9 * 2.50 + 100 * 10.00 = 1022.5 per 1M
-    expect(estimate("openai", "v1/chat/completions", body, 4096)).toEqual({
-      model: "gpt-4o-2024-08-06",
-      promptTokens: 9,
-      maxOutputTokens: 100,
-      estimateUsd: 0.0010225,
-      priced: true,
-      family: "gpt-4o",
-    });
-  });
-
-  it("uses the cache-write price when an Anthropic request writes a cache", () => {
-    const body = {
-      model: "claude-sonnet-4-5",
-      max_tokens: 10,
-      messages: [{ role: "user", content: [{ type: "text", text: "hello world", cache_control: { type: "ephemeral" } }] }],
-    };
-    const e = estimate("anthropic", "v1/messages", body, 4096);
-    expect(e.promptTokens).toBe(9);
-    // 9 * 3.75 + 10 * 15 = 183.75 per 1M
-    expect(e.estimateUsd).toBe(0.00018375);
-  });
-
-  it("flags unknown models as unpriced", () => {
-    const e = estimate("openai", "v1/chat/completions", { model: "gpt-9", messages: [] }, 1000);
-    expect(e).toMatchObject({ model: "gpt-9", priced: false, estimateUsd: 0, maxOutputTokens: 1000 });
-    expect(e.family).toBeUndefined();
-  });
-
-  it("rejects a body without a string model", () => {
-    for (const body of [{}, { model: 4 }, null, "x", { model: "" }]) {
-      let err: unknown;
-      try {
-        estimate("openai", "v1/chat/completions", body, 10);
-      } catch (e) {
-        err = e;
-      }
-      expect(err).toBeInstanceOf(BadRequestError);
-      expect(err).toMatchObject({ code: "bad_request", status: 400, field: "model" });
-    }
-  });
-});
