@@ -2,7 +2,7 @@ import { EventData, type Attribution, type EventDraft, type GovernorEvent, type 
 import type { Policy } from "../schema/policy";
 import { toNanos, toUsd } from "../lib/money";
 import { reduce, type SessionContext } from "./context";
-import { checkArgs, checkRate, isRunaway, type RuleHit } from "./rules";
+import { checkArgs, checkRate, isRunaway, type RateHit, type RuleHit } from "./rules";
 import type { SessionState } from "./session";
 
 // The policy engine: given the folded session and a request, which events does the
@@ -174,7 +174,8 @@ export interface ReserveInput {
   attribution: Attribution;
 }
 
-export function decideReserve(view: View, input: ReserveInput, now: number): Decision {
+/** `crossSession`: the tenant actor's refusal under a per-user or per-agent rate, if any. */
+export function decideReserve(view: View, input: ReserveInput, now: number, crossSession?: RateHit): Decision {
   const ctx = view.context;
   const p = policyOf(ctx);
   const a = input.attribution;
@@ -188,7 +189,7 @@ export function decideReserve(view: View, input: ReserveInput, now: number): Dec
     if (p.approval.while_pending === "hold") return { drafts: [], verdict: { decision: "hold", code: "awaiting_approval", rule: "approval.while_pending", reason: "an action is awaiting approval" } };
     return denial({ code: "awaiting_approval", rule: "approval.while_pending", reason: "an action in this session is awaiting approval" });
   }
-  const early = durationRefusal(ctx, now) ?? rateRefusal(ctx, now, a.run);
+  const early = durationRefusal(ctx, now) ?? rateRefusal(ctx, now, a.run) ?? (crossSession && { code: "rate_limited" as const, ...crossSession });
   if (early) return denial(early);
   if (!input.priced && p.unpriced_models === "deny" && hasBudget(p, a.action)) {
     return denial({ code: "policy_violation", rule: "unpriced_models", reason: `model "${input.model}" has no price, and this session has a budget` });
@@ -261,7 +262,7 @@ export interface ActionInput {
   attribution: Attribution;
 }
 
-export function decideAction(view: View, input: ActionInput, now: number): Decision {
+export function decideAction(view: View, input: ActionInput, now: number, crossSession?: RateHit): Decision {
   const ctx = view.context;
   const p = policyOf(ctx);
   const a = { ...input.attribution, action: input.action };
@@ -285,7 +286,7 @@ export function decideAction(view: View, input: ActionInput, now: number): Decis
   if (p.limits.max_actions !== undefined && ctx.counters.actions >= p.limits.max_actions) {
     return denial({ code: "policy_violation", rule: "limits.max_actions", reason: `session reached its max_actions of ${p.limits.max_actions}` });
   }
-  const early = durationRefusal(ctx, now) ?? rateRefusal(ctx, now, a.run);
+  const early = durationRefusal(ctx, now) ?? rateRefusal(ctx, now, a.run) ?? (crossSession && { code: "rate_limited" as const, ...crossSession });
   if (early) return denial(early);
   const budget = budgetRefusal(ctx, toNanos(input.costUsd), a.run, input.action);
   if (budget) return denial(budget);

@@ -15,19 +15,19 @@ import {
   remainingUsd,
   STATUS,
   type Abandoned,
-  type Decision,
   type ReserveInput,
   type Verdict,
   type View,
 } from "../machines/decide";
 import { initialSnapshot, restore, stateOf, step, type SessionSnapshot, type SessionState } from "../machines/session";
 import type { SessionContext } from "../machines/context";
+import type { RateHit } from "../machines/rules";
 import { summarize } from "../machines/summary";
 import type { EventDraft, GovernorEvent } from "../schema/events";
 import { ClientMessage, type DecisionMessage, type Role, type ServerMessage } from "../schema/protocol";
 import type { ActionBody, ReportBody } from "../schema/api";
 import type { Attribution, Usage } from "../schema/events";
-import { can, type Permission } from "./auth";
+import { can, requirePermission, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
 import { assertDepth, errorResponse, json } from "./http";
 import { callTenant } from "./calls";
@@ -265,7 +265,6 @@ export default class SessionActor implements Party.Server {
   async onConnect(conn: Party.Connection<ConnState>, ctx: Party.ConnectionContext) {
     const h = ctx.request.headers;
     const url = new URL(ctx.request.url);
-    const tail = url.searchParams.get("tail") === "1" || url.searchParams.has("after");
     const tenant = h.get(INTERNAL.tenant) ?? "";
     if (!this.room.id.startsWith(`${tenant}:`)) {
       conn.close(4003, "forbidden");
@@ -277,7 +276,7 @@ export default class SessionActor implements Party.Server {
     if (wantsTail && !can({ tenant, role, name: "" }, "export")) {
       this.send(conn, { type: "error", code: "forbidden", message: `role "${role}" may not read the event tail` });
     }
-    conn.setState({ tenant, role, name: h.get(INTERNAL.name) ?? "", tail: tail && can({ tenant, role, name: "" }, "export") });
+    conn.setState({ tenant, role, name: h.get(INTERNAL.name) ?? "", tail: wantsTail && can({ tenant, role, name: "" }, "export") });
     if (!this.snapshot.context.opened) {
       this.send(conn, { type: "error", code: "not_found", message: "no such session: open it with POST /v1/sessions first" });
     }
@@ -325,9 +324,7 @@ export default class SessionActor implements Party.Server {
       }
       const msg = parsed.data;
       const state = conn.state!;
-      const need = (p: Permission) => {
-        if (!can({ tenant: state.tenant, role: state.role, name: state.name }, p)) throw new ForbiddenError(`role "${state.role}" may not ${p}`);
-      };
+      const need = (p: Permission) => requirePermission({ tenant: state.tenant, role: state.role, name: state.name }, p);
       this.requireOpen();
       switch (msg.type) {
         case "check": {
@@ -432,7 +429,7 @@ export default class SessionActor implements Party.Server {
   }
 
   /** Quotas per user and per agent span sessions, so the tenant actor holds them. */
-  private async crossSessionRate(attribution: Attribution): Promise<{ rule: string; reason: string; retryAfterMs: number } | undefined> {
+  private async crossSessionRate(attribution: Attribution): Promise<RateHit | undefined> {
     const c = this.snapshot.context;
     const rules = (c.policy?.limits.rate ?? []).filter((r) => r.per === "user" || r.per === "agent");
     if (!rules.length) return undefined;
@@ -455,12 +452,7 @@ export default class SessionActor implements Party.Server {
       const argsHash = sha256Hex(canonicalJson(body.args));
       const input = { id, action: body.action, args: body.args, argsHash, costUsd: body.costUsd, attribution: attr };
       const limited = this.isLive() ? await this.crossSessionRate(attr) : undefined;
-      const decision: Decision = limited
-        ? {
-            drafts: [{ type: "action.checked", id: `action:${id}`, data: { requestId: id, action: body.action, argsHash, decision: "deny", costUsd: body.costUsd, code: "rate_limited", rule: limited.rule, reason: limited.reason, attribution: attr } }],
-            verdict: { decision: "deny", code: "rate_limited", rule: limited.rule, reason: limited.reason, retryAfterMs: limited.retryAfterMs },
-          }
-        : decideAction(this.view, input, Date.now());
+      const decision = decideAction(this.view, input, Date.now(), limited);
       const { write, answer } = this.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict), fresh: body.id === undefined });
       await write;
       return answer as ReturnType<SessionActor["actionAnswer"]>;
@@ -510,7 +502,6 @@ export default class SessionActor implements Party.Server {
     });
   }
 
-  /** The decision on a reviewed action goes to whoever waits on it: held HTTP calls and every socket. */
   /**
    * The final decisions a batch makes on reviewed actions (granted, denied, timed out, or
    * ended with the session), keyed by approval id. They are stored with the batch, so a
@@ -545,6 +536,7 @@ export default class SessionActor implements Party.Server {
     return out;
   }
 
+  /** The decision on a reviewed action goes to whoever waits on it: held HTTP calls and every socket. */
   private deliverDecisions(finals: Map<string, DecisionMessage>) {
     for (const [approvalId, msg] of finals) {
       for (const w of this.approvalWaiters.get(approvalId) ?? []) w(msg);
@@ -554,11 +546,10 @@ export default class SessionActor implements Party.Server {
     }
   }
 
-
   private async report(body: ReportBody) {
     const id = body.id ?? crypto.randomUUID();
     return this.once(`report:${id}`, async () => {
-      const decision = decideReport(this.view, body.type === "cost" ? { ...body, id } : { ...body, id }, Date.now());
+      const decision = decideReport(this.view, { ...body, id }, Date.now());
       const { write, answer } = this.commit(decision.drafts, { key: `report:${id}`, answer: (v) => ({ id, accepted: true, state: v.state, ...this.money() }), fresh: body.id === undefined });
       await write;
       return answer;
@@ -600,16 +591,8 @@ export default class SessionActor implements Party.Server {
       // A call that will be held is counted against cross-session rates when it is released, not twice.
       if (stateOf(this.snapshot) === "awaiting-approval" && this.snapshot.context.policy?.approval.while_pending === "hold") return undefined;
       const limited = this.isLive() ? await this.crossSessionRate(input.attribution) : undefined;
-      let decision: Decision;
-      if (limited) {
-        decision = {
-          drafts: [{ type: "request.denied", id: `reserve:${input.requestId}`, data: { requestId: input.requestId, kind: "llm", code: "rate_limited", rule: limited.rule, reason: limited.reason, model: input.model, estimateUsd: input.estimateUsd, attribution: input.attribution } }],
-          verdict: { decision: "deny", code: "rate_limited", rule: limited.rule, reason: limited.reason, retryAfterMs: limited.retryAfterMs },
-        };
-      } else {
-        decision = decideReserve(this.view, input, Date.now());
-        if (decision.verdict.decision === "hold") return undefined;
-      }
+      const decision = decideReserve(this.view, input, Date.now(), limited);
+      if (decision.verdict.decision === "hold") return undefined;
       const { write, answer } = this.commit(decision.drafts, { key: `reserve:${input.requestId}`, answer: () => ({ ...this.reserveAnswer(input.requestId, decision.verdict, input.estimateUsd), ...(decision.verdict.decision === "allow" && { outputCap: input.outputCap }) }), fresh: !req.clientKey });
       await write;
       return answer as ReserveAnswer;

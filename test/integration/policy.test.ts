@@ -123,12 +123,14 @@ describe("policies as code", () => {
     // From GOVERNOR_DEFAULT_POLICY until an operator sets one.
     const fromEnv = await open(undefined);
     expect((await summary(fromEnv)).budgetUsd).toBe(3);
+    expect((await op("/v1/policy")).json).toMatchObject({ source: "env", policy: { budget: { session_usd: 3 } } });
 
     expect((await agent("/v1/policy", { method: "PUT", body: { budget: { session_usd: 5, alert_at: 0.5 } } })).status).toBe(403);
     const bad = await op("/v1/policy", { method: "PUT", body: { budget: { alert_at: 7 } } });
     expect(bad.status).toBe(400);
     expect(bad.json.error.field).toBe("policy.budget.alert_at");
     expect((await op("/v1/policy", { method: "PUT", body: { budget: { session_usd: 5, alert_at: 0.5 }, actions: { deny: ["rm"] } } })).status).toBe(200);
+    expect((await agent("/v1/policy")).json).toMatchObject({ source: "tenant", policy: { budget: { session_usd: 5 } } });
 
     const inherits = await open(undefined);
     expect((await summary(inherits)).budgetUsd).toBe(5);
@@ -217,7 +219,8 @@ describe("human approval", () => {
     const held = act(id, { id: "refund-1", action: "refund", args: { amount: 900 }, costUsd: 0.5 }, "?wait=20");
     const msgs = await opSock.waitFor((m) => m.some((x) => x.type === "state" && x.summary.state === "awaiting-approval"));
     const pending = msgs.find((x) => x.type === "state" && x.summary.state === "awaiting-approval").summary.pendingApprovals[0];
-    expect(pending).toMatchObject({ action: "refund", requestId: "refund-1", rule: "actions.rules.refund.amount.require_approval_above" });
+    // The approver sees the argument the rule checked, though arguments are otherwise hashed.
+    expect(pending).toMatchObject({ action: "refund", requestId: "refund-1", rule: "actions.rules.refund.amount.require_approval_above", args: { amount: 900 } });
     opSock.send({ type: "approve", approvalId: pending.approvalId, note: "ok by finance" });
     const r = await held;
     expect(r.json).toMatchObject({ decision: "allow", approvalId: pending.approvalId, spentUsd: 0.5 });
@@ -322,5 +325,7 @@ describe("alerts", () => {
       await new Promise((x) => setTimeout(x, 100));
     }
     expect(deliveries[0]).toMatchObject({ eventType: "session.killed", target: "webhook", attempts: 3, ok: true, status: 200, done: true });
+    // Delivery records name the webhook URLs: operators and auditors only.
+    expect((await agent(`/v1/sessions/${id}/deliveries`)).status).toBe(403);
   });
 });

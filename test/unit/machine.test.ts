@@ -274,6 +274,17 @@ describe("session machine", () => {
     expect(s.action("a").decision).toBe("allow");
   });
 
+  it("a cross-session rate refusal from the tenant actor is recorded like any other refusal", () => {
+    const s = new Sim();
+    const hit = { rule: "limits.rate[per=user]", reason: "user u1 reached its rate limit across sessions", retryAfterMs: 4000 };
+    const v = s.apply(decideAction(s.view, { id: "x", action: "t", args: {}, argsHash: "h", costUsd: 0, attribution: {} }, s.now, hit));
+    expect(v).toMatchObject({ decision: "deny", code: "rate_limited", rule: "limits.rate[per=user]", retryAfterMs: 4000 });
+    expect(s.log.at(-1)).toMatchObject({ type: "action.checked", data: { decision: "deny", code: "rate_limited" } });
+    const r = s.apply(decideReserve(s.view, { requestId: "q", provider: "openai", model: "gpt-4o", path: "v1/chat/completions", estimateUsd: 0, priced: true, promptTokens: 1, maxOutputTokens: 1, attribution: {} }, s.now, hit));
+    expect(r).toMatchObject({ decision: "deny", code: "rate_limited" });
+    expect(s.log.at(-1)).toMatchObject({ type: "request.denied", data: { code: "rate_limited" } });
+  });
+
   it("runaway: fires on 3 consecutive >1.4x growths, not on a steady prompt", () => {
     const steady = new Sim();
     for (let i = 0; i < 8; i++) steady.reserve(1000);
