@@ -3,6 +3,7 @@ import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from ".
 import { ActionBody, ApprovalBody, KillBody, OpenSessionBody, ReportBody, SessionId } from "../schema/api";
 import type { Attribution } from "../schema/events";
 import { mergePolicies, parsePolicy, parseYamlText } from "../schema/policy";
+import { parseSessionListQuery } from "../schema/session-list";
 import { authenticate, can, requirePermission, tokenFrom } from "./auth";
 import { assertDepth, errorResponse, json, parseJson, readText, validate } from "./http";
 import { callSession, callTenant } from "./calls";
@@ -115,7 +116,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   if (id === undefined) {
     if (method === "GET") {
       requirePermission(p, "list");
-      return callTenant(lobby, p.tenant, { op: "list" });
+      return callTenant(lobby, p.tenant, { op: "page", query: parseSessionListQuery(url.searchParams, Date.now()) });
     }
     if (method === "POST") {
       requirePermission(p, "open");

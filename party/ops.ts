@@ -27,6 +27,7 @@ export type SessionOp =
 export type TenantOp =
   | { op: "upsert"; summary: import("../schema/protocol").SessionSummary }
   | { op: "list" }
+  | { op: "page"; query: import("../schema/session-list").SessionListQuery }
   | { op: "hit"; keys: Array<{ key: string; max: number; windowMs: number }>; now: number }
   | { op: "get-default" }
   | { op: "set-default"; policy: unknown };

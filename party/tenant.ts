@@ -5,6 +5,7 @@ import { can } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
 import { errorResponse, json } from "./http";
 import { INTERNAL, type TenantOp } from "./ops";
+import { SessionIndex } from "./session-index";
 
 // One per tenant: the index of its sessions (pushed by the session actors), the tenant's
 // default policy, and the quotas that span sessions (per user, per agent). Quotas are
@@ -14,7 +15,7 @@ const DEFAULT_POLICY_KEY = "default-policy";
 
 export default class TenantActor implements Party.Server {
   readonly options: Party.ServerOptions = { hibernate: true };
-  private sessions = new Map<string, SessionSummary>();
+  private sessions = new SessionIndex();
   private hits = new Map<string, number[]>();
   private loaded = false;
 
@@ -29,10 +30,21 @@ export default class TenantActor implements Party.Server {
 
   static onBeforeRequest = refuseDirectRequest;
 
-  private async load() {
-    if (this.loaded) return;
+  private loading?: Promise<void>;
+
+  // One load per instance: two first requests must not each rebuild the index from storage.
+  private load(): Promise<void> {
+    if (this.loaded) return Promise.resolve();
+    this.loading ??= this.loadOnce().catch((e) => {
+      this.loading = undefined;
+      throw e;
+    });
+    return this.loading;
+  }
+
+  private async loadOnce() {
     const stored = await this.room.storage.list<SessionSummary>({ prefix: "s:" });
-    for (const s of stored.values()) this.sessions.set(s.session, s);
+    this.sessions = SessionIndex.from(stored.values());
     const hits = await this.room.storage.list<number[]>({ prefix: "r:" });
     for (const [k, v] of hits) this.hits.set(k.slice(2), v);
     this.loaded = true;
@@ -68,6 +80,8 @@ export default class TenantActor implements Party.Server {
           return await this.upsert(op.summary);
         case "list":
           return json({ sessions: this.list() });
+        case "page":
+          return json(this.sessions.page(op.query));
         case "hit":
           return await this.hit(op.keys, op.now);
         case "get-default":
@@ -83,7 +97,7 @@ export default class TenantActor implements Party.Server {
 
   private async upsert(summary: SessionSummary): Promise<Response> {
     // One update per session is in flight at a time, so the latest to arrive is the newest.
-    this.sessions.set(summary.session, summary);
+    this.sessions.upsert(summary);
     await this.room.storage.put(`s:${summary.session}`, summary);
     const msg = JSON.stringify({ type: "session", summary } satisfies ServerMessage);
     for (const c of this.room.getConnections()) c.send(msg);
