@@ -1,0 +1,89 @@
+import type { ComponentChildren } from "preact";
+import type { SessionSummary } from "../../../schema/protocol";
+import { ago, stamp, usd } from "../format";
+import type { LinkStatus } from "../live";
+
+export const STATES = ["active", "alerting", "awaiting-approval", "killed", "closed"] as const;
+export type StateName = (typeof STATES)[number];
+
+export function StateBadge({ state }: { state: StateName }) {
+  return (
+    <span class={`badge state-${state}`} data-state={state}>
+      {state}
+    </span>
+  );
+}
+
+/** Spent (solid) and reserved (hatched) against the budget. */
+export function SpendBar({ s }: { s: Pick<SessionSummary, "spentUsd" | "reservedUsd" | "budgetUsd"> }) {
+  const budget = s.budgetUsd;
+  if (!budget) return <div class="bar none" title="no budget" />;
+  const pct = (v: number) => `${Math.min(100, Math.max(0, (v / budget) * 100)).toFixed(2)}%`;
+  const used = s.spentUsd / budget;
+  return (
+    <div class="bar" title={`spent ${usd(s.spentUsd)}, reserved ${usd(s.reservedUsd)} of ${usd(budget)}`}>
+      <span class={`fill${used >= 1 ? " over" : used >= 0.8 ? " warn" : ""}`} style={{ width: pct(s.spentUsd) }} />
+      <span class="held" style={{ width: pct(Math.min(s.reservedUsd, Math.max(0, budget - s.spentUsd))) }} />
+    </div>
+  );
+}
+
+export function Stat({ label, value, hint, name, children }: { label: string; value: ComponentChildren; hint?: string; name?: string; children?: ComponentChildren }) {
+  return (
+    <div class="stat" data-stat={name ?? label} title={hint}>
+      <span class="label">{label}</span>
+      <span class="value">{value}</span>
+      {children}
+    </div>
+  );
+}
+
+export function Ago({ ts, now }: { ts: number; now?: number }) {
+  return (
+    <time dateTime={new Date(ts).toISOString()} title={stamp(ts)}>
+      {ago(ts, now)}
+    </time>
+  );
+}
+
+export function Link({ status, label }: { status: LinkStatus; label?: string }) {
+  const text = status.state === "retrying" ? `reconnecting in ${Math.ceil(status.inMs / 1000)}s` : status.state;
+  return (
+    <span class="conn" data-status={status.state} title={label}>
+      {text}
+    </span>
+  );
+}
+
+export function Empty({ children }: { children: ComponentChildren }) {
+  return <p class="empty muted">{children}</p>;
+}
+
+export function Card({ title, extra, children, class: cls, name }: { title: ComponentChildren; extra?: ComponentChildren; children: ComponentChildren; class?: string; name?: string }) {
+  return (
+    <section class={`card ${cls ?? ""}`} data-card={name}>
+      <div class="card-head">
+        <h2>{title}</h2>
+        {extra}
+      </div>
+      {children}
+    </section>
+  );
+}
+
+export function Count({ n, hot }: { n: number; hot?: boolean }) {
+  return <span class={`count${hot && n > 0 ? " hot" : ""}`}>{n}</span>;
+}
+
+/** An exact amount: cents as usual, the digits past them smaller, so `$2.00`01116 still reads as $2. */
+export function Usd({ v, d }: { v: number | null | undefined; d?: number }) {
+  const text = usd(v, d);
+  const m = /^(−?\$[\d,]+\.\d\d)(\d+)$/.exec(text);
+  if (!m) return <span class="usd">{text}</span>;
+  return (
+    <span class="usd" title={text}>
+      {m[1]}
+      <span class="sub">{m[2]}</span>
+    </span>
+  );
+}

@@ -1,0 +1,74 @@
+import { useEffect, useRef } from "preact/hooks";
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import { usd, usdShort } from "../format";
+
+// A time series chart (uPlot): created once, then fed new data; it follows its box's width.
+
+export interface SeriesSpec {
+  label: string;
+  color: string;
+  fill?: string;
+  dash?: number[];
+}
+
+interface Props {
+  /** [times in ms, ...one array per series] */
+  data: [number[], ...number[][]];
+  series: SeriesSpec[];
+  height?: number;
+  /** Names the chart for tests and assistive tech. */
+  name: string;
+  /** The narrowest time window shown, in seconds, and which end of the data it holds on to. */
+  minSpan?: number;
+  anchor?: "start" | "end";
+}
+
+const stepped = uPlot.paths.stepped!({ align: 1 });
+
+export function TimeChart({ data, series, height = 220, name, minSpan = 300, anchor = "end" }: Props) {
+  const box = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+  const seconds = (d: Props["data"]): uPlot.AlignedData => [d[0].map((t) => t / 1000), ...d.slice(1)];
+
+  useEffect(() => {
+    const el = box.current!;
+    const opts: uPlot.Options = {
+      width: Math.max(200, el.clientWidth),
+      height,
+      padding: [8, 8, 0, 0],
+      cursor: { drag: { x: false, y: false } },
+      legend: { live: true },
+      scales: {
+        // A few points close together would otherwise stretch over years.
+        x: { time: true, range: (_u, min, max) => (max - min >= minSpan ? [min, max] : anchor === "end" ? [max - minSpan, max + 1] : [min - 1, min + minSpan]) },
+        y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
+      },
+      axes: [
+        { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#e3e6eb" } },
+        { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#e3e6eb" }, size: (_u, vals) => (vals?.length ? Math.max(...vals.map((v) => v.length)) * 7 + 18 : 50), values: (_u, vals) => vals.map((v) => usdShort(v)) },
+      ],
+      series: [
+        { value: (_u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleTimeString([], { hour12: false })) },
+        ...series.map((s) => ({ label: s.label, stroke: s.color, fill: s.fill, dash: s.dash, width: 2, paths: stepped, points: { show: false }, value: (_u: uPlot, v: number | null) => (v == null ? "–" : usd(v)) })),
+      ],
+    };
+    plot.current = new uPlot(opts, seconds(data), el);
+    const resize = new ResizeObserver(() => plot.current?.setSize({ width: Math.max(200, el.clientWidth), height }));
+    resize.observe(el);
+    return () => {
+      resize.disconnect();
+      plot.current?.destroy();
+      plot.current = null;
+    };
+    // The series are fixed for a chart's life; data flows through the effect below.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [height]);
+
+  useEffect(() => {
+    plot.current?.setData(seconds(data));
+  }, [data]);
+
+  const last = data[1].length ? data[1][data[1].length - 1] : 0;
+  return <div class="chart" ref={box} role="img" aria-label={name} data-chart={name} data-points={data[0].length} data-last={last} />;
+}

@@ -1,0 +1,247 @@
+import { useEffect, useState } from "preact/hooks";
+import type { SessionSummary } from "../../../schema/protocol";
+import { ApiError, getJson, qs } from "../api";
+import { clip, decimalsFor } from "../format";
+import { useIncidents } from "../incidents";
+import { hrefOf } from "../route";
+import { AuditSpendAnswer, SPEND_BY, type SpendBy } from "../schemas";
+import { useNow, useObservable } from "../signal";
+import { sessions, spendSeries, tenantTotals, tenantVersion } from "../tenant";
+import { Ago, Card, Count, Empty, Stat, StateBadge, STATES, Usd } from "../ui/bits";
+import { TimeChart } from "../ui/chart";
+
+export function Overview() {
+  const version = useObservable(tenantVersion);
+  const now = useNow(5000);
+  const all = [...sessions.values()];
+  const totals = tenantTotals();
+  const pending = all.flatMap((s) => s.pendingApprovals.map((a) => ({ s, a }))).sort((x, y) => x.a.deadline - y.a.deadline);
+  const byState = Object.fromEntries(STATES.map((st) => [st, 0])) as Record<(typeof STATES)[number], number>;
+  for (const s of all) byState[s.state]++;
+  const live = byState.active + byState.alerting + byState["awaiting-approval"];
+  const d = decimalsFor([totals.spentUsd, totals.reservedUsd]);
+
+  // The line runs to now: spend holds its last value until something changes it.
+  const pts = spendSeries.length ? spendSeries : [{ ts: now, spentUsd: totals.spentUsd, committedUsd: totals.spentUsd + totals.reservedUsd }];
+  const last = pts[pts.length - 1];
+  const xs = [...pts.map((p) => p.ts), Math.max(now, last.ts + 1000)];
+  const data: [number[], number[], number[]] = [xs, [...pts.map((p) => p.spentUsd), last.spentUsd], [...pts.map((p) => p.committedUsd), last.committedUsd]];
+
+  return (
+    <div class="overview">
+      <div class="tiles">
+        <Stat label="Spent" name="spent" value={<Usd v={totals.spentUsd} d={d} />} hint="All sessions of this tenant, settled" />
+        <Stat label="Reserved now" name="reserved" value={<Usd v={totals.reservedUsd} d={d} />} hint="Worst case of calls in flight and actions awaiting approval" />
+        <Stat label="Live sessions" name="live" value={live}>
+          <span class="muted small">{all.length} in all</span>
+        </Stat>
+        <Stat label="Awaiting approval" name="pending" value={<span class={pending.length ? "hot-text" : ""}>{pending.length}</span>} />
+      </div>
+
+      <div class="grid-2-1">
+        <Card title="Spend over time" name="spend-chart" extra={<span class="muted small">live · tenant total · dashed: with reservations</span>}>
+          <TimeChart
+            name="tenant-spend"
+            data={data}
+            series={[
+              { label: "spent", color: "#2563eb", fill: "rgba(37, 99, 235, 0.08)" },
+              { label: "spent + reserved", color: "#93c5fd", dash: [5, 4] },
+            ]}
+          />
+        </Card>
+        <Card title="Sessions by state" name="by-state" extra={<a href={hrefOf({ view: "sessions", params: new URLSearchParams() })}>All sessions →</a>}>
+          <StateBars byState={byState} total={all.length} />
+        </Card>
+      </div>
+
+      <div class="grid-1-1">
+        <Card title={<>Open approvals <Count n={pending.length} hot /></>} name="open-approvals" extra={pending.length > 0 && <a href="#approvals">Decide →</a>}>
+          {pending.length === 0 ? (
+            <Empty>Nothing is waiting for a decision.</Empty>
+          ) : (
+            <ul class="list">
+              {pending.slice(0, 6).map(({ s, a }) => (
+                <li key={a.approvalId}>
+                  <a href="#approvals" class="mono strong">
+                    {a.action}
+                  </a>
+                  <span class="muted small">
+                    {" "}
+                    in {s.session}
+                    {s.agent ? ` · ${s.agent}` : ""}
+                  </span>
+                  <span class={`pill${a.deadline - now < 60_000 ? " urgent" : ""}`}>{Math.max(0, Math.round((a.deadline - now) / 1000))}s</span>
+                  <div class="small">{clip(a.reason, 140)}</div>
+                </li>
+              ))}
+            </ul>
+          )}
+        </Card>
+        <Incidents all={all} version={version} now={now} />
+      </div>
+
+      <Rollups />
+    </div>
+  );
+}
+
+function StateBars({ byState, total }: { byState: Record<string, number>; total: number }) {
+  return (
+    <div class="state-bars">
+      <div class="stack" aria-hidden="true">
+        {STATES.map((st) => (byState[st] ? <span key={st} class={`seg state-${st}`} style={{ flexGrow: byState[st] }} /> : null))}
+      </div>
+      <ul class="legend">
+        {STATES.map((st) => (
+          <li key={st} data-count-state={st}>
+            <a href={hrefOf({ view: "sessions", params: new URLSearchParams({ state: st }) })}>
+              <StateBadge state={st} />
+            </a>
+            <span class="num">{byState[st]}</span>
+            <span class="muted small num">{total ? `${Math.round((byState[st] / total) * 100)}%` : ""}</span>
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
+function Incidents({ all, version, now }: { all: SessionSummary[]; version: number; now: number }) {
+  const { incidents, error } = useIncidents(all, version);
+  return (
+    <Card title="Recent alerts and kills" name="incidents">
+      {error && <p class="error-text small">Could not read the logs: {error}</p>}
+      {incidents.length === 0 ? (
+        <Empty>No alerts, anomalies or kills.</Empty>
+      ) : (
+        <ul class="list incidents">
+          {incidents.map((i) => (
+            <li key={`${i.session}:${i.kind}:${i.seq ?? i.ts}`} data-incident={i.kind}>
+              <span class={`kind kind-${i.kind}`}>{i.kind}</span>
+              <a href={hrefOf({ view: "session", id: i.session })} class="mono">
+                {i.session}
+              </a>
+              <span class="muted small">
+                {" "}
+                <Ago ts={i.ts} now={now} />
+              </span>
+              <div class="small">
+                {i.rule && <code class="rule">{i.rule}</code>} {i.reason}
+                {i.by && <span class="muted"> (by {i.by})</span>}
+              </div>
+            </li>
+          ))}
+        </ul>
+      )}
+    </Card>
+  );
+}
+
+type RollupState = { kind: "loading" } | { kind: "unavailable"; why: string } | { kind: "error"; why: string } | { kind: "ok"; answer: AuditSpendAnswer };
+
+const RANGES = [
+  ["24h", "24 hours"],
+  ["7d", "7 days"],
+  ["30d", "30 days"],
+] as const;
+
+/** Spend by agent, user, model or day: the audit store's rollups (GET /v1/audit/spend). */
+function Rollups() {
+  const [by, setBy] = useState<SpendBy>("agent");
+  const [since, setSince] = useState<string>("7d");
+  const [state, setState] = useState<RollupState>({ kind: "loading" });
+  const [tick, setTick] = useState(0);
+
+  useEffect(() => {
+    const t = setInterval(() => setTick((n) => n + 1), 60_000);
+    return () => clearInterval(t);
+  }, []);
+
+  useEffect(() => {
+    const ctl = new AbortController();
+    getJson(`/v1/audit/spend${qs({ by, since })}`, AuditSpendAnswer, ctl.signal)
+      .then((answer) => setState({ kind: "ok", answer }))
+      .catch((e) => {
+        if (ctl.signal.aborted) return;
+        if (e instanceof ApiError && [404, 501, 502, 503].includes(e.status)) setState({ kind: "unavailable", why: e.toString() });
+        else setState({ kind: "error", why: String(e) });
+      });
+    return () => ctl.abort();
+  }, [by, since, tick]);
+
+  const rows = state.kind === "ok" ? [...state.answer.rows].sort((a, b) => (by === "day" ? String(b.key).localeCompare(String(a.key)) : b.spentUsd - a.spentUsd)) : [];
+  const max = Math.max(0, ...rows.map((r) => r.spentUsd));
+  const sum = rows.reduce((n, r) => n + r.spentUsd, 0);
+  const d = decimalsFor(rows.map((r) => r.spentUsd));
+  return (
+    <Card
+      title="Spend by"
+      name="rollups"
+      class="rollups"
+      extra={
+        <div class="controls">
+          <div class="seg-control" role="tablist" aria-label="Group spend by">
+            {SPEND_BY.map((b) => (
+              <button key={b} type="button" role="tab" aria-selected={b === by} class={b === by ? "on" : ""} onClick={() => setBy(b)}>
+                {b}
+              </button>
+            ))}
+          </div>
+          <select aria-label="Time range" value={since} onChange={(e) => setSince((e.target as HTMLSelectElement).value)}>
+            {RANGES.map(([v, label]) => (
+              <option key={v} value={v}>
+                last {label}
+              </option>
+            ))}
+          </select>
+        </div>
+      }
+    >
+      {state.kind === "loading" && <Empty>Loading…</Empty>}
+      {state.kind === "unavailable" && (
+        <div class="unavailable" data-audit="unavailable">
+          <strong>Audit store not available.</strong>
+          <p class="small muted">
+            Rollups by agent, user, model and day come from the audit store, which this server does not reach right now ({state.why}). Live figures above come from the sessions themselves and are
+            unaffected.
+          </p>
+        </div>
+      )}
+      {state.kind === "error" && <p class="error-text">{state.why}</p>}
+      {state.kind === "ok" &&
+        (rows.length === 0 ? (
+          <Empty>No spend recorded in this range.</Empty>
+        ) : (
+          <div class="table-wrap">
+            <table class="grid rollup-table" data-audit="rows">
+              <thead>
+                <tr>
+                  <th>{by}</th>
+                  <th class="num">spent</th>
+                  <th class="num">calls</th>
+                  <th class="share-col">share</th>
+                </tr>
+              </thead>
+              <tbody>
+                {rows.map((r) => (
+                  <tr key={String(r.key)}>
+                    <td class="mono">{r.key ?? <span class="muted">(none)</span>}</td>
+                    <td class="num">
+                      <Usd v={r.spentUsd} d={d} />
+                    </td>
+                    <td class="num">{r.calls}</td>
+                    <td class="share-col">
+                      <div class="bar">
+                        <span class="fill" style={{ width: `${max ? (r.spentUsd / max) * 100 : 0}%` }} />
+                      </div>
+                      <span class="muted small">{sum ? `${((r.spentUsd / sum) * 100).toFixed(1)}%` : ""}</span>
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        ))}
+    </Card>
+  );
+}
