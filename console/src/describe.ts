@@ -51,8 +51,8 @@ export function cause(e: GovernorEvent): string {
 }
 
 export function tone(type: string): string {
-  if (type === "session.killed" || type === "request.denied" || type === "approval.denied") return "bad";
-  if (type.startsWith("approval")) return "approval";
-  if (type === "alert.raised" || type === "anomaly.detected" || type === "violation.recorded") return "warn";
+  if (type === "session.killed" || type === "request.denied" || type === "approval.denied") return "t-bad";
+  if (type.startsWith("approval")) return "t-approval";
+  if (type === "alert.raised" || type === "anomaly.detected" || type === "violation.recorded") return "t-warn";
   return "";
 }

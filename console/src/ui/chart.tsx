@@ -25,6 +25,8 @@ interface Props {
 }
 
 const stepped = uPlot.paths.stepped!({ align: 1 });
+/** Dots while there are only a few points, so a young series is visible at all. */
+const few = (u: uPlot, _series: number, i0: number, i1: number) => i1 - i0 < 40 && u.data[0].length < 40;
 
 export function TimeChart({ data, series, height = 220, name, minSpan = 300, anchor = "end" }: Props) {
   const box = useRef<HTMLDivElement>(null);
@@ -50,7 +52,7 @@ export function TimeChart({ data, series, height = 220, name, minSpan = 300, anc
       ],
       series: [
         { value: (_u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleTimeString([], { hour12: false })) },
-        ...series.map((s) => ({ label: s.label, stroke: s.color, fill: s.fill, dash: s.dash, width: 2, paths: stepped, points: { show: false }, value: (_u: uPlot, v: number | null) => (v == null ? "–" : usd(v)) })),
+        ...series.map((s) => ({ label: s.label, stroke: s.color, fill: s.fill, dash: s.dash, width: 2, paths: stepped, points: { show: few, size: 6 }, value: (_u: uPlot, v: number | null) => (v == null ? "–" : usd(v)) })),
       ],
     };
     plot.current = new uPlot(opts, seconds(data), el);

@@ -1,7 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
 import type { SessionSummary } from "../../../schema/protocol";
 import { ApiError, getJson, qs } from "../api";
-import { clip, decimalsFor } from "../format";
+import { clip, clock, decimalsFor } from "../format";
 import { useIncidents } from "../incidents";
 import { hrefOf } from "../route";
 import { AuditSpendAnswer, SPEND_BY, type SpendBy } from "../schemas";
@@ -39,7 +39,7 @@ export function Overview() {
       </div>
 
       <div class="grid-2-1">
-        <Card title="Spend over time" name="spend-chart" extra={<span class="muted small">live · tenant total · dashed: with reservations</span>}>
+        <Card title="Spend over time" name="spend-chart" extra={<span class="muted small">tenant total, live since {clock(pts[0].ts)} · dashed: with reservations</span>}>
           <TimeChart
             name="tenant-spend"
             data={data}
