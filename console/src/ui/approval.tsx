@@ -58,13 +58,12 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
           {session.user && <> · user {session.user}</>}
         </p>
       )}
-      <p class="why">
-        <span class="muted">Review asked by </span>
-        <code class="rule">{a.rule}</code>
-        <span>: {a.reason}</span>
+      <p class="why">{a.reason}</p>
+      <p class="small muted">
+        review asked by <code class="rule">{a.rule}</code>
       </p>
       {args && args.length ? (
-        <table class="args" aria-label="Arguments">
+        <table class="args" aria-label="Arguments" title="As the session holds them: the fields its rules check, or every argument with keep_raw: true">
           <tbody>
             {args.map(([k, v]) => (
               <tr key={k} data-arg={k}>

@@ -34,7 +34,7 @@ export function KillButton({ session, disabled }: { session: string; disabled?: 
           <h3 id="kill-title">
             Kill session <code>{session}</code>?
           </h3>
-          <p class="muted">Every further call and action of this session will be refused, and its calls in flight are ended. This cannot be undone.</p>
+          <p class="muted">Every further call and action of this session will be refused. This cannot be undone.</p>
           <label>
             Reason
             <input name="reason" maxLength={1024} placeholder="killed by an operator" autoComplete="off" value={reason} onInput={(e) => setReason((e.target as HTMLInputElement).value)} />
