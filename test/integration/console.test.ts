@@ -38,7 +38,7 @@ function needBrowser(): Browser {
 }
 
 const problems = new WeakMap<Page, string[]>();
-async function openConsole(hash = "", { token = TOKENS.operator, width = 1440, height = 960 } = {}): Promise<Page> {
+async function openConsole(hash = "", { token = TOKENS.operator as string, width = 1440, height = 960 } = {}): Promise<Page> {
   const page = await needBrowser().newPage({ viewport: { width, height } });
   const list: string[] = [];
   problems.set(page, list);
