@@ -42,6 +42,8 @@ export function Overview() {
         <Card title="Spend over time" name="spend-chart" extra={<span class="muted small">tenant total, live since {clock(pts[0].ts)} · dashed: with reservations</span>}>
           <TimeChart
             name="tenant-spend"
+            minSpan={60}
+            anchor="start"
             data={data}
             series={[
               { label: "spent", color: "#2563eb", fill: "rgba(37, 99, 235, 0.08)" },
