@@ -89,8 +89,6 @@ export function Sessions({ params }: { params: URLSearchParams }) {
   const now = useNow(5000);
   const rows = useRef(new Map<string, SessionSummary>());
   const [, rerender] = useState(0);
-  const custom = filter.until !== "" || (filter.since !== "" && !RANGES.some(([v]) => v === filter.since));
-  const [showCustom, setShowCustom] = useState(custom);
 
   // A new filter starts again from the newest session.
   useEffect(() => {
@@ -171,58 +169,7 @@ export function Sessions({ params }: { params: URLSearchParams }) {
         </>
       }
     >
-      <form class="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filter sessions">
-        <fieldset class="chips" aria-label="State">
-          {STATES.map((st) => {
-            const on = filter.states.includes(st);
-            return (
-              <button key={st} type="button" class={`chip state-${st}${on ? " on" : ""}`} aria-pressed={on} data-filter-state={st} onClick={() => set({ states: on ? filter.states.filter((x) => x !== st) : [...filter.states, st] })}>
-                {st}
-              </button>
-            );
-          })}
-        </fieldset>
-        <div class="fields">
-          <TextFilter label="Agent" name="agent" value={filter.agent} onCommit={(agent) => set({ agent })} />
-          <TextFilter label="User" name="user" value={filter.user} onCommit={(user) => set({ user })} />
-          <label>
-            Opened
-            <select
-              name="range"
-              value={showCustom ? "custom" : filter.since}
-              onChange={(e) => {
-                const v = (e.target as HTMLSelectElement).value;
-                if (v === "custom") return setShowCustom(true);
-                setShowCustom(false);
-                set({ since: v, until: "" });
-              }}
-            >
-              {RANGES.map(([v, label]) => (
-                <option key={v} value={v}>
-                  {label}
-                </option>
-              ))}
-            </select>
-          </label>
-          {showCustom && (
-            <>
-              <label>
-                From
-                <input type="datetime-local" name="since" value={toLocalInput(filter.since)} onChange={(e) => set({ since: fromLocalInput((e.target as HTMLInputElement).value) })} />
-              </label>
-              <label>
-                Until
-                <input type="datetime-local" name="until" value={toLocalInput(filter.until)} onChange={(e) => set({ until: fromLocalInput((e.target as HTMLInputElement).value) })} />
-              </label>
-            </>
-          )}
-          {key && (
-            <button type="button" class="ghost clear" onClick={() => (setShowCustom(false), go({ view: "sessions", params: new URLSearchParams() }, { replace: true }))}>
-              Clear filters
-            </button>
-          )}
-        </div>
-      </form>
+      <Filters filter={filter} set={set} />
 
       {newer > 0 && (
         <button type="button" class="newer" onClick={() => (setCursors([null]), setNewer(0))}>
@@ -283,6 +230,67 @@ export function Sessions({ params }: { params: URLSearchParams }) {
         </nav>
       )}
     </Card>
+  );
+}
+
+/** State chips, agent and user, opening time: all kept in the link. */
+function Filters({ filter, set }: { filter: Filter; set: (patch: Partial<Filter>) => void }) {
+  const custom = filter.until !== "" || (filter.since !== "" && !RANGES.some(([v]) => v === filter.since));
+  const [showCustom, setShowCustom] = useState(custom);
+  const any = paramsOf({ ...filter, limit: SIZES[0] }).toString() !== "";
+  return (
+    <form class="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filter sessions">
+      <fieldset class="chips" aria-label="State">
+        {STATES.map((st) => {
+          const on = filter.states.includes(st);
+          return (
+            <button key={st} type="button" class={`chip state-${st}${on ? " on" : ""}`} aria-pressed={on} data-filter-state={st} onClick={() => set({ states: on ? filter.states.filter((x) => x !== st) : [...filter.states, st] })}>
+              {st}
+            </button>
+          );
+        })}
+      </fieldset>
+      <div class="fields">
+        <TextFilter label="Agent" name="agent" value={filter.agent} onCommit={(agent) => set({ agent })} />
+        <TextFilter label="User" name="user" value={filter.user} onCommit={(user) => set({ user })} />
+        <label>
+          Opened
+          <select
+            name="range"
+            value={showCustom ? "custom" : filter.since}
+            onChange={(e) => {
+              const v = (e.target as HTMLSelectElement).value;
+              if (v === "custom") return setShowCustom(true);
+              setShowCustom(false);
+              set({ since: v, until: "" });
+            }}
+          >
+            {RANGES.map(([v, label]) => (
+              <option key={v} value={v}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </label>
+        {showCustom && (
+          <>
+            <label>
+              From
+              <input type="datetime-local" name="since" value={toLocalInput(filter.since)} onChange={(e) => set({ since: fromLocalInput((e.target as HTMLInputElement).value) })} />
+            </label>
+            <label>
+              Until
+              <input type="datetime-local" name="until" value={toLocalInput(filter.until)} onChange={(e) => set({ until: fromLocalInput((e.target as HTMLInputElement).value) })} />
+            </label>
+          </>
+        )}
+        {any && (
+          <button type="button" class="ghost clear" onClick={() => (setShowCustom(false), set({ states: [], agent: "", user: "", since: "", until: "" }))}>
+            Clear filters
+          </button>
+        )}
+      </div>
+    </form>
   );
 }
 
