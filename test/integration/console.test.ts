@@ -115,7 +115,7 @@ describe("web console", () => {
     await up?.close();
   });
 
-  it("asks for a token without one, and sends a refused token back to the sign-in form", async () => {
+  it("asks for a token without one, and sends a refused token back to the sign-in form", { timeout: 60_000 }, async () => {
     const page = await needBrowser().newPage();
     await page.goto(`${gov.url}/`);
     await page.locator("#login").waitFor();
