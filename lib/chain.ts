@@ -1,6 +1,5 @@
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, utf8ToBytes } from "@noble/hashes/utils.js";
-import canonicalize from "canonicalize";
 
 // The hash is synchronous on purpose: the actor decides and appends in one turn, so no
 // other request can interleave between reading the head and writing the next event.
@@ -15,10 +14,63 @@ export interface Hashable {
   prev: string;
 }
 
+/**
+ * RFC 8785 (JCS) canonical JSON, total: for well-formed JSON data it is exactly what the
+ * `canonicalize` package gives (the hashes of every existing log depend on that), and where
+ * that package throws it still answers, so a stored oddity can never stop a read, replay
+ * or kill. A lone surrogate is written as its \uXXXX escape (as JSON.stringify does), a
+ * non-finite number, function or cycle as null.
+ */
 export function canonicalJson(value: unknown): string {
-  const s = canonicalize(value);
-  if (s === undefined) throw new Error("value cannot be canonicalized");
-  return s;
+  try {
+    return canon(value, new Set());
+  } catch {
+    // Only a stack overflow gets here: every edge bounds nesting at 64 levels, so only a
+    // value built in memory could be deep enough.
+    return "null";
+  }
+}
+
+function canon(value: unknown, seen: Set<object>): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value);
+    case "number":
+      return Number.isFinite(value) ? JSON.stringify(value) : "null";
+    case "boolean":
+      return value ? "true" : "false";
+    case "bigint":
+      return value.toString();
+    case "object":
+      break;
+    default:
+      return "null";
+  }
+  if (value === null || seen.has(value)) return "null";
+  seen.add(value);
+  try {
+    const withToJson = value as { toJSON?: unknown };
+    if (typeof withToJson.toJSON === "function") {
+      let inner: unknown;
+      try {
+        inner = (withToJson.toJSON as () => unknown)();
+      } catch {
+        inner = null;
+      }
+      return canon(inner, seen);
+    }
+    if (Array.isArray(value)) return `[${value.map((v) => (v === undefined || typeof v === "symbol" || typeof v === "function" ? "null" : canon(v, seen))).join(",")}]`;
+    const obj = value as Record<string, unknown>;
+    const parts: string[] = [];
+    for (const key of Object.keys(obj).sort()) {
+      const v = obj[key];
+      if (v === undefined || typeof v === "symbol" || typeof v === "function") continue;
+      parts.push(`${JSON.stringify(key)}:${canon(v, seen)}`);
+    }
+    return `{${parts.join(",")}}`;
+  } finally {
+    seen.delete(value);
+  }
 }
 
 export function sha256Hex(text: string): string {

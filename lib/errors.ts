@@ -6,6 +6,8 @@ export type ErrorCode =
   | "forbidden"
   | "not_found"
   | "payload_too_large"
+  | "unsupported_media_type"
+  | "method_not_allowed"
   | "budget_exceeded"
   | "session_killed"
   | "session_closed"

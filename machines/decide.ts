@@ -1,6 +1,7 @@
 import { EventData, type Attribution, type EventDraft, type GovernorEvent, type Usage } from "../schema/events";
 import type { Policy } from "../schema/policy";
-import { toNanos, toUsd } from "../lib/money";
+import { moneyLimit, toNanos, toUsd } from "../lib/money";
+import { BadRequestError } from "../lib/errors";
 import { reduce, type SessionContext } from "./context";
 import { checkArgs, checkRate, isRunaway, type RateHit, type RuleHit } from "./rules";
 import type { SessionState } from "./session";
@@ -98,6 +99,9 @@ function rateRefusal(ctx: SessionContext, now: number, run?: string): Refusal | 
 function budgetRefusal(ctx: SessionContext, costNanos: number, run?: string, action?: string): Refusal | undefined {
   const b = policyOf(ctx).budget;
   const kill = b.on_exceed === "kill";
+  // The hard bounds hold with or without a budget: money must stay exact (lib/money.ts).
+  const bound = moneyLimit(committedNanos(ctx), costNanos);
+  if (bound) return { code: "budget_exceeded", ...bound };
   const over = (committed: number, limitUsd: number) => committed + costNanos > toNanos(limitUsd);
   const fmt = (n: number) => `$${toUsd(n).toFixed(6).replace(/0+$/, "").replace(/\.$/, "")}`;
   if (b.session_usd !== undefined && over(committedNanos(ctx), b.session_usd)) {
@@ -321,6 +325,8 @@ export function decideReport(view: View, input: ReportInput, now: number): Decis
   const p = policyOf(ctx);
   const id = `report:${input.id}`;
   if (input.type === "cost") {
+    const bound = moneyLimit(committedNanos(ctx), toNanos(input.usd));
+    if (bound) throw new BadRequestError(`usd: ${bound.reason}`, "usd");
     const settled: EventDraft = { type: "request.settled", id, data: { requestId: `report:${input.id}`, costUsd: input.usd, outcome: "reported", attribution: { action: input.action, run: input.run } } };
     if (view.state === "killed" || view.state === "closed") return { drafts: [settled], verdict: { decision: "allow" } };
     return { drafts: [settled, ...afterCharge(preview(ctx, [settled], now), id, input.run, input.action)], verdict: { decision: "allow" } };
@@ -351,11 +357,11 @@ export function decideApproval(view: View, input: { approvalId: string; decision
 }
 
 /** Ends the session: killed by an operator or policy, or closed as a normal end. An ended session stays as it ended. */
-export function decideEnd(view: View, input: { how: "kill" | "close"; by: string; reason: string; id: string }): Decision {
+export function decideEnd(view: View, input: { how: "kill" | "close"; by: string; reason: string; id: string; replaced?: string }): Decision {
   if (view.state === "killed" || view.state === "closed") return { drafts: [], verdict: { decision: "deny", ...stateRefusal(view) } };
   const draft: EventDraft =
     input.how === "kill"
-      ? { type: "session.killed", id: `kill:${input.id}`, data: { by: input.by, reason: input.reason } }
+      ? { type: "session.killed", id: `kill:${input.id}`, data: { by: input.by, reason: input.reason, ...(input.replaced && { replaced: input.replaced }) } }
       : { type: "session.closed", id: `close:${input.id}`, data: { by: input.by, reason: input.reason } };
   return { drafts: [draft], verdict: { decision: "deny", code: input.how === "kill" ? "session_killed" : "session_closed", reason: input.reason } };
 }

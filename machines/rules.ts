@@ -1,3 +1,5 @@
+import { MAX_CHECK_WORK } from "../lib/limits";
+import { compilePattern, testPattern } from "../lib/pattern";
 import type { ArgRule, Policy, RateRule } from "../schema/policy";
 
 // Pure checks of single policy rules. Each returns undefined when the rule passes, or
@@ -48,7 +50,23 @@ export interface ArgVerdict {
   review?: RuleHit;
 }
 
-function checkOne(rule: ArgRule, path: string, name: string, value: unknown, present: boolean): ArgVerdict {
+/**
+ * The work budget of one action's argument checks (see MAX_CHECK_WORK). Deterministic, so
+ * a replay or what-if of the same action reaches the same verdict.
+ */
+class Meter {
+  private left = MAX_CHECK_WORK;
+  spend(units: number): boolean {
+    this.left -= units;
+    return this.left >= 0;
+  }
+}
+
+function tooMuch(path: string, name: string): ArgVerdict {
+  return { deny: { rule: path, reason: `argument "${name}" is too large to check against this rule (limit ${MAX_CHECK_WORK} units of work per action): send smaller arguments` } };
+}
+
+function checkOne(rule: ArgRule, path: string, name: string, value: unknown, present: boolean, meter: Meter): ArgVerdict {
   if (!present) return rule.required ? { deny: { rule: path, reason: `argument "${name}" is required` } } : {};
   const num = typeof value === "number" ? value : typeof value === "string" && value.trim() !== "" && Number.isFinite(Number(value)) ? Number(value) : undefined;
   if (rule.max !== undefined || rule.min !== undefined || rule.require_approval_above !== undefined) {
@@ -57,13 +75,20 @@ function checkOne(rule: ArgRule, path: string, name: string, value: unknown, pre
     if (rule.min !== undefined && num < rule.min) return { deny: { rule: `${path}.min`, reason: `argument "${name}" is ${num}, below the minimum ${rule.min}` } };
   }
   if (rule.pattern !== undefined) {
-    if (typeof value !== "string" || !new RegExp(rule.pattern).test(value)) {
-      return { deny: { rule: `${path}.pattern`, reason: `argument "${name}" does not match ${rule.pattern}` } };
-    }
+    if (typeof value !== "string") return { deny: { rule: `${path}.pattern`, reason: `argument "${name}" does not match ${rule.pattern}` } };
+    const compiled = compilePattern(rule.pattern);
+    // A policy stored before patterns ran on RE2 may hold one RE2 refuses: fail closed.
+    if (!compiled.ok) return { deny: { rule: `${path}.pattern`, reason: `pattern ${rule.pattern} cannot be checked in linear time (${compiled.error}): argument "${name}" refused` } };
+    if (!meter.spend(compiled.program * (value.length + 1))) return tooMuch(`${path}.pattern`, name);
+    if (!testPattern(compiled, value)) return { deny: { rule: `${path}.pattern`, reason: `argument "${name}" does not match ${rule.pattern}` } };
   }
   if (rule.forbidden?.length) {
-    const texts = stringsIn(value).map((s) => s.toLowerCase());
-    const found = rule.forbidden.find((f) => texts.some((t) => t.includes(f.toLowerCase())));
+    const texts = stringsIn(value);
+    let size = 0;
+    for (const t of texts) size += t.length + 1;
+    if (!meter.spend(size * rule.forbidden.length)) return tooMuch(`${path}.forbidden`, name);
+    const lowered = texts.map((s) => s.toLowerCase());
+    const found = rule.forbidden.find((f) => lowered.some((t) => t.includes(f.toLowerCase())));
     if (found) return { deny: { rule: `${path}.forbidden`, reason: `argument "${name}" contains forbidden text "${found}"` } };
   }
   if (rule.require_approval_above !== undefined && num !== undefined && num > rule.require_approval_above) {
@@ -75,16 +100,17 @@ function checkOne(rule: ArgRule, path: string, name: string, value: unknown, pre
 /** Applies `actions.rules[action]` and `actions.rules["*"]`; "*" as an argument name means every argument. */
 export function checkArgs(policy: Policy, action: string, args: Record<string, unknown>): ArgVerdict {
   const rules = policy.actions.rules ?? {};
+  const meter = new Meter();
   let review: RuleHit | undefined;
   for (const scope of [action, "*"]) {
-    const perArg = rules[scope];
+    const perArg = Object.hasOwn(rules, scope) ? rules[scope] : undefined;
     if (!perArg) continue;
     for (const [name, rule] of Object.entries(perArg)) {
       const path = `actions.rules.${scope}.${name}`;
       const targets: Array<[string, unknown, boolean]> =
-        name === "*" ? Object.entries(args).map(([k, v]) => [k, v, true]) : [[name, args[name], Object.hasOwn(args, name)]];
+        name === "*" ? Object.entries(args).map(([k, v]) => [k, v, true]) : [[name, Object.hasOwn(args, name) ? args[name] : undefined, Object.hasOwn(args, name)]];
       for (const [argName, value, present] of targets) {
-        const v = checkOne(rule, path, argName, value, present);
+        const v = checkOne(rule, path, argName, value, present, meter);
         if (v.deny) return { deny: v.deny };
         review ??= v.review;
       }

@@ -1,6 +1,6 @@
 import type * as Party from "partykit/server";
 import { authenticate, tokenFrom, type Principal } from "./auth";
-import { errorResponse, json } from "./http";
+import { drainBody, errorResponse, json } from "./http";
 import { INTERNAL } from "./ops";
 
 // The actors' own doors. Sockets come straight to a room (browsers cannot go through a
@@ -22,6 +22,8 @@ export function admitSocket(req: Party.Request, lobby: Party.Lobby, allow: (p: P
   }
 }
 
-export function refuseDirectRequest(): Response {
+/** Read first, so a keep-alive client's connection survives the refusal. */
+export async function refuseDirectRequest(req: Party.Request): Promise<Response> {
+  await drainBody(req as unknown as Request);
   return json({ error: { code: "not_found", message: "use the /v1 routes" } }, 404);
 }

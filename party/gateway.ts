@@ -1,11 +1,13 @@
 import type * as Party from "partykit/server";
+import { tryDecode } from "./uri";
 import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
-import { ActionBody, ApprovalBody, KillBody, OpenSessionBody, ReportBody, SessionId } from "../schema/api";
-import type { Attribution } from "../schema/events";
-import { mergePolicies, parsePolicy, parseYamlText } from "../schema/policy";
+import { ActionBody, ApprovalBody, KillBody, killRequest, OpenSessionBody, ReportBody, SessionId } from "../schema/api";
+import { describeIssue, issuePath, mergePolicies, parsePolicy, parseYamlText, StrictPolicy } from "../schema/policy";
+import { maskDeliveries, maskPolicySecrets } from "../schema/secrets";
 import { parseSessionListQuery } from "../schema/session-list";
-import { authenticate, can, requirePermission, tokenFrom } from "./auth";
-import { assertDepth, errorResponse, json, parseJson, readText, validate } from "./http";
+import { refuseDirectRequest } from "./admission";
+import { authenticate, can, requirePermission, tokenFrom, type Principal } from "./auth";
+import { assertDepth, assertWellFormed, attributionOf, drainBody, errorResponse, json, parseJson, readText, validate } from "./http";
 import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";
 
@@ -13,11 +15,6 @@ import { providerError, proxy } from "./proxy/forward";
 // body, and hands a typed request to the actor that owns the session.
 
 type Env = Record<string, unknown>;
-
-function attributionFrom(req: Request): Attribution {
-  const h = (name: string) => req.headers.get(name)?.slice(0, 1024) || undefined;
-  return { agent: h("x-agent-id"), user: h("x-user-id"), run: h("x-run-id"), action: h("x-action"), task: h("x-task-context") };
-}
 
 function sessionIdFrom(raw: string | null | undefined, field: string): string {
   if (!raw) throw new BadRequestError(`${field} is required`, field);
@@ -32,6 +29,7 @@ async function bodyOf(req: Request): Promise<unknown> {
   if (/yaml/i.test(type)) {
     const value = parseYamlText(text);
     assertDepth(value);
+    assertWellFormed(value);
     return value;
   }
   return parseJson(text);
@@ -42,15 +40,52 @@ async function tenantDefault(lobby: Party.FetchLobby, env: Env, tenant: string):
   const res = await callTenant(lobby, tenant, { op: "get-default" });
   const stored = ((await res.json()) as { policy: unknown }).policy;
   if (stored !== null && stored !== undefined) return { policy: stored, source: "tenant" };
-  if (typeof env.GOVERNOR_DEFAULT_POLICY === "string" && env.GOVERNOR_DEFAULT_POLICY.trim()) return { policy: parseYamlText(env.GOVERNOR_DEFAULT_POLICY), source: "env" };
+  if (typeof env.GOVERNOR_DEFAULT_POLICY === "string" && env.GOVERNOR_DEFAULT_POLICY.trim()) {
+    try {
+      return { policy: parseYamlText(env.GOVERNOR_DEFAULT_POLICY), source: "env" };
+    } catch {
+      throw new GovernorError("conflict", 409, "GOVERNOR_DEFAULT_POLICY is not valid YAML or JSON: fix the variable", { field: "GOVERNOR_DEFAULT_POLICY" });
+    }
+  }
   return { policy: null, source: "none" };
 }
 
-/** Tenant default, overridden field by field by the session's own policy. */
+/**
+ * Tenant default, overridden field by field by the session's own policy. A default stored
+ * before today's rules (a lone surrogate, a pattern RE2 refuses) is not enforced half-way:
+ * the open is refused naming it, until an operator sets the default again.
+ */
 async function effectivePolicy(lobby: Party.FetchLobby, env: Env, tenant: string, own: unknown) {
-  const base = (await tenantDefault(lobby, env, tenant)).policy;
+  const { policy: base, source } = await tenantDefault(lobby, env, tenant);
+  if (base !== null && base !== undefined) {
+    const r = StrictPolicy.safeParse(base);
+    if (!r.success) {
+      const where = source === "env" ? "GOVERNOR_DEFAULT_POLICY" : "the tenant's default policy";
+      throw new GovernorError("conflict", 409, `${where} no longer passes validation (${describeIssue(r.error)}): an operator must set it again (PUT /v1/policy)`, { field: issuePath(r.error, "default") });
+    }
+  }
   return parsePolicy(mergePolicies(base ?? {}, own ?? {}));
 }
+
+/** Operators set the secrets in a policy; everyone else sees them masked. */
+function shownPolicy(p: Principal, policy: unknown): unknown {
+  return can(p, "configure") ? policy : maskPolicySecrets(policy);
+}
+
+/** Path segments, percent-decoded; a malformed escape is the caller's mistake, not ours. */
+function pathParts(pathname: string): string[] {
+  return pathname
+    .split("/")
+    .filter(Boolean)
+    .map((seg) => {
+      const decoded = tryDecode(seg);
+      if (decoded === undefined) throw new BadRequestError(`the path holds a malformed percent-encoding: "${seg.slice(0, 64)}"`, "path");
+      return decoded;
+    });
+}
+
+const methodNotAllowed = (method: string, allowed: string) =>
+  new GovernorError("method_not_allowed", 405, `${method} is not allowed here: use ${allowed}`);
 
 /** A YAML or JSON body is either `{id, policy, ...}` or the policy itself with `id` beside it. */
 function openBody(raw: unknown, query: URLSearchParams) {
@@ -67,7 +102,8 @@ function openBody(raw: unknown, query: URLSearchParams) {
 async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.ExecutionContext): Promise<Response | null> {
   const url = new URL(req.url);
   if (url.pathname === "/healthz") return json({ ok: true });
-  const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  if (!url.pathname.startsWith("/v1/") && url.pathname !== "/v1") return null;
+  const parts = pathParts(url.pathname);
   if (parts[0] !== "v1") return null;
   const env = lobby.env as Env;
   const p = authenticate(tokenFrom(req), env.GOVERNOR_TOKENS as string | undefined);
@@ -78,7 +114,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     requirePermission(p, "proxy");
     const provider = id;
     if (provider !== "openai" && provider !== "anthropic") throw new NotFoundError(`unknown provider "${provider}": use openai or anthropic`);
-    if (method !== "POST") throw new GovernorError("bad_request", 405, "the proxy forwards POST requests");
+    if (method !== "POST") throw methodNotAllowed(method, "POST");
     // The provider path is taken as sent (still encoded) and must be plain segments: a
     // decoded %2F or ".." must not walk the gateway's provider key to another path.
     const rest = url.pathname.split("/").filter(Boolean).slice(3);
@@ -88,7 +124,8 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     return proxy(req, lobby, ctx, p, provider, rest.join("/"));
   }
 
-  if (resource === "budget-check" && method === "GET") {
+  if (resource === "budget-check") {
+    if (method !== "GET") throw methodNotAllowed(method, "GET");
     requirePermission(p, "read");
     const session = sessionIdFrom(url.searchParams.get("session"), "session");
     const res = await callSession(lobby, p, session, { op: "get" });
@@ -99,9 +136,11 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   }
 
   if (resource === "policy") {
+    if (parts.length > 2) throw new NotFoundError(`no route ${method} ${url.pathname}`);
     if (method === "GET") {
       requirePermission(p, "read");
-      return json(await tenantDefault(lobby, env, p.tenant));
+      const d = await tenantDefault(lobby, env, p.tenant);
+      return json({ ...d, policy: shownPolicy(p, d.policy) });
     }
     if (method === "PUT" || method === "POST") {
       requirePermission(p, "configure");
@@ -109,6 +148,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       parsePolicy(raw);
       return callTenant(lobby, p.tenant, { op: "set-default", policy: raw });
     }
+    throw methodNotAllowed(method, "GET or PUT");
   }
 
   if (resource !== "sessions") throw new NotFoundError(`no route ${method} ${url.pathname}`);
@@ -127,9 +167,12 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       const policy = await effectivePolicy(lobby, env, p.tenant, own);
       return callSession(lobby, p, body.id, { op: "open", id: body.id, policy, agent: body.agent, user: body.user, task: body.task });
     }
+    throw methodNotAllowed(method, "GET or POST");
   }
 
   const session = sessionIdFrom(id, "session id");
+  // Only approvals take a fourth segment; anything longer names no route.
+  if (parts.length > (sub === "approvals" ? 5 : 4)) throw new NotFoundError(`no route ${method} ${url.pathname}`);
   const key = `${method} ${sub ?? ""}`;
   switch (key) {
     case "GET ":
@@ -143,16 +186,19 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new BadRequestError("limit must be an integer from 1 to 10000", "limit");
       return callSession(lobby, p, session, { op: "log", after, limit });
     }
-    case "GET deliveries":
+    case "GET deliveries": {
       // Delivery records hold the webhook URLs (secrets of their own): not for agents.
       requirePermission(p, "list");
-      return callSession(lobby, p, session, { op: "deliveries" });
+      const res = await callSession(lobby, p, session, { op: "deliveries" });
+      if (!res.ok || can(p, "configure")) return res;
+      return json(maskDeliveries(await res.json()));
+    }
     case "POST actions": {
       requirePermission(p, "check");
       const body = validate(ActionBody, await bodyOf(req));
       const wait = Number(url.searchParams.get("wait") ?? "0");
       if (!Number.isFinite(wait) || wait < 0) throw new BadRequestError("wait must be a number of seconds", "wait");
-      return callSession(lobby, p, session, { op: "action", body, attribution: attributionFrom(req), waitMs: wait * 1000 });
+      return callSession(lobby, p, session, { op: "action", body, attribution: attributionOf(req).attribution, waitMs: wait * 1000 });
     }
     case "POST events": {
       requirePermission(p, "report");
@@ -164,33 +210,67 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       const body = validate(ApprovalBody, await bodyOf(req));
       return callSession(lobby, p, session, { op: "approval", approvalId: subId, decision: body.decision, note: body.note });
     }
-    case "POST kill":
+    case "POST kill": {
+      requirePermission(p, "decide");
+      return kill(req, lobby, p, session);
+    }
     case "POST close": {
       // Closing is the normal end, for whoever may open sessions; killing is an operator's.
-      requirePermission(p, sub === "kill" ? "decide" : "open");
+      requirePermission(p, "open");
       const text = await readText(req);
       const body = text.trim() ? validate(KillBody, parseJson(text)) : {};
-      const how = sub === "kill" ? "kill" : "close";
-      return callSession(lobby, p, session, { op: how, reason: body.reason ?? (how === "kill" ? "killed by an operator" : "closed") });
+      return callSession(lobby, p, session, { op: "close", reason: body.reason ?? "closed" });
     }
   }
+  if (["", "log", "deliveries", "actions", "events", "approvals", "kill", "close"].includes(sub ?? "")) {
+    throw methodNotAllowed(method, sub === undefined || sub === "log" || sub === "deliveries" ? "GET" : "POST");
+  }
   throw new NotFoundError(`no route ${method} ${url.pathname}`);
+}
+
+/**
+ * The kill switch answers to its caller's role and the session, never to its body: a body
+ * too large, not JSON, or with a reason that is not well-formed text still kills, with the
+ * reason replaced and the event and answer saying so.
+ */
+async function kill(req: Request, lobby: Party.FetchLobby, p: Principal, session: string): Promise<Response> {
+  let text = "";
+  let unreadable: string | undefined;
+  try {
+    text = await readText(req);
+  } catch (e) {
+    unreadable = e instanceof GovernorError ? e.message : "the request body could not be read";
+    await drainBody(req);
+  }
+  const { reason, replaced } = unreadable ? { reason: "killed by an operator", replaced: unreadable } : killRequest(text);
+  const res = await callSession(lobby, p, session, { op: "kill", reason, ...(replaced && { replaced }) });
+  if (!res.ok || !replaced) return res;
+  return json({ ...((await res.json()) as object), reasonReplaced: replaced });
 }
 
 export default class Gateway {
   constructor(readonly room: Party.Room) {}
 
+  // The gateway is PartyKit's "main" party too, so /party/<id> would reach a room of it
+  // that has no handlers (a 500 from PartyKit); nothing is served there.
+  static onBeforeRequest = refuseDirectRequest;
+  static onBeforeConnect = refuseDirectRequest;
+
   static async onFetch(req: Party.Request, lobby: Party.FetchLobby, ctx: Party.ExecutionContext): Promise<Response> {
+    const request = req as unknown as Request;
+    let res: Response;
     try {
-      const res = await route(req as unknown as Request, lobby, ctx);
-      if (res) return res;
-      return json({ error: { code: "not_found", message: "not found" } }, 404);
+      res = (await route(request, lobby, ctx)) ?? json({ error: { code: "not_found", message: "not found" } }, 404);
     } catch (e) {
       // Proxy callers get refusals in their provider's shape, so their SDK raises its own error.
       const provider = /^\/v1\/proxy\/(openai|anthropic)\//.exec(new URL(req.url).pathname)?.[1] as "openai" | "anthropic" | undefined;
-      if (provider && e instanceof GovernorError) return providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });
-      return errorResponse(e);
+      if (provider && e instanceof GovernorError) res = providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });
+      else res = errorResponse(e);
     }
+    // A refusal made before the body was read (a bad token, an unknown route) leaves it
+    // unread, and the runtime would then drop the keep-alive connection: read it first.
+    await drainBody(request);
+    return res;
   }
 }
 

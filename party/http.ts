@@ -1,8 +1,12 @@
 import { BadRequestError, GovernorError, PayloadTooLargeError } from "../lib/errors";
+import { MAX_BODY_BYTES, MAX_DEPTH, MAX_DRAIN_BYTES } from "../lib/limits";
+import { findBadText } from "../lib/text";
+import { AttributionHeaders } from "../schema/api";
+import type { Attribution } from "../schema/events";
 import { describeIssue, issuePath } from "../schema/policy";
 import type { z } from "zod";
 
-export const MAX_BODY_BYTES = 1024 * 1024;
+export { MAX_BODY_BYTES };
 
 export function json(body: unknown, status = 200, headers: HeadersInit = {}): Response {
   return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } });
@@ -27,6 +31,12 @@ const DRAIN_LIMIT = 64 * 1024 * 1024;
  */
 export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<string> {
   if (!req.body) return "";
+  // Bodies are read as sent: a compressed one would reach the JSON parser as bytes.
+  const encoding = req.headers.get("content-encoding")?.trim().toLowerCase();
+  if (encoding && encoding !== "identity") {
+    await drainBody(req);
+    throw new GovernorError("unsupported_media_type", 415, `Content-Encoding "${encoding.slice(0, 64)}" is not accepted: send the body uncompressed`, { field: "Content-Encoding" });
+  }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -47,10 +57,37 @@ export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<st
     all.set(c, at);
     at += c.byteLength;
   }
-  return new TextDecoder().decode(all);
+  try {
+    // Fatal: bytes that are not UTF-8 are refused, not turned into U+FFFD behind the sender's back.
+    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+  } catch {
+    throw new BadRequestError("body is not valid UTF-8", "body");
+  }
 }
 
-const MAX_DEPTH = 64;
+/**
+ * Reads and drops what is left of a body we answer without reading: the runtime drops a
+ * keep-alive connection whose request body was left unread, and the client's next
+ * request on it fails. Past `limit` bytes the rest is cancelled (that connection ends).
+ */
+export async function drainBody(req: Request, limit = MAX_DRAIN_BYTES): Promise<void> {
+  if (!req.body || req.bodyUsed) return;
+  try {
+    const reader = req.body.getReader();
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      size += value.byteLength;
+      if (size > limit) {
+        await reader.cancel();
+        return;
+      }
+    }
+  } catch {
+    /* the client went away: nothing left to keep alive */
+  }
+}
 
 /** Deeper than any real request: refused before recursive code (hashing, counting) meets it. */
 export function assertDepth(value: unknown, field = "body"): void {
@@ -63,6 +100,14 @@ export function assertDepth(value: unknown, field = "body"): void {
   }
 }
 
+/** Refuses a body holding a string (or key) that is not well-formed UTF-16, naming where. */
+export function assertWellFormed(value: unknown, field = "body"): void {
+  const bad = findBadText(value);
+  if (!bad) return;
+  const path = bad.path.map(String).join(".") || field;
+  throw new BadRequestError(`${path}: ${bad.message}`, path);
+}
+
 export function parseJson(text: string): unknown {
   if (text.trim() === "") throw new BadRequestError("body is empty: expected JSON", "body");
   let value: unknown;
@@ -72,7 +117,27 @@ export function parseJson(text: string): unknown {
     throw new BadRequestError(`body is not valid JSON: ${(e as Error).message}`, "body");
   }
   assertDepth(value);
+  assertWellFormed(value);
   return value;
+}
+
+/** Who a request is attributed to, from the headers the log records; each is checked, not cut. */
+export function attributionOf(req: Request): { attribution: Attribution; idempotencyKey?: string } {
+  const h = (name: string) => req.headers.get(name) || undefined;
+  const r = AttributionHeaders.safeParse({
+    "X-Agent-ID": h("x-agent-id"),
+    "X-User-ID": h("x-user-id"),
+    "X-Run-ID": h("x-run-id"),
+    "X-Action": h("x-action"),
+    "X-Task-Context": h("x-task-context"),
+    "Idempotency-Key": h("idempotency-key"),
+  });
+  if (!r.success) throw new BadRequestError(describeIssue(r.error), issuePath(r.error));
+  const d = r.data;
+  return {
+    attribution: { agent: d["X-Agent-ID"], user: d["X-User-ID"], run: d["X-Run-ID"], action: d["X-Action"], task: d["X-Task-Context"] },
+    idempotencyKey: d["Idempotency-Key"],
+  };
 }
 
 export function validate<S extends z.ZodType>(schema: S, value: unknown, prefix = ""): z.infer<S> {

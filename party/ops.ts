@@ -18,7 +18,7 @@ export type SessionOp =
   | { op: "action"; body: ActionBody; attribution: Attribution; waitMs: number }
   | { op: "report"; body: ReportBody }
   | { op: "approval"; approvalId: string; decision: "approve" | "deny"; note?: string }
-  | { op: "kill" | "close"; reason: string }
+  | { op: "kill" | "close"; reason: string; /** why the operator's reason was replaced (see killReason) */ replaced?: string }
   | { op: "reserve"; input: ReserveRequest }
   | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage }
   | { op: "progress"; requestId: string; costUsd: number; usage: Usage }

@@ -1,7 +1,7 @@
 import type * as Party from "partykit/server";
 import { GENESIS, sha256Hex, canonicalJson } from "../lib/chain";
 import { appendDrafts } from "../machines/log";
-import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
+import { ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
 import { toUsd } from "../lib/money";
 import {
   decideAction,
@@ -24,12 +24,13 @@ import type { SessionContext } from "../machines/context";
 import type { RateHit } from "../machines/rules";
 import { summarize } from "../machines/summary";
 import type { EventDraft, GovernorEvent } from "../schema/events";
-import { ClientMessage, type DecisionMessage, type Role, type ServerMessage } from "../schema/protocol";
-import type { ActionBody, ReportBody } from "../schema/api";
+import type { DecisionMessage, Role, ServerMessage } from "../schema/protocol";
+import { killReason, type ActionBody, type ReportBody } from "../schema/api";
 import type { Attribution, Usage } from "../schema/events";
 import { can, requirePermission, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
-import { assertDepth, errorResponse, json } from "./http";
+import { errorResponse, json } from "./http";
+import { decodeClientMessage } from "./messages";
 import { callTenant } from "./calls";
 import { INTERNAL, type ReserveAnswer, type ReserveRequest, type SessionOp } from "./ops";
 import { Notifier } from "./notify";
@@ -304,25 +305,10 @@ export default class SessionActor implements Party.Server {
   async onMessage(raw: string | ArrayBuffer | ArrayBufferView, conn: Party.Connection<ConnState>) {
     let id: string | undefined;
     try {
-      let data: unknown;
-      try {
-        data = JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw as ArrayBuffer));
-      } catch {
-        throw new BadRequestError("message is not valid JSON", "message");
-      }
-      assertDepth(data, "message");
-      if (data && typeof data === "object") {
-        const d = data as { id?: unknown; report?: { id?: unknown } };
-        const candidate = d.id ?? d.report?.id;
-        if (typeof candidate === "string") id = candidate;
-      }
-      const parsed = ClientMessage.safeParse(data);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        const field = issue?.path.join(".") || "type";
-        throw new BadRequestError(`${field}: ${issue?.message}`, field);
-      }
-      const msg = parsed.data;
+      const decoded = decodeClientMessage(raw);
+      id = decoded.id;
+      if (!decoded.msg) throw decoded.error;
+      const msg = decoded.msg;
       const state = conn.state!;
       const need = (p: Permission) => requirePermission({ tenant: state.tenant, role: state.role, name: state.name }, p);
       this.requireOpen();
@@ -346,7 +332,10 @@ export default class SessionActor implements Party.Server {
           return;
         case "kill":
           need("decide");
-          await this.end("kill", msg.reason ?? "killed by an operator", state.name);
+          {
+            const { reason, replaced } = killReason(msg.reason);
+            await this.end("kill", reason, state.name, replaced);
+          }
           return;
         case "subscribe":
           need("export");
@@ -384,7 +373,7 @@ export default class SessionActor implements Party.Server {
           return json(await this.approval(op.approvalId, op.decision, by, op.note));
         case "kill":
         case "close":
-          return json(await this.end(op.op, op.reason, by));
+          return json(await this.end(op.op, op.reason, by, op.replaced));
         case "reserve":
           return await this.reserve(op.input);
         case "settle":
@@ -566,8 +555,8 @@ export default class SessionActor implements Party.Server {
     });
   }
 
-  private async end(how: "kill" | "close", reason: string, by: string) {
-    const d = decideEnd(this.view, { how, by, reason, id: crypto.randomUUID() });
+  private async end(how: "kill" | "close", reason: string, by: string, replaced?: string) {
+    const d = decideEnd(this.view, { how, by, reason, replaced, id: crypto.randomUUID() });
     const { write } = this.commit(d.drafts);
     await write;
     return summarize(this.snapshot);

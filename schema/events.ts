@@ -112,7 +112,8 @@ export const EventData = {
   }),
   "approval.granted": z.object({ approvalId: Id, by: Str, note: Str.optional() }),
   "approval.denied": z.object({ approvalId: Id, by: Str, note: Str.optional(), timedOut: z.boolean().default(false) }),
-  "session.killed": z.object({ by: Str, rule: Str.optional(), reason: Str }),
+  // `replaced`: why the operator's reason could not be kept as sent (the kill happened anyway).
+  "session.killed": z.object({ by: Str, rule: Str.optional(), reason: Str, replaced: Str.optional() }),
   "session.closed": z.object({ by: Str, reason: Str.optional() }),
   "subject.redacted": z.object({ subject: Str, fields: z.array(Str), by: Str }),
 } as const;

@@ -2,6 +2,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { Duration } from "../lib/duration";
 import { BadRequestError } from "../lib/errors";
+import { checkPolicyLimits } from "./policy-limits";
 
 // Strict objects everywhere: a typo in a policy ("sesion_usd") must be refused with its
 // path, not silently ignored and leave the session unbudgeted.
@@ -11,17 +12,9 @@ const Fraction = z.number().gt(0).lte(1);
 export const ArgRule = z.strictObject({
   max: z.number().finite().optional(),
   min: z.number().finite().optional(),
-  pattern: z
-    .string()
-    .refine((p) => {
-      try {
-        new RegExp(p);
-        return true;
-      } catch {
-        return false;
-      }
-    }, "not a valid regular expression")
-    .optional(),
+  // RE2 syntax, checked (with every other limit) by StrictPolicy; any string here, so a log
+  // written when patterns were JavaScript RegExps still replays.
+  pattern: z.string().optional(),
   forbidden: z.array(z.string().min(1)).optional(),
   require_approval_above: z.number().finite().optional(),
   required: z.boolean().optional(),
@@ -96,6 +89,13 @@ export const Policy = z.strictObject({
   keep_raw: z.boolean().default(false),
 });
 
+/**
+ * The policy as the edge takes it: the shape above, plus well-formed text, RE2 patterns and
+ * bounds on every list, count and amount (schema/policy-limits.ts). `Policy` alone parses
+ * what is stored, which an older version may have written under looser rules.
+ */
+export const StrictPolicy = Policy.superRefine(checkPolicyLimits);
+
 export type Policy = z.infer<typeof Policy>;
 export type PolicyInput = z.input<typeof Policy>;
 export type ArgRule = z.infer<typeof ArgRule>;
@@ -115,7 +115,7 @@ export function describeIssue(error: z.ZodError, prefix = ""): string {
 }
 
 export function parsePolicy(input: unknown, prefix = "policy"): Policy {
-  const r = Policy.safeParse(input ?? {});
+  const r = StrictPolicy.safeParse(input ?? {});
   if (!r.success) throw new BadRequestError(describeIssue(r.error, prefix), issuePath(r.error, prefix));
   return r.data;
 }

@@ -1,6 +1,8 @@
 import { z } from "zod";
+import { MAX_ID, MAX_TEXT } from "../lib/limits";
 import { ActionBody, ReportBody } from "./api";
 import { GovernorEvent } from "./events";
+import { text } from "./text";
 
 // WebSocket messages. Every message carries a `type`; the server validates each incoming
 // one and answers a bad one with an `error` message instead of closing the socket.
@@ -70,12 +72,16 @@ export const ServerMessage = z.discriminatedUnion("type", [
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 
+const ClientId = text(MAX_ID, 1);
+const Note = text(MAX_TEXT);
+
 export const ClientMessage = z.discriminatedUnion("type", [
-  ActionBody.extend({ type: z.literal("check"), id: z.string().min(1).max(256) }),
+  ActionBody.extend({ type: z.literal("check"), id: ClientId }),
   z.object({ type: z.literal("report"), report: ReportBody }),
-  z.object({ type: z.literal("approve"), approvalId: z.string().min(1).max(256), note: z.string().max(1024).optional() }),
-  z.object({ type: z.literal("deny"), approvalId: z.string().min(1).max(256), note: z.string().max(1024).optional() }),
-  z.object({ type: z.literal("kill"), reason: z.string().max(1024).optional() }),
+  z.object({ type: z.literal("approve"), approvalId: ClientId, note: Note.optional() }),
+  z.object({ type: z.literal("deny"), approvalId: ClientId, note: Note.optional() }),
+  // Any reason: the kill switch replaces one it cannot keep (see killReason) and kills anyway.
+  z.object({ type: z.literal("kill"), reason: z.unknown().optional() }),
   z.object({ type: z.literal("subscribe"), tail: z.boolean().default(true), after: z.number().int().nonnegative().optional() }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessage>;

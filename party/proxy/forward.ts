@@ -6,7 +6,7 @@ import { countPromptTokens, countTextTokens } from "./tokens";
 import { StreamUsageTracker, usageFromJson, withStreamUsage } from "./usage";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
-import { parseJson, readText } from "../http";
+import { attributionOf, parseJson, readText } from "../http";
 import type { ReserveAnswer, ReserveRequest } from "../ops";
 
 // The proxy: reserve the worst case in the session's actor, forward with the gateway's
@@ -103,6 +103,7 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
   try {
     session = req.headers.get("x-session-id") ?? "";
     if (!/^[A-Za-z0-9._~-]{1,128}$/.test(session)) throw new BadRequestError(session ? "X-Session-ID: use 1-128 letters, digits, '.', '_', '~' or '-'" : "X-Session-ID header is required", "X-Session-ID");
+    const { attribution, idempotencyKey: clientKey } = attributionOf(req);
     const text = await readText(req, MAX_PROXY_BODY);
     const parsed = parseJson(text);
     if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new BadRequestError("body must be a JSON object", "body");
@@ -111,7 +112,6 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     const model = body.model;
     const promptTokens = countPromptTokens(provider, path, body);
     const price = priceFor(provider, model);
-    const clientKey = req.headers.get("idempotency-key")?.slice(0, 200);
     input = {
       requestId: clientKey || crypto.randomUUID(),
       clientKey: Boolean(clientKey),
@@ -124,13 +124,7 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
       // Anthropic bills prompt caching writes above the input price: that is the worst case.
       price: price ? { input: cachesPrompt(provider, body) ? Math.max(price.price.input, price.price.cacheWrite ?? 0) : price.price.input, output: price.price.output } : null,
       promptHash: sha256Hex(JSON.stringify(body.messages ?? body.input ?? body.system ?? "")),
-      attribution: {
-        agent: req.headers.get("x-agent-id")?.slice(0, 1024) || undefined,
-        user: req.headers.get("x-user-id")?.slice(0, 1024) || undefined,
-        run: req.headers.get("x-run-id")?.slice(0, 1024) || undefined,
-        action: req.headers.get("x-action")?.slice(0, 1024) || undefined,
-        task: req.headers.get("x-task-context")?.slice(0, 1024) || undefined,
-      },
+      attribution,
     };
   } catch (e) {
     if (e instanceof GovernorError) return fail(e);
