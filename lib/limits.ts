@@ -37,17 +37,21 @@ export const MAX_URL = 2048;
 /**
  * Patterns: RE2 syntax, at most this long, compiling to at most this many instructions, at
  * most this many per policy. Compiling costs about 1 us per instruction, and a pattern of
- * this length can ask for ~50,000 before it is refused, so a policy's validation stays
+ * this length can ask for ~50,000 before it is refused (~50 ms), so a policy's validation stays
  * bounded too (each distinct pattern is compiled once per isolate).
  */
 export const MAX_PATTERN_LENGTH = 512;
-export const MAX_PATTERN_PROGRAM = 2000;
+export const MAX_PATTERN_PROGRAM = 1000;
 export const MAX_PATTERNS = 32;
 /**
- * The work one action's argument checks may do, in units of (pattern instructions x
- * characters) plus (forbidden entries x characters). RE2's worst case (its NFA) costs about
- * 5 ns per unit on this project's machine, so the bound keeps any one check under ~50 ms;
- * typical checks run on the DFA and cost a small fraction of this. Past it, the action is
- * refused (fail closed), never checked in part.
+ * The work one action's argument checks may do. A pattern costs (its RE2 instructions x
+ * the characters it reads); a forbidden list costs (its entries x the characters it
+ * scans) / 32. Measured on this project's 2-core machine, RE2's worst case (a pattern
+ * whose DFA keeps making new states, then its NFA) costs about 100 ns per unit, and a
+ * worst-case substring search about 4 ns per character and entry; so no action's checks
+ * can take much over ~50 ms. Typical checks run on the DFA at a small fraction of this.
+ * Past the bound the action is refused (fail closed), never checked in part.
  */
-export const MAX_CHECK_WORK = 1 << 23;
+export const MAX_CHECK_WORK = 1 << 19;
+/** How many forbidden-list (character x entry) steps make one unit of MAX_CHECK_WORK. */
+export const FORBIDDEN_STEPS_PER_UNIT = 32;

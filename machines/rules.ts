@@ -1,4 +1,4 @@
-import { MAX_CHECK_WORK } from "../lib/limits";
+import { FORBIDDEN_STEPS_PER_UNIT, MAX_CHECK_WORK } from "../lib/limits";
 import { compilePattern, testPattern } from "../lib/pattern";
 import type { ArgRule, Policy, RateRule } from "../schema/policy";
 
@@ -86,7 +86,7 @@ function checkOne(rule: ArgRule, path: string, name: string, value: unknown, pre
     const texts = stringsIn(value);
     let size = 0;
     for (const t of texts) size += t.length + 1;
-    if (!meter.spend(size * rule.forbidden.length)) return tooMuch(`${path}.forbidden`, name);
+    if (!meter.spend((size * rule.forbidden.length) / FORBIDDEN_STEPS_PER_UNIT)) return tooMuch(`${path}.forbidden`, name);
     const lowered = texts.map((s) => s.toLowerCase());
     const found = rule.forbidden.find((f) => lowered.some((t) => t.includes(f.toLowerCase())));
     if (found) return { deny: { rule: `${path}.forbidden`, reason: `argument "${name}" contains forbidden text "${found}"` } };
