@@ -9,8 +9,12 @@ export const MAX_BODY_BYTES = 1024 * 1024;
  * sees the message; below that, ours answers an `error` and the socket stays open.
  */
 export const MAX_SOCKET_MESSAGE_BYTES = 256 * 1024;
-/** A refusal answered before the body was read drains this much, so keep-alive survives. */
-export const MAX_DRAIN_BYTES = 1024 * 1024;
+/**
+ * A refusal answered before the body was read drains up to this much (the proxy's body
+ * limit), so the client's keep-alive connection survives; past it, the answer carries
+ * `Connection: close` and the connection ends.
+ */
+export const MAX_DRAIN_BYTES = 16 * 1024 * 1024;
 /** JSON nesting, in bodies, messages and policies. */
 export const MAX_DEPTH = 64;
 

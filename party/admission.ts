@@ -1,6 +1,6 @@
 import type * as Party from "partykit/server";
 import { authenticate, tokenFrom, type Principal } from "./auth";
-import { drainBody, errorResponse, json } from "./http";
+import { closing, drainBody, errorResponse, json } from "./http";
 import { INTERNAL } from "./ops";
 
 // The actors' own doors. Sockets come straight to a room (browsers cannot go through a
@@ -24,6 +24,6 @@ export function admitSocket(req: Party.Request, lobby: Party.Lobby, allow: (p: P
 
 /** Read first, so a keep-alive client's connection survives the refusal. */
 export async function refuseDirectRequest(req: Party.Request): Promise<Response> {
-  await drainBody(req as unknown as Request);
-  return json({ error: { code: "not_found", message: "use the /v1 routes" } }, 404);
+  const res = json({ error: { code: "not_found", message: "use the /v1 routes" } }, 404);
+  return (await drainBody(req as unknown as Request)) ? res : closing(res);
 }

@@ -7,7 +7,7 @@ import { maskDeliveries, maskPolicySecrets } from "../schema/secrets";
 import { parseSessionListQuery } from "../schema/session-list";
 import { refuseDirectRequest } from "./admission";
 import { authenticate, can, requirePermission, tokenFrom, type Principal } from "./auth";
-import { assertDepth, assertWellFormed, attributionOf, drainBody, errorResponse, json, parseJson, readText, validate } from "./http";
+import { assertDepth, assertWellFormed, attributionOf, closing, drainBody, errorResponse, json, parseJson, readText, validate } from "./http";
 import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";
 
@@ -269,8 +269,8 @@ export default class Gateway {
     }
     // A refusal made before the body was read (a bad token, an unknown route) leaves it
     // unread, and the runtime would then drop the keep-alive connection: read it first.
-    await drainBody(request);
-    return res;
+    // Past the drain limit the connection ends, and the answer says so.
+    return (await drainBody(request)) ? res : closing(res);
   }
 }
 

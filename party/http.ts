@@ -70,23 +70,31 @@ export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<st
  * keep-alive connection whose request body was left unread, and the client's next
  * request on it fails. Past `limit` bytes the rest is cancelled (that connection ends).
  */
-export async function drainBody(req: Request, limit = MAX_DRAIN_BYTES): Promise<void> {
-  if (!req.body || req.bodyUsed) return;
+export async function drainBody(req: Request, limit = MAX_DRAIN_BYTES): Promise<boolean> {
+  if (!req.body || req.bodyUsed) return true;
   try {
     const reader = req.body.getReader();
     let size = 0;
     for (;;) {
       const { done, value } = await reader.read();
-      if (done) return;
+      if (done) return true;
       size += value.byteLength;
       if (size > limit) {
         await reader.cancel();
-        return;
+        return false;
       }
     }
   } catch {
-    /* the client went away: nothing left to keep alive */
+    // The client went away: nothing left to keep alive.
+    return false;
   }
+}
+
+/** Tells the client not to reuse a connection whose request body we did not read to the end. */
+export function closing(res: Response): Response {
+  const out = new Response(res.body, res);
+  out.headers.set("connection", "close");
+  return out;
 }
 
 /** Deeper than any real request: refused before recursive code (hashing, counting) meets it. */

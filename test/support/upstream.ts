@@ -495,7 +495,15 @@ export async function startUpstream(opts: { port?: number; host?: string } = {})
       const rec: Recorded = { method: req.method ?? "GET", path: pathname, url, headers, body, aborted: false, at };
       requests.push(rec);
       const behavior = queue.length > 0 ? queue.shift()! : fallback;
-      handle(res, rec, behavior, badJson);
+      try {
+        handle(res, rec, behavior, badJson);
+      } catch (e) {
+        // A body no real provider would take (the fuzz tests send such): its 400, not a crash.
+        if (!res.headersSent) {
+          res.writeHead(400, { "content-type": "application/json" });
+          res.end(JSON.stringify({ error: { type: "invalid_request_error", message: `stand-in could not read the body: ${(e as Error).message}` } }));
+        } else res.destroy();
+      }
     });
   });
 
