@@ -72,22 +72,34 @@ export interface BadText {
  * longer than `maxString` units. Iterative, so depth costs no stack.
  */
 export function findBadText(value: unknown, maxString = Infinity): BadText | undefined {
-  // A `key` entry stands for an object key, checked in document order with its value.
-  const stack: Array<{ v: unknown; path: Array<string | number>; key?: string }> = [{ v: value, path: [] }];
+  // Each entry links to its parent; a path is only built for the one bad string found.
+  type Node = { v: unknown; key?: string | number; parent?: Node };
+  const pathOf = (n: Node): Array<string | number> => {
+    const out: Array<string | number> = [];
+    for (let at: Node | undefined = n; at?.parent; at = at.parent) out.push(at.key!);
+    return out.reverse();
+  };
+  const stack: Node[] = [{ v: value }];
   while (stack.length) {
-    const { v, path, key } = stack.pop()!;
-    if (key !== undefined && !isWellFormed(key)) return { path: [...path.slice(0, -1), toWellFormed(key)], message: "this key holds a lone UTF-16 surrogate: not well-formed text" };
+    const node = stack.pop()!;
+    const { v, key } = node;
+    if (typeof key === "string" && !isWellFormed(key)) {
+      const path = pathOf(node);
+      path[path.length - 1] = toWellFormed(key);
+      return { path, message: "this key holds a lone UTF-16 surrogate: not well-formed text" };
+    }
     if (typeof v === "string") {
-      if (!isWellFormed(v)) return { path, message: "holds a lone UTF-16 surrogate: not well-formed text" };
-      if (v.length > maxString) return { path, message: `is longer than ${maxString} characters` };
+      if (!isWellFormed(v)) return { path: pathOf(node), message: "holds a lone UTF-16 surrogate: not well-formed text" };
+      if (v.length > maxString) return { path: pathOf(node), message: `is longer than ${maxString} characters` };
       continue;
     }
     if (v === null || typeof v !== "object") continue;
-    const entries: Array<[string | number, unknown]> = Array.isArray(v) ? v.map((x, i) => [i, x]) : Object.entries(v);
-    // Reversed onto the stack, so the first bad string in document order is the one named.
-    for (let i = entries.length - 1; i >= 0; i--) {
-      const [k, child] = entries[i];
-      stack.push({ v: child, path: [...path, k], key: typeof k === "string" ? k : undefined });
+    // Pushed in reverse, so the first bad string in document order is the one named.
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push({ v: v[i], key: i, parent: node });
+    } else {
+      const keys = Object.keys(v);
+      for (let i = keys.length - 1; i >= 0; i--) stack.push({ v: (v as Record<string, unknown>)[keys[i]], key: keys[i], parent: node });
     }
   }
   return undefined;
