@@ -13,6 +13,9 @@ export interface Reservation {
   model?: string;
   run?: string;
   action?: string;
+  /** The input-token estimate before the learned ratio: what a settle's billed input is compared with. */
+  estimateTokens?: number;
+  profile?: string;
 }
 
 export interface PendingApproval {
@@ -53,6 +56,8 @@ export interface SessionContext {
   seq: number;
   spentNanos: number;
   reservedNanos: number;
+  /** What settles charged above their reservations, summed. */
+  overrunNanos: number;
   reservations: Record<string, Reservation>;
   runSpentNanos: Record<string, number>;
   actionSpentNanos: Record<string, number>;
@@ -81,6 +86,7 @@ export function initialContext(): SessionContext {
     seq: 0,
     spentNanos: 0,
     reservedNanos: 0,
+    overrunNanos: 0,
     reservations: {},
     runSpentNanos: {},
     actionSpentNanos: {},
@@ -145,9 +151,21 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
     case "request.reserved": {
       const d = event.data;
       const nanos = toNanos(d.estimateUsd);
-      const r: Reservation = { requestId: d.requestId, kind: d.kind, estimateNanos: nanos, expiresAt: d.expiresAt, model: d.model, run: d.attribution.run, action: d.attribution.action };
+      const r: Reservation = {
+        requestId: d.requestId,
+        kind: d.kind,
+        estimateNanos: nanos,
+        expiresAt: d.expiresAt,
+        model: d.model,
+        run: d.attribution.run,
+        action: d.attribution.action,
+        ...(d.estimateTokens !== undefined && { estimateTokens: d.estimateTokens }),
+        ...(d.profile && { profile: d.profile }),
+      };
       const window = ctx.policy?.runaway.window ?? 5;
-      const promptWindow = d.kind === "llm" && d.promptTokens !== undefined ? [...ctx.promptWindow, d.promptTokens].slice(-window) : ctx.promptWindow;
+      // Runaway compares sizes call to call: the size bound where the event has it, else (older logs) the token count.
+      const size = d.promptSize ?? d.promptTokens;
+      const promptWindow = d.kind === "llm" && size !== undefined ? [...ctx.promptWindow, size].slice(-window) : ctx.promptWindow;
       return {
         ...base,
         ...recordHit(ctx, event.ts, d.attribution.run),
@@ -166,6 +184,7 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
         ...base,
         ...(r ? { reservations: without(ctx.reservations, d.requestId), reservedNanos: ctx.reservedNanos - r.estimateNanos } : {}),
         ...charge(ctx, nanos, r?.run ?? d.attribution.run, r?.action ?? d.attribution.action),
+        overrunNanos: ctx.overrunNanos + (d.overrunUsd ? toNanos(d.overrunUsd) : 0),
       };
     }
     case "request.denied":
@@ -212,10 +231,11 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
       return { ...base, approvals: without(ctx.approvals, p.approvalId), counters: { ...c, denied: c.denied + 1 } };
     }
     // An ended session has nothing left to approve: pending approvals end with it.
+    // The first end is the one that stands (logs written before exactly-one-end may hold more).
     case "session.killed":
-      return { ...base, approvals: {}, killed: { by: event.data.by, reason: event.data.reason, rule: event.data.rule, at: event.ts } };
+      return { ...base, approvals: {}, killed: ctx.killed ?? (ctx.closed ? undefined : { by: event.data.by, reason: event.data.reason, rule: event.data.rule, at: event.ts }) };
     case "session.closed":
-      return { ...base, approvals: {}, closed: { by: event.data.by, reason: event.data.reason, at: event.ts } };
+      return { ...base, approvals: {}, closed: ctx.closed ?? (ctx.killed ? undefined : { by: event.data.by, reason: event.data.reason, at: event.ts }) };
     case "subject.redacted":
       return base;
   }

@@ -1,9 +1,9 @@
-import { EventData, type Attribution, type EventDraft, type GovernorEvent, type Usage } from "../schema/events";
+import { EventData, type Attribution, type EventDraft, type GovernorEvent } from "../schema/events";
 import type { Policy } from "../schema/policy";
 import { moneyLimit, toNanos, toUsd } from "../lib/money";
 import { BadRequestError } from "../lib/errors";
 import { reduce, type SessionContext } from "./context";
-import { checkArgs, checkRate, isRunaway, type RateHit, type RuleHit } from "./rules";
+import { checkArgs, checkRate, type RateHit, type RuleHit } from "./rules";
 import type { SessionState } from "./session";
 
 // The policy engine: given the folded session and a request, which events does the
@@ -21,12 +21,15 @@ export const STATUS: Record<Code, number> = {
 };
 
 export interface Verdict {
-  decision: "allow" | "deny" | "review" | "hold";
+  /** "count": the reservation used a size bound that does not fit; a counted estimate may. */
+  decision: "allow" | "deny" | "review" | "hold" | "count";
   code?: Code;
   rule?: string;
   reason?: string;
   approvalId?: string;
   retryAfterMs?: number;
+  /** On an allowed call: the output cap per choice, when budget.fit_output lowered it. */
+  outputCap?: number;
 }
 
 export interface Decision {
@@ -39,13 +42,13 @@ export interface View {
   context: SessionContext;
 }
 
-interface Refusal extends RuleHit {
+export interface Refusal extends RuleHit {
   code: Code;
   retryAfterMs?: number;
   kill?: boolean;
 }
 
-function policyOf(ctx: SessionContext): Policy {
+export function policyOf(ctx: SessionContext): Policy {
   if (!ctx.policy) throw new Error("session is not open");
   return ctx.policy;
 }
@@ -73,13 +76,13 @@ export function remainingUsd(ctx: SessionContext): number | null {
   return toUsd(Math.max(0, toNanos(limit) - committedNanos(ctx)));
 }
 
-function stateRefusal(view: View): Refusal | undefined {
+export function stateRefusal(view: View): Refusal | undefined {
   if (view.state === "killed") return { code: "session_killed", rule: "session.killed", reason: `session was killed: ${view.context.killed?.reason ?? "no reason given"}` };
   if (view.state === "closed") return { code: "session_closed", rule: "session.closed", reason: "session is closed" };
   return undefined;
 }
 
-function durationRefusal(ctx: SessionContext, now: number): Refusal | undefined {
+export function durationRefusal(ctx: SessionContext, now: number): Refusal | undefined {
   const max = policyOf(ctx).limits.max_duration;
   if (max !== undefined && now - ctx.openedAt > max) {
     return { code: "policy_violation", rule: "limits.max_duration", reason: `session is older than its max_duration of ${max / 1000}s` };
@@ -87,7 +90,7 @@ function durationRefusal(ctx: SessionContext, now: number): Refusal | undefined 
   return undefined;
 }
 
-function rateRefusal(ctx: SessionContext, now: number, run?: string): Refusal | undefined {
+export function rateRefusal(ctx: SessionContext, now: number, run?: string): Refusal | undefined {
   for (const rule of policyOf(ctx).limits.rate ?? []) {
     const hit =
       rule.per === "session" ? checkRate(rule, ctx.hits, now, "session") : rule.per === "run" && run ? checkRate(rule, ctx.runHits[run] ?? [], now, `run ${run}`) : undefined;
@@ -96,7 +99,19 @@ function rateRefusal(ctx: SessionContext, now: number, run?: string): Refusal | 
   return undefined;
 }
 
-function budgetRefusal(ctx: SessionContext, costNanos: number, run?: string, action?: string): Refusal | undefined {
+/** What is left under the tightest ceiling that applies (session, run, action); undefined when none does. */
+export function headroomNanos(ctx: SessionContext, run?: string, action?: string): number | undefined {
+  const b = policyOf(ctx).budget;
+  let room: number | undefined;
+  const take = (limitUsd: number, committed: number) => (room = Math.min(room ?? Infinity, toNanos(limitUsd) - committed));
+  if (b.session_usd !== undefined) take(b.session_usd, committedNanos(ctx));
+  if (run && b.run_usd !== undefined) take(b.run_usd, (ctx.runSpentNanos[run] ?? 0) + reservedFor(ctx, "run", run) + pendingApprovalNanos(ctx, (r) => r === run));
+  const actionLimit = action ? b.action_usd?.[action] : undefined;
+  if (action && actionLimit !== undefined) take(actionLimit, (ctx.actionSpentNanos[action] ?? 0) + reservedFor(ctx, "action", action) + pendingApprovalNanos(ctx, (_r, a) => a === action));
+  return room;
+}
+
+export function budgetRefusal(ctx: SessionContext, costNanos: number, run?: string, action?: string): Refusal | undefined {
   const b = policyOf(ctx).budget;
   const kill = b.on_exceed === "kill";
   // The hard bounds hold with or without a budget: money must stay exact (lib/money.ts).
@@ -119,11 +134,11 @@ function budgetRefusal(ctx: SessionContext, costNanos: number, run?: string, act
   return undefined;
 }
 
-function hasBudget(policy: Policy, action?: string): boolean {
+export function hasBudget(policy: Policy, action?: string): boolean {
   return policy.budget.session_usd !== undefined || policy.budget.run_usd !== undefined || (action !== undefined && policy.budget.action_usd?.[action] !== undefined);
 }
 
-function refuse(r: Refusal, denial: EventDraft, idBase: string): Decision {
+export function refuse(r: Refusal, denial: EventDraft, idBase: string): Decision {
   const drafts: EventDraft[] = [denial];
   if (r.kill) drafts.push({ type: "session.killed", id: `${idBase}#kill`, data: { by: "policy", rule: r.rule, reason: r.reason } });
   return { drafts, verdict: { decision: "deny", code: r.code, rule: r.rule, reason: r.reason, retryAfterMs: r.retryAfterMs } };
@@ -134,6 +149,8 @@ function refuse(r: Refusal, denial: EventDraft, idBase: string): Decision {
  * kill when real spend went past the session budget under `on_exceed: kill`.
  */
 export function afterCharge(ctx: SessionContext, idBase: string, run?: string, action?: string): EventDraft[] {
+  // An ended session stays as it ended: a late charge is counted, but sets nothing off.
+  if (ctx.killed || ctx.closed) return [];
   const p = policyOf(ctx);
   const b = p.budget;
   const out: EventDraft[] = [];
@@ -159,102 +176,10 @@ export function afterCharge(ctx: SessionContext, idBase: string, run?: string, a
 }
 
 /** Applies drafts to a scratch context, as the actor will, so follow-up rules see their effect. */
-function preview(ctx: SessionContext, drafts: EventDraft[], now: number): SessionContext {
+export function preview(ctx: SessionContext, drafts: EventDraft[], now: number): SessionContext {
   let c = ctx;
   for (const d of drafts) c = reduce(c, { ...d, data: EventData[d.type].parse(d.data), seq: c.seq + 1, ts: now, prev: "", hash: "" } as GovernorEvent);
   return c;
-}
-
-export interface ReserveInput {
-  requestId: string;
-  provider: "openai" | "anthropic";
-  model: string;
-  path: string;
-  estimateUsd: number;
-  priced: boolean;
-  promptTokens: number;
-  maxOutputTokens: number;
-  promptHash?: string;
-  attribution: Attribution;
-}
-
-/** `crossSession`: the tenant actor's refusal under a per-user or per-agent rate, if any. */
-export function decideReserve(view: View, input: ReserveInput, now: number, crossSession?: RateHit): Decision {
-  const ctx = view.context;
-  const p = policyOf(ctx);
-  const a = input.attribution;
-  const id = `reserve:${input.requestId}`;
-  const denial = (r: Refusal): Decision =>
-    refuse(r, { type: "request.denied", id, data: { requestId: input.requestId, kind: "llm", code: r.code, rule: r.rule, reason: r.reason, model: input.model, estimateUsd: input.estimateUsd, attribution: a } }, id);
-
-  const gate = stateRefusal(view);
-  if (gate) return denial(gate);
-  if (view.state === "awaiting-approval") {
-    if (p.approval.while_pending === "hold") return { drafts: [], verdict: { decision: "hold", code: "awaiting_approval", rule: "approval.while_pending", reason: "an action is awaiting approval" } };
-    return denial({ code: "awaiting_approval", rule: "approval.while_pending", reason: "an action in this session is awaiting approval" });
-  }
-  const early = durationRefusal(ctx, now) ?? rateRefusal(ctx, now, a.run) ?? (crossSession && { code: "rate_limited" as const, ...crossSession });
-  if (early) return denial(early);
-  if (!input.priced && p.unpriced_models === "deny" && hasBudget(p, a.action)) {
-    return denial({ code: "policy_violation", rule: "unpriced_models", reason: `model "${input.model}" has no price, and this session has a budget` });
-  }
-  const budget = budgetRefusal(ctx, toNanos(input.estimateUsd), a.run, a.action);
-  if (budget) return denial(budget);
-
-  const window = [...ctx.promptWindow, input.promptTokens].slice(-p.runaway.window);
-  if (isRunaway(window, p.runaway)) {
-    const anomaly: EventDraft = {
-      type: "anomaly.detected",
-      id: `${id}#runaway`,
-      data: { kind: "runaway", reason: `${p.runaway.consecutive} consecutive prompts each grew more than ${p.runaway.growth_ratio}x`, promptTokens: window, onDetect: p.runaway.on_detect === "kill" ? "kill" : "alert" },
-    };
-    if (p.runaway.on_detect === "kill") {
-      const r: Refusal = { code: "session_killed", rule: "runaway", reason: "runaway loop detected: prompt keeps growing", kill: true };
-      const d = refuse(r, { type: "request.denied", id, data: { requestId: input.requestId, kind: "llm", code: r.code, rule: r.rule, reason: r.reason, model: input.model, estimateUsd: input.estimateUsd, attribution: a } }, id);
-      return { ...d, drafts: [anomaly, ...d.drafts] };
-    }
-    return { drafts: [reservation(input, now + p.budget.reservation_ttl), anomaly], verdict: { decision: "allow" } };
-  }
-  return { drafts: [reservation(input, now + p.budget.reservation_ttl)], verdict: { decision: "allow" } };
-}
-
-function reservation(input: ReserveInput, expiresAt: number): EventDraft {
-  return {
-    type: "request.reserved",
-    id: `reserve:${input.requestId}`,
-    data: {
-      requestId: input.requestId,
-      kind: "llm",
-      provider: input.provider,
-      model: input.model,
-      path: input.path,
-      estimateUsd: input.estimateUsd,
-      promptTokens: input.promptTokens,
-      maxOutputTokens: input.maxOutputTokens,
-      promptHash: input.promptHash,
-      expiresAt,
-      attribution: input.attribution,
-    },
-  };
-}
-
-export interface SettleInput {
-  requestId: string;
-  costUsd: number;
-  outcome: "completed" | "aborted" | "released";
-  usage?: Usage;
-}
-
-/** Undefined when there is no open reservation with that id (already settled, or never made). */
-export function decideSettle(view: View, input: SettleInput, now: number): Decision | undefined {
-  const ctx = view.context;
-  const r = ctx.reservations[input.requestId];
-  if (!r) return undefined;
-  const id = `settle:${input.requestId}`;
-  const cost = input.outcome === "released" ? 0 : input.costUsd;
-  const settled: EventDraft = { type: "request.settled", id, data: { requestId: input.requestId, costUsd: cost, outcome: input.outcome, usage: input.usage, model: r.model } };
-  const after = preview(ctx, [settled], now);
-  return { drafts: [settled, ...afterCharge(after, id, r.run, r.action)], verdict: { decision: "allow" } };
 }
 
 export interface ActionInput {
@@ -356,66 +281,5 @@ export function decideApproval(view: View, input: { approvalId: string; decision
   return { drafts: [granted, ...afterCharge(preview(ctx, [granted], now), id, pending.run, pending.action)], verdict: { decision: "allow" } };
 }
 
-/** Ends the session: killed by an operator or policy, or closed as a normal end. An ended session stays as it ended. */
-export function decideEnd(view: View, input: { how: "kill" | "close"; by: string; reason: string; id: string; replaced?: string }): Decision {
-  if (view.state === "killed" || view.state === "closed") return { drafts: [], verdict: { decision: "deny", ...stateRefusal(view) } };
-  const draft: EventDraft =
-    input.how === "kill"
-      ? { type: "session.killed", id: `kill:${input.id}`, data: { by: input.by, reason: input.reason, ...(input.replaced && { replaced: input.replaced }) } }
-      : { type: "session.closed", id: `close:${input.id}`, data: { by: input.by, reason: input.reason } };
-  return { drafts: [draft], verdict: { decision: "deny", code: input.how === "kill" ? "session_killed" : "session_closed", reason: input.reason } };
-}
-
-/** What a stream had produced when its heartbeats stopped. */
-export type Abandoned = Record<string, { costUsd: number; usage: Usage }>;
-
-/**
- * Reservations whose settle never came (charged at the estimate, or at what an abandoned
- * stream had produced), and approvals nobody answered in time.
- */
-export function decideTimers(view: View, now: number, abandoned: Abandoned = {}, streaming: ReadonlySet<string> = new Set()): EventDraft[] {
-  const ctx = view.context;
-  const drafts: EventDraft[] = [];
-  for (const r of Object.values(ctx.reservations)) {
-    const stream = abandoned[r.requestId];
-    // A stream still sending heartbeats is not abandoned, however long it runs.
-    if (streaming.has(r.requestId)) continue;
-    if (stream) {
-      drafts.push({ type: "request.settled", id: `settle:${r.requestId}`, data: { requestId: r.requestId, costUsd: stream.costUsd, outcome: "aborted", usage: stream.usage, model: r.model } });
-    } else if (r.expiresAt <= now) {
-      drafts.push({ type: "request.settled", id: `settle:${r.requestId}`, data: { requestId: r.requestId, costUsd: toUsd(r.estimateNanos), outcome: "expired", model: r.model } });
-    }
-  }
-  // What the charges set off: alerts, and a kill under on_exceed: kill.
-  const live = view.state !== "killed" && view.state !== "closed";
-  if (drafts.length && live && ctx.policy) {
-    const charged = preview(ctx, drafts, now);
-    const seen = new Set<string>();
-    for (const r of Object.values(ctx.reservations).filter((r) => !charged.reservations[r.requestId])) {
-      for (const d of afterCharge(charged, `settle:${r.requestId}`, r.run, r.action)) {
-        const key = d.type === "alert.raised" ? d.data.rule : d.type;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        drafts.push(d);
-      }
-    }
-  }
-  // A kill in this batch ends pending approvals with the session; they do not time out.
-  if (live && ctx.policy && !drafts.some((d) => d.type === "session.killed")) {
-    for (const a of Object.values(ctx.approvals)) {
-      if (a.deadline > now) continue;
-      const id = `approval:${a.approvalId}`;
-      if (ctx.policy.approval.on_timeout === "allow") drafts.push({ type: "approval.granted", id, data: { approvalId: a.approvalId, by: "timeout", note: "no decision before the deadline" } });
-      else drafts.push({ type: "approval.denied", id, data: { approvalId: a.approvalId, by: "timeout", note: "no decision before the deadline", timedOut: true } });
-    }
-  }
-  return drafts;
-}
-
-/** When the actor must wake next: the earliest reservation expiry or approval deadline. */
-export function nextDeadline(ctx: SessionContext): number | undefined {
-  let t = Infinity;
-  for (const r of Object.values(ctx.reservations)) t = Math.min(t, r.expiresAt);
-  for (const a of Object.values(ctx.approvals)) t = Math.min(t, a.deadline);
-  return t === Infinity ? undefined : t;
-}
+// Reservations, settles, ends and timers live in money.ts; re-exported for existing callers.
+export { decideEnd, decideReserve, decideSettle, decideTimers, nextDeadline, type Abandoned, type ReserveInput, type SettleInput } from "./money";

@@ -1,4 +1,4 @@
-import { toUsd } from "../lib/money";
+import { toNanos, toUsd } from "../lib/money";
 import type { SessionSummary } from "../schema/protocol";
 import { committedNanos, remainingUsd } from "./decide";
 import { stateOf, type SessionSnapshot } from "./session";
@@ -14,6 +14,9 @@ export function summarize(snapshot: SessionSnapshot): SessionSummary {
     spentUsd: toUsd(c.spentNanos),
     reservedUsd: toUsd(committedNanos(c) - c.spentNanos),
     budgetUsd: c.policy?.budget.session_usd ?? null,
+    // Money past what was reserved, and spend past the ceiling: both should stay 0.
+    overrunUsd: toUsd(c.overrunNanos ?? 0),
+    overBudgetUsd: c.policy?.budget.session_usd === undefined ? 0 : toUsd(Math.max(0, c.spentNanos - toNanos(c.policy.budget.session_usd))),
     remainingUsd: remainingUsd(c),
     agent: c.agent,
     user: c.user,

@@ -115,3 +115,8 @@ export function tokenFrom(req: Request, { query = false } = {}): string | null {
   if (key) return key.trim();
   return query ? new URL(req.url).searchParams.get("token") : null;
 }
+
+/** Every tenant the configured tokens name (the local `dev` tenant when none are set). */
+export function knownTenants(raw: string | undefined): string[] {
+  return [...new Set(load(raw).map((e) => e.principal.tenant))];
+}

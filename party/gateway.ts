@@ -10,6 +10,7 @@ import { authenticate, can, requirePermission, tokenFrom, type Principal } from 
 import { assertDepth, assertWellFormed, attributionOf, closing, drainBody, errorResponse, json, parseJson, readText, validate } from "./http";
 import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";
+import { wakeOnce } from "./wake";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
@@ -257,6 +258,7 @@ export default class Gateway {
   static onBeforeConnect = refuseDirectRequest;
 
   static async onFetch(req: Party.Request, lobby: Party.FetchLobby, ctx: Party.ExecutionContext): Promise<Response> {
+    wakeOnce(lobby, ctx);
     const request = req as unknown as Request;
     let res: Response;
     try {

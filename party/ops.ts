@@ -21,8 +21,9 @@ export type SessionOp =
   | { op: "kill" | "close"; reason: string; /** why the operator's reason was replaced (see killReason) */ replaced?: string }
   | { op: "reserve"; input: ReserveRequest }
   | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage }
-  | { op: "progress"; requestId: string; costUsd: number; usage: Usage }
-  | { op: "deliveries" };
+  | { op: "progress"; requestId: string; costUsd: number; usage: Usage; holdMs?: number }
+  | { op: "deliveries" }
+  | { op: "wake" };
 
 export type TenantOp =
   | { op: "upsert"; summary: import("../schema/protocol").SessionSummary }
@@ -30,11 +31,15 @@ export type TenantOp =
   | { op: "page"; query: import("../schema/session-list").SessionListQuery }
   | { op: "hit"; keys: Array<{ key: string; max: number; windowMs: number }>; now: number }
   | { op: "get-default" }
-  | { op: "set-default"; policy: unknown };
+  | { op: "set-default"; policy: unknown }
+  | { op: "ratios" }
+  | { op: "learn"; key: string; ratio: number }
+  | { op: "wake-sessions" };
 
 export interface ReserveAnswer {
   requestId: string;
-  decision: "allow" | "deny";
+  /** "count": the size bound does not fit; ask again with the counted estimate. */
+  decision: "allow" | "deny" | "count";
   code?: string;
   rule?: string;
   reason?: string;
@@ -43,6 +48,8 @@ export interface ReserveAnswer {
   estimateUsd?: number;
   /** The output cap the reservation assumed per choice, on an allow. */
   outputCap?: number;
+  /** True when budget.fit_output lowered the cap below what the call asked for. */
+  fitted?: boolean;
   spentUsd: number;
   remainingUsd: number | null;
 }
@@ -55,13 +62,31 @@ export interface ReserveRequest {
   provider: "openai" | "anthropic";
   model: string;
   path: string;
-  promptTokens: number;
+  /** The input side, in tokens (party/proxy/estimate.ts). */
+  prompt: PromptEstimate;
   /** The call's own output cap per choice; null means the policy's default_max_tokens. */
   maxOutputTokens: number | null;
   /** Choices asked for (`n`): each may produce up to the cap. */
   choices: number;
-  /** USD per 1M tokens; null when the model has no price. */
+  /** USD per 1M tokens at the worst-case input rate (cache writes); null when the call cannot be priced. */
   price: { input: number; output: number } | null;
+  /** Rates past a long-context threshold of input tokens. */
+  premium?: { above: number; input: number; output: number };
+  /** Why the call cannot be priced although its model can (audio, an unpriced tool). */
+  unpriced?: string;
   promptHash?: string;
   attribution: Attribution;
+}
+
+export interface PromptEstimate {
+  /** Upper bound on billed input tokens from the UTF-8 size; always there. */
+  bound: number;
+  /** Tokenizer count (with the provider's margin); only when the actor asked for it. */
+  counted?: number;
+  /** Runaway detection's measure: the size bound, the same way on every call. */
+  size: number;
+  /** Server-side tool fees, USD. */
+  feesUsd: number;
+  /** Learned ratios are kept per model and profile. */
+  profile: string;
 }

@@ -17,6 +17,8 @@ export default class TenantActor implements Party.Server {
   readonly options: Party.ServerOptions = { hibernate: true };
   private sessions = new SessionIndex();
   private hits = new Map<string, number[]>();
+  /** Per model and profile, the largest billed/estimated input ratio any session saw (see party/session/reservations.ts). */
+  private ratios = new Map<string, number>();
   private loaded = false;
 
   constructor(readonly room: Party.Room) {}
@@ -47,6 +49,8 @@ export default class TenantActor implements Party.Server {
     this.sessions = SessionIndex.from(stored.values());
     const hits = await this.room.storage.list<number[]>({ prefix: "r:" });
     for (const [k, v] of hits) this.hits.set(k.slice(2), v);
+    const ratios = await this.room.storage.list<number>({ prefix: "ratio:" });
+    for (const [k, v] of ratios) this.ratios.set(k.slice(6), v);
     this.loaded = true;
   }
 
@@ -89,6 +93,12 @@ export default class TenantActor implements Party.Server {
         case "set-default":
           await this.room.storage.put(DEFAULT_POLICY_KEY, op.policy);
           return json({ policy: op.policy });
+        case "ratios":
+          return json({ ratios: Object.fromEntries(this.ratios) });
+        case "learn":
+          return await this.learn(op.key, op.ratio);
+        case "wake-sessions":
+          return json({ woken: await this.wakeSessions() });
       }
     } catch (e) {
       return errorResponse(e);
@@ -119,5 +129,30 @@ export default class TenantActor implements Party.Server {
     await this.room.storage.put(Object.fromEntries(Object.entries(updates).map(([k, v]) => [`r:${k}`, v])));
     return json({ ok: true });
   }
-}
 
+  /** Only ever raised: a ratio is what estimates of that model must be multiplied by to cover what was billed. */
+  private async learn(key: string, ratio: number): Promise<Response> {
+    if (!(ratio > (this.ratios.get(key) ?? 0)) || !Number.isFinite(ratio)) return json({ ratio: this.ratios.get(key) ?? null });
+    this.ratios.set(key, ratio);
+    await this.room.storage.put(`ratio:${key}`, ratio);
+    return json({ ratio });
+  }
+
+  /**
+   * After a restart, sessions with open reservations or pending approvals are woken so
+   * their alarms are set again (the local runtime does not fire them on its own).
+   */
+  private async wakeSessions(): Promise<number> {
+    const due = [...this.sessions.values()].filter((s) => s.reservations?.length || s.pendingApprovals?.length);
+    await Promise.all(
+      due.map((s) =>
+        this.room.context.parties.session
+          .get(`${this.room.id}:${s.session}`)
+          .fetch({ method: "POST", headers: { "content-type": "application/json", [INTERNAL.tenant]: this.room.id, [INTERNAL.role]: "operator", [INTERNAL.name]: "governor" }, body: JSON.stringify({ op: "wake" }) })
+          .then((r) => r.body?.cancel())
+          .catch((e) => console.error(`session ${s.session} not woken`, e)),
+      ),
+    );
+    return due.length;
+  }
+}

@@ -13,6 +13,8 @@ export const UsageData = z.object({
   outputTokens: z.number().int().nonnegative(),
   cachedInputTokens: z.number().int().nonnegative().default(0),
   cacheWriteTokens: z.number().int().nonnegative().default(0),
+  cacheWrite1hTokens: z.number().int().nonnegative().optional(),
+  serverTools: z.record(z.string().max(64), z.number().int().nonnegative()).optional(),
 });
 
 /** Who asked: the attribution headers of a proxied call, or an action's caller. */
@@ -40,11 +42,24 @@ export const EventData = {
     model: Str.optional(),
     path: Str.optional(),
     estimateUsd: Usd,
+    /** Input tokens the reservation assumed (after the learned ratio). */
     promptTokens: z.number().int().nonnegative().optional(),
     maxOutputTokens: z.number().int().nonnegative().optional(),
     promptHash: Str.optional(),
     expiresAt: z.number().int(),
     attribution: Attribution.default({}),
+    // How the input side was estimated: "bound" (from the UTF-8 size, an upper bound) or
+    // "count" (tokenizer count with the provider's margin); `estimateTokens` is that figure
+    // before `inputRatio` (the tenant's learned billed/estimated ratio) raised it.
+    inputMethod: z.enum(["bound", "count"]).optional(),
+    estimateTokens: z.number().int().nonnegative().optional(),
+    inputRatio: z.number().positive().optional(),
+    /** What runaway detection compares call to call: the prompt's size bound in tokens. */
+    promptSize: z.number().int().nonnegative().optional(),
+    /** "server-tools" when the call may run provider-side tools (their results are input too). */
+    profile: Str.optional(),
+    /** The output cap per choice sent upstream, when budget.fit_output lowered it. */
+    fittedCap: z.number().int().nonnegative().optional(),
   }),
   "request.settled": z.object({
     requestId: Id,
@@ -56,6 +71,10 @@ export const EventData = {
     usage: UsageData.optional(),
     model: Str.optional(),
     attribution: Attribution.default({}),
+    /** What the settle charged above its reservation: the estimate was not an upper bound. */
+    overrunUsd: Usd.optional(),
+    /** Billed input tokens over the reservation's estimate of them. */
+    inputRatio: z.number().nonnegative().optional(),
   }),
   "request.denied": z.object({
     requestId: Id,
@@ -97,6 +116,10 @@ export const EventData = {
     reason: Str,
     spentUsd: Usd.optional(),
     limitUsd: Usd.optional(),
+    // An overrun alert names the model, how far billed input went past the estimate, and the overrun.
+    model: Str.optional(),
+    ratio: z.number().nonnegative().optional(),
+    overrunUsd: Usd.optional(),
   }),
   "approval.requested": z.object({
     approvalId: Id,

@@ -44,8 +44,12 @@ export const Policy = z.strictObject({
       default_max_tokens: z.number().int().positive().default(4096),
       // A reservation whose settle never arrives is charged at its estimate after this long.
       reservation_ttl: Duration.default(600_000),
+      // A call whose worst case does not fit but whose prompt does goes out with its output
+      // cap lowered to what the budget leaves (never below min_output_tokens), instead of a 402.
+      fit_output: z.boolean().default(false),
+      min_output_tokens: z.number().int().positive().default(256),
     })
-    .default({ alert_at: 0.8, on_exceed: "deny", default_max_tokens: 4096, reservation_ttl: 600_000 }),
+    .default({ alert_at: 0.8, on_exceed: "deny", default_max_tokens: 4096, reservation_ttl: 600_000, fit_output: false, min_output_tokens: 256 }),
   limits: z
     .strictObject({
       max_actions: z.number().int().nonnegative().optional(),

@@ -32,6 +32,10 @@ export type Usage = {
   outputTokens: number;
   cachedInputTokens: number;
   cacheWriteTokens: number;
+  /** Anthropic cache writes with the 1-hour TTL (billed at 2x input); NOT also counted in `cacheWriteTokens`. */
+  cacheWrite1hTokens?: number;
+  /** Server-side tool uses that carry a fee of their own, by tool (`web_search: 3`). */
+  serverTools?: Record<string, number>;
 };
 
 const p = (input: number, output: number, cachedInput = input, cacheWrite?: number): Price =>
@@ -141,10 +145,106 @@ export function costNanos(price: Price, usage: Usage): number {
     count(usage.inputTokens) * milli(price.input) +
     count(usage.cachedInputTokens) * milli(price.cachedInput) +
     count(usage.cacheWriteTokens) * milli(price.cacheWrite ?? price.input) +
+    count(usage.cacheWrite1hTokens ?? 0) * milli(price.input * 2) +
     count(usage.outputTokens) * milli(price.output)
   );
 }
 
 export function costUsd(price: Price, usage: Usage): number {
   return costNanos(price, usage) / 1_000_000_000;
+}
+
+/** Every input token the usage bills, whatever its bucket. */
+export function billedInputTokens(u: Usage): number {
+  return count(u.inputTokens) + count(u.cachedInputTokens) + count(u.cacheWriteTokens) + count(u.cacheWrite1hTokens ?? 0);
+}
+
+// ---------------------------------------------------------------- limits that bound a bill
+//
+// The reservation of a call must be >= anything the provider can bill for it. Besides the
+// per-token prices above, that needs: how many input tokens a request can hold at most
+// (the context window: a longer prompt is refused with a 400 and not billed), the prices
+// that apply past a long-context threshold, and the fees of server-side tools.
+
+// Context windows in tokens, from the providers' model pages (platform.openai.com/docs/models,
+// docs.anthropic.com/en/docs/about-claude/models/overview), checked on PRICES_AS_OF.
+const CONTEXT: Record<Provider, Record<string, number>> = {
+  openai: {
+    "gpt-5": 400_000,
+    "gpt-5-chat": 128_000,
+    "gpt-5-mini": 400_000,
+    "gpt-5-nano": 400_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576,
+    "gpt-4o": 128_000,
+    "gpt-4o-2024-05-13": 128_000,
+    "chatgpt-4o-latest": 128_000,
+    "gpt-4o-mini": 128_000,
+    o1: 200_000,
+    "o1-mini": 128_000,
+    "o1-preview": 128_000,
+    "o1-pro": 200_000,
+    o3: 200_000,
+    "o3-mini": 200_000,
+    "o3-pro": 200_000,
+    "o4-mini": 200_000,
+    "gpt-4-turbo": 128_000,
+    "gpt-4": 8_192,
+    "gpt-4-32k": 32_768,
+    "gpt-3.5-turbo": 16_385,
+    "gpt-3.5-turbo-0301": 4_096,
+    "gpt-3.5-turbo-0613": 4_096,
+    "gpt-3.5-turbo-1106": 16_385,
+    "gpt-3.5-turbo-16k": 16_385,
+    // Embeddings take up to 2,048 inputs of 8,192 tokens each in one request.
+    "text-embedding-3-small": 2048 * 8192,
+    "text-embedding-3-large": 2048 * 8192,
+    "text-embedding-ada-002": 2048 * 8192,
+  },
+  anthropic: {},
+};
+const CLAUDE_CONTEXT = 200_000;
+// Sonnet 4 and 4.5 take 1M tokens with the `context-1m-2025-08-07` beta header; past 200K
+// input tokens the whole request is billed at the long-context rates (anthropic.com/pricing:
+// input $6, output $22.50 per MTok; cache reads and writes scale with input).
+const LONG_CONTEXT_1M = new Set(["claude-sonnet-4", "claude-sonnet-4-5"]);
+const LONG_CONTEXT_THRESHOLD = 200_000;
+
+/** The most input tokens one request to this family can carry (and so be billed for). */
+export function contextWindow(provider: Provider, family: string, betas = ""): number {
+  if (provider === "anthropic") return LONG_CONTEXT_1M.has(family) && /context-1m/i.test(betas) ? 1_000_000 : CLAUDE_CONTEXT;
+  return CONTEXT.openai[family] ?? 1_000_000;
+}
+
+/** The price that applies to a request with this many input tokens (long-context premiums included). */
+export function priceAt(provider: Provider, family: string, price: Price, inputTokens: number): Price {
+  if (provider === "anthropic" && LONG_CONTEXT_1M.has(family) && inputTokens > LONG_CONTEXT_THRESHOLD) {
+    return { input: price.input * 2, output: price.output * 1.5, cachedInput: price.cachedInput * 2, cacheWrite: (price.cacheWrite ?? price.input) * 2 };
+  }
+  return price;
+}
+
+// Fees per use of a server-side tool, USD, on top of the tokens its results add to the input.
+// Anthropic (docs.anthropic.com, web search tool): $10 per 1,000 searches; web fetch has no
+// fee; code execution is billed by container time ($0.05 per hour, 5 minutes minimum, so
+// $0.0042 per use is the fee of one short session). OpenAI (openai.com/api/pricing, built-in
+// tools): web search $25 per 1,000 calls for the gpt-4o/4.1 search models and $10 for the
+// others (the higher is taken), file search $2.50 per 1,000 calls, code interpreter $0.03
+// per container.
+export const TOOL_FEES: Record<Provider, Record<string, number>> = {
+  anthropic: { web_search: 0.01, web_fetch: 0, code_execution: 0.0042 },
+  openai: { web_search: 0.025, file_search: 0.0025, code_interpreter: 0.03 },
+};
+
+/** The fees of the server-side tool uses a usage reports. */
+export function toolFeesNanos(provider: Provider, usage: Usage): number {
+  let n = 0;
+  for (const [tool, uses] of Object.entries(usage.serverTools ?? {})) n += count(uses) * Math.round((TOOL_FEES[provider][tool] ?? 0) * 1e9);
+  return n;
+}
+
+/** What a call with this usage costs: tokens at the price that applies to its input, plus tool fees. */
+export function callCostUsd(provider: Provider, family: string, price: Price, usage: Usage): number {
+  return (costNanos(priceAt(provider, family, price, billedInputTokens(usage)), usage) + toolFeesNanos(provider, usage)) / 1_000_000_000;
 }

@@ -20,6 +20,10 @@ export const SessionSummary = z.object({
   reservedUsd: z.number(),
   budgetUsd: z.number().nullable(),
   remainingUsd: z.number().nullable(),
+  /** What settles charged above their reservations (the estimate was not an upper bound). */
+  overrunUsd: z.number().default(0),
+  /** Spend above the session's ceiling (possible only through overruns). */
+  overBudgetUsd: z.number().default(0),
   agent: z.string().optional(),
   user: z.string().optional(),
   task: z.string().optional(),

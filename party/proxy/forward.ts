@@ -1,146 +1,76 @@
 import type * as Party from "partykit/server";
-import { BadRequestError, GovernorError } from "../../lib/errors";
-import { sha256Hex } from "../../lib/chain";
-import { costUsd, priceFor, type Provider, type Usage } from "../../schema/pricing";
-import { countPromptTokens, countTextTokens } from "./tokens";
-import { StreamUsageTracker, usageFromJson, withStreamUsage } from "./usage";
+import { GovernorError } from "../../lib/errors";
+import { callCostUsd, type Provider, type Usage } from "../../schema/pricing";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
-import { attributionOf, parseJson, readText } from "../http";
-import type { ReserveAnswer, ReserveRequest } from "../ops";
+import type { ReserveAnswer, SessionOp } from "../ops";
+import { readCall, type ProxiedCall } from "./call";
+import { CLAUDE_TOKENIZER_MARGIN } from "./bounds";
+import { governorHeaders, providerError } from "./errors";
+import { countPrompt } from "./estimate";
+import { StreamRelay, type Outcome } from "./relay";
+import { countTextTokens, loadEncoding, warmTokenizers } from "./tokens";
+import { outgoingBody, upstreamHeaders, upstreamUrl } from "./upstream";
+import { StreamUsageTracker, usageFromJson } from "./usage";
+import { watchCall, type Produced } from "./watch";
+
+export { providerError } from "./errors";
 
 // The proxy: reserve the worst case in the session's actor, forward with the gateway's
 // provider key, pass the answer through as it arrives, and settle with the real usage.
 
-const MAX_PROXY_BODY = 16 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 120_000;
-const HEARTBEAT_MS = 1_000;
 const DEFAULT_STALL_MS = 10_000;
+/** A call still waiting for the provider this long starts reporting to (and listening to) its actor. */
+const WATCH_AFTER_MS = 250;
 
-const UPSTREAM = {
-  openai: { base: "OPENAI_BASE_URL", key: "OPENAI_API_KEY", fallback: "https://api.openai.com" },
-  anthropic: { base: "ANTHROPIC_BASE_URL", key: "ANTHROPIC_API_KEY", fallback: "https://api.anthropic.com" },
-} as const;
+let warming = false;
 
-// Client headers that mean something to the provider; everything else (our token, our
-// attribution headers, cookies) stays here.
-const FORWARDED = /^(content-type|accept|user-agent|openai-organization|openai-project|openai-beta|anthropic-version|anthropic-beta|x-stainless-[a-z-]+)$/i;
-
-/** The provider's own error shape, so its SDK raises its usual error class. */
-export function providerError(provider: Provider, status: number, code: string, message: string, extra: { rule?: string; retryAfter?: number; field?: string } = {}, headers: Record<string, string> = {}): Response {
-  const body =
-    provider === "openai"
-      ? { error: { message, type: code, param: extra.field ?? null, code, ...(extra.rule && { rule: extra.rule }) } }
-      : { type: "error", error: { type: code, message, ...(extra.rule && { rule: extra.rule }) } };
-  const h: Record<string, string> = { "content-type": "application/json", ...headers };
-  if (extra.retryAfter !== undefined) h["retry-after"] = String(Math.max(1, Math.ceil(extra.retryAfter)));
-  return new Response(JSON.stringify(body), { status, headers: h });
-}
-
-function upstreamUrl(env: Record<string, unknown>, provider: Provider, path: string, search: string): string {
-  const cfg = UPSTREAM[provider];
-  const base = ((env[cfg.base] as string | undefined) || cfg.fallback).replace(/\/+$/, "");
-  // OPENAI_BASE_URL conventionally ends in /v1; the client's path starts with v1/ too.
-  const rel = base.endsWith("/v1") && path.startsWith("v1/") ? path.slice(3) : path;
-  return `${base}/${rel}${search}`;
-}
-
-function upstreamHeaders(req: Request, env: Record<string, unknown>, provider: Provider): Headers {
-  const h = new Headers();
-  req.headers.forEach((v, k) => {
-    if (FORWARDED.test(k)) h.set(k, v);
-  });
-  const key = (env[UPSTREAM[provider].key] as string | undefined) ?? "";
-  if (provider === "openai") h.set("authorization", `Bearer ${key}`);
-  else {
-    h.set("x-api-key", key);
-    if (!h.has("anthropic-version")) h.set("anthropic-version", "2023-06-01");
-  }
-  h.set("content-type", "application/json");
-  return h;
-}
-
-function governorHeaders(requestId: string, money: { spentUsd: number; remainingUsd: number | null }): Record<string, string> {
-  return {
-    "x-governor-request-id": requestId,
-    "x-governor-spent-usd": money.spentUsd.toFixed(6),
-    "x-governor-remaining-usd": money.remainingUsd === null ? "unlimited" : money.remainingUsd.toFixed(6),
-  };
-}
-
-function cachesPrompt(provider: Provider, body: Record<string, unknown>): boolean {
-  return provider === "anthropic" && JSON.stringify([body.system, body.messages, body.tools]).includes('"cache_control"');
-}
-
-/**
- * The field that caps output for this call. A call that names no cap is sent with the
- * cap its reservation assumed, so the provider cannot bill past what was reserved.
- */
-function capField(provider: Provider, path: string, model: string): string | undefined {
-  if (/embeddings$/.test(path)) return undefined;
-  if (provider === "anthropic") return "max_tokens";
-  if (/responses$/.test(path)) return "max_output_tokens";
-  return /^(o\d|gpt-5)/.test(model) ? "max_completion_tokens" : "max_tokens";
-}
-
-/** The output cap the provider honours on this path; a cap in a field it ignores is no cap. */
-function maxOutputFrom(provider: Provider, path: string, body: Record<string, unknown>): number | null {
-  if (/embeddings$/.test(path)) return 0;
-  const fields = provider === "anthropic" ? ["max_tokens"] : /responses$/.test(path) ? ["max_output_tokens"] : ["max_completion_tokens", "max_tokens"];
-  for (const k of fields) {
-    const v = body[k];
-    if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
-  }
-  return null;
-}
+type Money = { spentUsd: number; remainingUsd: number | null };
+type AbortInfo = { code: string; reason: string };
 
 export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.ExecutionContext, p: Principal, provider: Provider, path: string): Promise<Response> {
+  // The first proxied call in an isolate starts decoding the rank tables in the background.
+  if (!warming) {
+    warming = true;
+    ctx.waitUntil(warmTokenizers().catch((e) => console.error("tokenizer warm-up failed", e)));
+  }
   const env = lobby.env as Record<string, unknown>;
   const fail = (e: GovernorError) => providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });
-  let session: string;
-  let body: Record<string, unknown>;
-  let input: ReserveRequest;
+  let call: ProxiedCall;
   try {
-    session = req.headers.get("x-session-id") ?? "";
-    if (!/^[A-Za-z0-9._~-]{1,128}$/.test(session)) throw new BadRequestError(session ? "X-Session-ID: use 1-128 letters, digits, '.', '_', '~' or '-'" : "X-Session-ID header is required", "X-Session-ID");
-    const { attribution, idempotencyKey: clientKey } = attributionOf(req);
-    const text = await readText(req, MAX_PROXY_BODY);
-    const parsed = parseJson(text);
-    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new BadRequestError("body must be a JSON object", "body");
-    body = parsed as Record<string, unknown>;
-    if (typeof body.model !== "string" || !body.model) throw new BadRequestError("model is required", "model");
-    const model = body.model;
-    const promptTokens = countPromptTokens(provider, path, body);
-    const price = priceFor(provider, model);
-    input = {
-      requestId: clientKey || crypto.randomUUID(),
-      clientKey: Boolean(clientKey),
-      provider,
-      model,
-      path,
-      promptTokens,
-      maxOutputTokens: maxOutputFrom(provider, path, body),
-      choices: typeof body.n === "number" && Number.isInteger(body.n) && body.n > 1 ? body.n : 1,
-      // Anthropic bills prompt caching writes above the input price: that is the worst case.
-      price: price ? { input: cachesPrompt(provider, body) ? Math.max(price.price.input, price.price.cacheWrite ?? 0) : price.price.input, output: price.price.output } : null,
-      promptHash: sha256Hex(JSON.stringify(body.messages ?? body.input ?? body.system ?? "")),
-      attribution,
-    };
+    call = await readCall(req, provider, path);
   } catch (e) {
     if (e instanceof GovernorError) return fail(e);
     throw e;
   }
+  const send = (op: SessionOp) => callSession(lobby, p, call.session, op);
 
-  const reserved = await callSession(lobby, p, session, { op: "reserve", input });
-  const answer = (await reserved.json()) as ReserveAnswer & { error?: { code: string; message: string; field?: string } };
-  if (answer.error) return providerError(provider, reserved.status, answer.error.code, answer.error.message, { field: answer.error.field });
+  const answer = await reserve(call, send);
+  if ("error" in answer) return answer.error;
   if (answer.decision !== "allow") {
-    return providerError(provider, reserved.status, answer.code ?? "policy_violation", answer.reason ?? "refused by policy", { rule: answer.rule, retryAfter: answer.retryAfterMs === undefined ? undefined : answer.retryAfterMs / 1000 }, governorHeaders(input.requestId, answer));
+    return providerError(provider, answer.status, answer.code ?? "policy_violation", answer.reason ?? "refused by policy", { rule: answer.rule, retryAfter: answer.retryAfterMs === undefined ? undefined : answer.retryAfterMs / 1000 }, governorHeaders(call.reserve.requestId, answer));
   }
+  return forward(req, env, ctx, call, answer, send);
+}
 
-  const settle = async (costUsdValue: number, outcome: "completed" | "aborted" | "released", usage?: Usage) => {
+/** Reserves with the size bound; when that does not fit, the actor asks for the counted estimate once. */
+async function reserve(call: ProxiedCall, send: (op: SessionOp) => Promise<Response>): Promise<(ReserveAnswer & { status: number }) | { error: Response }> {
+  for (let attempt = 0; ; attempt++) {
+    const res = await send({ op: "reserve", input: call.reserve });
+    const answer = (await res.json()) as ReserveAnswer & { error?: { code: string; message: string; field?: string } };
+    if (answer.error) return { error: providerError(call.provider, res.status, answer.error.code, answer.error.message, { field: answer.error.field }) };
+    if (answer.decision !== "count" || attempt > 0) return { ...answer, status: res.status };
+    call.reserve = { ...call.reserve, prompt: { ...call.reserve.prompt, counted: await countPrompt(call.scan, call.body, call.context) } };
+  }
+}
+
+async function forward(req: Request, env: Record<string, unknown>, ctx: Party.ExecutionContext, call: ProxiedCall, answer: ReserveAnswer, send: (op: SessionOp) => Promise<Response>): Promise<Response> {
+  const { provider } = call;
+  const requestId = call.reserve.requestId;
+  const settle = async (costUsdValue: number, outcome: "completed" | "aborted" | "released", usage?: Usage): Promise<Money> => {
     try {
-      const res = await callSession(lobby, p, session, { op: "settle", requestId: input.requestId, costUsd: costUsdValue, outcome, usage });
+      const res = await send({ op: "settle", requestId, costUsd: costUsdValue, outcome, usage });
       const settled = (await res.json()) as { spentUsd?: number; remainingUsd?: number | null };
       // A reservation that already expired was charged at its estimate; say what we knew.
       return settled.spentUsd === undefined ? answer : { spentUsd: settled.spentUsd, remainingUsd: settled.remainingUsd ?? null };
@@ -149,11 +79,11 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
       return answer;
     }
   };
-  const priceRow = priceFor(provider, input.model)?.price;
-  const costOf = (u: Usage) => (priceRow ? costUsd(priceRow, u) : 0);
+  const costOf = (u: Usage) => (call.price && call.family ? callCostUsd(provider, call.family, call.price, u) : 0);
 
-  const cap = capField(provider, path, input.model);
-  const capped = cap && input.maxOutputTokens === null && answer.outputCap !== undefined ? { ...body, [cap]: answer.outputCap } : body;
+  // The cap the reservation assumed goes upstream where the call named none, or lower than it asked under fit_output.
+  const body = outgoingBody(provider, call.path, call.model, call.text, call.body, { value: answer.outputCap, replace: Boolean(answer.fitted) }, call.scan.patch);
+  const capHeaders: Record<string, string> = answer.outputCap !== undefined && (answer.fitted || call.reserve.maxOutputTokens === null) ? { "x-governor-output-cap": String(answer.outputCap) } : {};
 
   const timeoutMs = Number(env.GOVERNOR_UPSTREAM_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS) || DEFAULT_TIMEOUT_MS;
   const abort = new AbortController();
@@ -162,37 +92,52 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     clearTimeout(timer);
     timer = setTimeout(() => abort.abort(new Error("upstream timed out")), timeoutMs);
   };
+
+  // Until the answer is in, the actor hears of the call and can end it (kill, close).
+  let ended: AbortInfo | undefined;
+  let relay: StreamRelay | undefined;
+  let produced: () => Promise<Produced> = async () => ({ costUsd: answer.estimateUsd ?? 0, usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 } });
+  const watch = watchCall({
+    requestId,
+    send: (op) => send(op),
+    produced: () => produced(),
+    startAfterMs: WATCH_AFTER_MS,
+    onAbort: (reason) => {
+      ended = { code: /closed/.test(reason) ? "session_closed" : "session_killed", reason };
+      if (relay) relay.stop(ended.code, `the session ended while this answer streamed: ${reason}`);
+      else abort.abort(new Error(reason));
+    },
+  });
+
   const url = new URL(req.url);
   url.searchParams.delete("token");
   let upstream: Response;
   try {
-    upstream = await fetch(upstreamUrl(env, provider, path, url.search), {
-      method: "POST",
-      headers: upstreamHeaders(req, env, provider),
-      body: JSON.stringify(withStreamUsage(provider, path, capped)),
-      signal: abort.signal,
-    });
+    upstream = await fetch(upstreamUrl(env, provider, call.path, url.search), { method: "POST", headers: upstreamHeaders(req, env, provider), body, signal: abort.signal });
   } catch (e) {
     clearTimeout(timer);
+    watch.stop();
+    if (ended) return endedAnswer(call, ended, answer, await settle(answer.estimateUsd ?? 0, "aborted"));
     const money = await settle(0, "released");
     const why = abort.signal.aborted ? `upstream did not answer within ${timeoutMs} ms` : `upstream unreachable: ${(e as Error).message}`;
-    return providerError(provider, 502, "upstream_error", why, {}, governorHeaders(input.requestId, money));
+    return providerError(provider, 502, "upstream_error", why, {}, governorHeaders(requestId, money));
   }
 
   if (!upstream.ok) {
     clearTimeout(timer);
+    watch.stop();
     const text = await upstream.text().catch(() => "");
     const money = await settle(0, "released");
     // The provider's own 4xx (a bad request, its rate limit) passes through as it is;
     // a failure on its side is our 502.
     if (upstream.status < 500) {
-      return new Response(text, { status: upstream.status, headers: { "content-type": upstream.headers.get("content-type") ?? "application/json", ...governorHeaders(input.requestId, money) } });
+      return new Response(text, { status: upstream.status, headers: { "content-type": upstream.headers.get("content-type") ?? "application/json", ...governorHeaders(requestId, money) } });
     }
-    return providerError(provider, 502, "upstream_error", `upstream answered ${upstream.status}`, {}, governorHeaders(input.requestId, money));
+    return providerError(provider, 502, "upstream_error", `upstream answered ${upstream.status}`, {}, governorHeaders(requestId, money));
   }
 
   const isStream = (upstream.headers.get("content-type") ?? "").includes("text/event-stream");
-  const passHeaders: Record<string, string> = { "content-type": upstream.headers.get("content-type") ?? "application/json" };
+  const passHeaders: Record<string, string> = { "content-type": upstream.headers.get("content-type") ?? "application/json", ...capHeaders };
   for (const h of ["x-request-id", "request-id", "openai-processing-ms"]) {
     const v = upstream.headers.get(h);
     if (v) passHeaders[h] = v;
@@ -204,108 +149,90 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
       text = await upstream.text();
     } catch (e) {
       clearTimeout(timer);
+      watch.stop();
+      // Ended by a kill mid-answer: nothing shows what the provider produced, so the worst case is charged.
+      if (ended) return endedAnswer(call, ended, answer, await settle(answer.estimateUsd ?? 0, "aborted"));
       const money = await settle(0, "released");
-      return providerError(provider, 502, "upstream_error", `upstream failed mid-answer: ${(e as Error).message}`, {}, governorHeaders(input.requestId, money));
+      return providerError(provider, 502, "upstream_error", `upstream failed mid-answer: ${(e as Error).message}`, {}, governorHeaders(requestId, money));
     }
     clearTimeout(timer);
+    watch.stop();
     let usage: Usage | undefined;
     try {
-      usage = usageFromJson(provider, path, JSON.parse(text));
+      usage = usageFromJson(provider, call.path, JSON.parse(text));
     } catch {
       usage = undefined;
     }
     // No usage in a successful answer: charge the worst case we reserved rather than guess low.
     const cost = usage ? costOf(usage) : answer.estimateUsd ?? 0;
     // The answer goes out while the settle is written: the reservation already covers the
-    // cost, and if the settle were lost the alarm would charge the (higher) estimate.
-    ctx.waitUntil(settle(cost, "completed", usage).catch((e) => console.error("settle failed; the reservation will expire at its estimate", e)));
-    const money = { spentUsd: answer.spentUsd + cost, remainingUsd: answer.remainingUsd === null ? null : answer.remainingUsd + (answer.estimateUsd ?? 0) - cost };
-    return new Response(text, { status: upstream.status, headers: { ...passHeaders, ...governorHeaders(input.requestId, money) } });
+    // cost (or the settle records the overrun), and if the settle were lost the alarm
+    // would charge the estimate.
+    ctx.waitUntil(settle(cost, "completed", usage));
+    const money = { spentUsd: answer.spentUsd + cost, remainingUsd: answer.remainingUsd === null ? null : Math.max(0, answer.remainingUsd + (answer.estimateUsd ?? 0) - cost) };
+    return new Response(text, { status: upstream.status, headers: { ...passHeaders, ...governorHeaders(requestId, money) } });
   }
 
-  const tracker = new StreamUsageTracker(provider, path, input.model);
-  const reader = upstream.body.getReader();
+  // ---------------------------------------------------------------- streams
+  const tracker = new StreamUsageTracker(provider, call.path, call.model);
   // Registered before the first byte goes out: once a client disconnects, the runtime no
   // longer accepts new background work for this request, and the settle must still run.
   let done!: () => void;
   ctx.waitUntil(new Promise<void>((r) => (done = r)));
-  let settled = false;
-  const counted = (final = false): Usage => {
-    const { usage, outputText } = final ? tracker.finish() : tracker.peek();
-    return usage ?? { inputTokens: input.promptTokens, outputTokens: countTextTokens(provider, input.model, outputText), cachedInputTokens: 0, cacheWriteTokens: 0 };
+  const measure = streamMeasure(call, tracker);
+  produced = async () => {
+    const u = await measure(false);
+    return { costUsd: costOf(u), usage: u };
   };
-  const finish = (outcome: "completed" | "aborted") => {
-    if (settled) return;
-    settled = true;
+  const finish = (outcome: Outcome) => {
     clearTimeout(timer);
-    clearInterval(heartbeat);
-    const u = counted(true);
-    settle(costOf(u), outcome, u)
+    clearInterval(stallCheck);
+    watch.stop();
+    void measure(true)
+      .then((u) => settle(costOf(u), outcome, u))
       .catch((e) => console.error("settle failed; the reservation will expire at its estimate", e))
       .finally(done);
   };
-  // While the stream runs, the actor hears what it has cost so far. If the runtime drops
-  // this request when the client goes away (and with it our cancel handler), the
-  // heartbeats stop and the actor settles at the last cost it heard.
-  // A client that went away is not always reported: the runtime may just stop pulling.
-  // Not pulling for stallMs while the answer is unfinished means nobody is reading.
   const stallMs = Number(env.GOVERNOR_STREAM_STALL_MS ?? DEFAULT_STALL_MS) || DEFAULT_STALL_MS;
-  let pulling = false;
-  let lastPull = Date.now();
-  let toClient: ReadableStreamDefaultController<Uint8Array> | undefined;
-  const beat = () => {
-    if (!pulling && Date.now() - lastPull > stallMs) {
-      const why = new Error("the client stopped reading");
-      abort.abort(why);
-      finish("aborted");
-      // Should the client still be there after all, its stream ends instead of hanging.
-      try {
-        toClient?.error(why);
-      } catch {
-        /* already closed */
-      }
-      return;
-    }
-    const u = counted();
-    void callSession(lobby, p, session, { op: "progress", requestId: input.requestId, costUsd: costOf(u), usage: u }).catch(() => undefined);
-  };
-  // Heartbeats start once the first chunk is on its way, so they do not compete with it;
-  // from then on the actor knows the stream exists.
-  let heartbeat: ReturnType<typeof setInterval> | undefined;
-  const stream = new ReadableStream<Uint8Array>({
-    start(controller) {
-      toClient = controller;
-    },
-    async pull(controller) {
-      pulling = true;
-      try {
-        const { done, value } = await reader.read();
-        if (done) {
-          finish("completed");
-          controller.close();
-          return;
-        }
-        resetTimer();
-        tracker.push(value);
-        controller.enqueue(value);
-        if (!heartbeat && !settled) {
-          beat();
-          heartbeat = setInterval(beat, HEARTBEAT_MS);
-        }
-      } catch (e) {
-        finish("aborted");
-        controller.error(e);
-      } finally {
-        pulling = false;
-        lastPull = Date.now();
-      }
-    },
-    // The client went away: stop the provider from producing tokens nobody reads, and
-    // charge what it produced so far.
-    cancel(reason) {
-      abort.abort(reason);
-      finish("aborted");
-    },
+  relay = new StreamRelay({
+    provider,
+    reader: upstream.body.getReader(),
+    tracker,
+    abort,
+    stallMs,
+    finish,
+    onChunk: resetTimer,
+    // The provider's final figures are in: tell the actor now, not at the next heartbeat.
+    onUsage: () => watch.report(),
   });
-  return new Response(stream, { status: upstream.status, headers: { ...passHeaders, "cache-control": "no-cache", ...governorHeaders(input.requestId, answer) } });
+  // A client that went away is not always reported: the runtime may just stop pulling.
+  const stallCheck = setInterval(() => {
+    if (relay?.stalled()) relay.stop("client_gone", "the client stopped reading");
+  }, Math.min(1000, stallMs));
+  return new Response(relay.stream, { status: upstream.status, headers: { ...passHeaders, "cache-control": "no-cache", ...governorHeaders(requestId, answer) } });
+}
+
+/** The answer to a call that a kill or close ended before any of it reached the client. */
+function endedAnswer(call: ProxiedCall, ended: AbortInfo, answer: ReserveAnswer, money: Money): Response {
+  const h = governorHeaders(call.reserve.requestId, money ?? answer);
+  return providerError(call.provider, 403, ended.code, `the session ended while this call was in flight: ${ended.reason}`, { rule: ended.code === "session_closed" ? "session.closed" : "session.killed" }, h);
+}
+
+/**
+ * What a stream has cost so far: the provider's usage when it arrived, else the input side
+ * counted (Anthropic states it at message_start; for OpenAI the local count is the provider's
+ * own tokenizer) and the output text counted, with Claude's margin on counted output.
+ */
+function streamMeasure(call: ProxiedCall, tracker: StreamUsageTracker) {
+  let input: Promise<number> | undefined;
+  return async (final: boolean): Promise<Usage> => {
+    const { usage, outputText } = final ? tracker.finish() : tracker.peek();
+    if (usage) return usage;
+    input ??= countPrompt(call.scan, call.body, call.context);
+    const inputTokens = await input;
+    if (final) await loadEncoding(call.scan.encoding);
+    let outputTokens = countTextTokens(call.provider, call.model, outputText);
+    if (call.provider === "anthropic") outputTokens = Math.ceil(outputTokens * CLAUDE_TOKENIZER_MARGIN);
+    return { inputTokens, outputTokens, cachedInputTokens: 0, cacheWriteTokens: 0 };
+  };
 }

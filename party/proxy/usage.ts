@@ -1,5 +1,6 @@
 import type { Provider, Usage } from "../../schema/pricing";
-import { countTextTokens, endpointKind } from "./tokens";
+import { countTextTokens } from "./tokens";
+import { endpointKind } from "./estimate";
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -21,14 +22,42 @@ function openaiUsage(u: unknown): Usage | undefined {
   };
 }
 
+// cache_creation_input_tokens counts writes of both TTLs; the 1-hour ones cost more, so they
+// are split out when the breakdown is there.
+function anthropicWrites(u: Obj): Pick<Usage, "cacheWriteTokens" | "cacheWrite1hTokens"> {
+  const all = num(u.cache_creation_input_tokens);
+  const hour = Math.min(all, num(obj(u.cache_creation).ephemeral_1h_input_tokens));
+  return hour ? { cacheWriteTokens: all - hour, cacheWrite1hTokens: hour } : { cacheWriteTokens: all };
+}
+
+function anthropicTools(u: Obj): Pick<Usage, "serverTools"> {
+  const s = obj(u.server_tool_use);
+  const tools: Record<string, number> = {};
+  if (num(s.web_search_requests)) tools.web_search = num(s.web_search_requests);
+  if (num(s.web_fetch_requests)) tools.web_fetch = num(s.web_fetch_requests);
+  return Object.keys(tools).length ? { serverTools: tools } : {};
+}
+
 function anthropicUsage(u: unknown): Usage | undefined {
   if (!isObj(u) || (typeof u.input_tokens !== "number" && typeof u.output_tokens !== "number")) return undefined;
   return {
     inputTokens: num(u.input_tokens),
     outputTokens: num(u.output_tokens),
     cachedInputTokens: num(u.cache_read_input_tokens),
-    cacheWriteTokens: num(u.cache_creation_input_tokens),
+    ...anthropicWrites(u),
+    ...anthropicTools(u),
   };
+}
+
+// OpenAI reports built-in tool calls as output items, not in usage.
+const OPENAI_TOOL_ITEMS: Record<string, string> = { web_search_call: "web_search", file_search_call: "file_search", code_interpreter_call: "code_interpreter" };
+function openaiTools(output: unknown): Pick<Usage, "serverTools"> {
+  const tools: Record<string, number> = {};
+  if (Array.isArray(output)) for (const item of output) {
+    const tool = OPENAI_TOOL_ITEMS[String(obj(item).type)];
+    if (tool) tools[tool] = (tools[tool] ?? 0) + 1;
+  }
+  return Object.keys(tools).length ? { serverTools: tools } : {};
 }
 
 /** Usage from a non-streamed response body; undefined when the body carries none (e.g. errors). */
@@ -36,7 +65,8 @@ export function usageFromJson(provider: Provider, path: string, json: unknown): 
   if (!isObj(json)) return undefined;
   if (provider === "anthropic") return anthropicUsage(json.usage);
   const usage = openaiUsage(json.usage);
-  return usage && endpointKind(provider, path) === "embeddings" ? { ...usage, outputTokens: 0 } : usage;
+  if (!usage) return undefined;
+  return endpointKind(provider, path) === "embeddings" ? { ...usage, outputTokens: 0 } : { ...usage, ...openaiTools(json.output) };
 }
 
 // Responses API deltas that are billed output text (audio deltas are base64, not text).
@@ -89,6 +119,16 @@ export class StreamUsageTracker {
     this.pending = "";
     this.dispatch(); // a final event may lack its blank line when the connection was cut
     return this.peek();
+  }
+
+  /** The provider's own usage, once the stream has delivered it. */
+  peekUsage(): Usage | undefined {
+    return this.usage;
+  }
+
+  /** Whether the provider reported the input side (Anthropic's message_start). */
+  get inputKnown(): boolean {
+    return this.usage !== undefined || this.started !== undefined;
   }
 
   /** What the stream has produced so far, without ending it. */
@@ -161,7 +201,10 @@ export class StreamUsageTracker {
     if (typeof j.type === "string") {
       // Responses API
       if (DELTAS.has(j.type)) this.out(j.delta);
-      else if (FINAL.has(j.type)) this.usage = openaiUsage(obj(j.response).usage) ?? this.usage;
+      else if (FINAL.has(j.type)) {
+        const u = openaiUsage(obj(j.response).usage);
+        if (u) this.usage = { ...u, ...openaiTools(obj(j.response).output) };
+      }
       return;
     }
     // Chat / legacy completions chunk; with include_usage the last one has choices: [] and usage.
@@ -192,11 +235,14 @@ export class StreamUsageTracker {
       const u = j.usage;
       const base = this.started ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 };
       const pick = (v: unknown, fallback: number) => (typeof v === "number" ? num(v) : fallback);
+      const restated = typeof u.cache_creation_input_tokens === "number" ? anthropicWrites(u) : { cacheWriteTokens: base.cacheWriteTokens, ...(base.cacheWrite1hTokens && { cacheWrite1hTokens: base.cacheWrite1hTokens }) };
+      const tools = anthropicTools(u);
       this.usage = {
         inputTokens: pick(u.input_tokens, base.inputTokens),
         outputTokens: pick(u.output_tokens, base.outputTokens),
         cachedInputTokens: pick(u.cache_read_input_tokens, base.cachedInputTokens),
-        cacheWriteTokens: pick(u.cache_creation_input_tokens, base.cacheWriteTokens),
+        ...restated,
+        ...(tools.serverTools ? tools : base.serverTools ? { serverTools: base.serverTools } : {}),
       };
     }
   }

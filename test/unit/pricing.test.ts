@@ -1,7 +1,14 @@
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { PRICES, PRICES_AS_OF, PriceSchema, costNanos, costUsd, priceFor, type Usage } from "../../schema/pricing";
-import { countPromptTokens, countTextTokens } from "../../party/proxy/tokens";
+import { countTextTokens, encoderNow } from "../../party/proxy/tokens";
+import { countPromptTokens } from "../../party/proxy/estimate";
+
+// Counting outside a call's path: the tables are decoded up front.
+beforeAll(() => {
+  encoderNow("o200k_base");
+  encoderNow("cl100k_base");
+});
 
 const usage = (u: Partial<Usage>): Usage => ({ inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0, ...u });
 const family = (provider: "openai" | "anthropic", model: string) => priceFor(provider, model)?.family;
@@ -147,7 +154,8 @@ describe("token counting", () => {
     const tools = { ...one, tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }] };
     expect(countPromptTokens("openai", "v1/chat/completions", tools)).toBeGreaterThan(9 + 10);
     const image = { model: "gpt-4o", messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "data:image/png;base64," + "A".repeat(100_000) } }] }] };
-    expect(countPromptTokens("openai", "v1/chat/completions", image)).toBe(3 + 1 + 1445 + 3);
+    // No readable size in the payload: gpt-4o's largest image (85 + 8 tiles x 170) plus the part's wrapper.
+    expect(countPromptTokens("openai", "v1/chat/completions", image)).toBe(3 + 1 + 1445 + 20 + 3);
     const calls = {
       model: "gpt-4o",
       messages: [{ role: "assistant", content: null, tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: '{"city":"Paris"}' } }] }],

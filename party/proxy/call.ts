@@ -1,0 +1,68 @@
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { BadRequestError } from "../../lib/errors";
+import { contextWindow, priceFor, type Price, type Provider } from "../../schema/pricing";
+import { attributionOf, parseJson, readText } from "../http";
+import type { ReserveRequest } from "../ops";
+import { boundTokens, scanPrompt, type PromptScan } from "./estimate";
+import { maxOutputFrom } from "./upstream";
+
+// A proxied call as the gateway reads it: the body parsed once, the prompt scanned for its
+// bound, and what the actor needs to price the worst case.
+
+const MAX_PROXY_BODY = 16 * 1024 * 1024;
+
+export interface ProxiedCall {
+  provider: Provider;
+  path: string;
+  session: string;
+  text: string;
+  body: Record<string, unknown>;
+  model: string;
+  family?: string;
+  price?: Price;
+  scan: PromptScan;
+  context: number;
+  reserve: ReserveRequest;
+}
+
+/** The worst-case input rate: Anthropic bills prompt-cache writes above the input price (1.25x, 2x with a 1-hour TTL). */
+function inputRate(price: Price, cacheWrite: PromptScan["cacheWrite"]): number {
+  if (cacheWrite === "1h") return Math.max(price.input * 2, price.cacheWrite ?? 0);
+  if (cacheWrite === "5m") return Math.max(price.input, price.cacheWrite ?? 0);
+  return price.input;
+}
+
+export async function readCall(req: Request, provider: Provider, path: string): Promise<ProxiedCall> {
+  const session = req.headers.get("x-session-id") ?? "";
+  if (!/^[A-Za-z0-9._~-]{1,128}$/.test(session)) throw new BadRequestError(session ? "X-Session-ID: use 1-128 letters, digits, '.', '_', '~' or '-'" : "X-Session-ID header is required", "X-Session-ID");
+  const { attribution, idempotencyKey: clientKey } = attributionOf(req);
+  const text = await readText(req, MAX_PROXY_BODY);
+  const parsed = parseJson(text);
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new BadRequestError("body must be a JSON object", "body");
+  const body = parsed as Record<string, unknown>;
+  if (typeof body.model !== "string" || !body.model) throw new BadRequestError("model is required", "model");
+  const model = body.model;
+  const priced = priceFor(provider, model);
+  const scan = scanPrompt(provider, path, body, Buffer.byteLength(text, "utf8"), priced?.family ?? "", model);
+  const context = contextWindow(provider, priced?.family ?? "", req.headers.get("anthropic-beta") ?? "");
+  const bound = boundTokens(scan, context);
+  const premium = provider === "anthropic" && priced && context > 200_000 ? { above: 200_000, input: inputRate(priced.price, scan.cacheWrite) * 2, output: priced.price.output * 1.5 } : undefined;
+  const reserve: ReserveRequest = {
+    requestId: clientKey || crypto.randomUUID(),
+    clientKey: Boolean(clientKey),
+    provider,
+    model,
+    path,
+    prompt: { bound, size: Math.min(scan.textBytes + scan.fixedTokens, context), feesUsd: scan.toolFeesUsd, profile: scan.profile },
+    maxOutputTokens: maxOutputFrom(provider, path, body),
+    choices: typeof body.n === "number" && Number.isInteger(body.n) && body.n > 1 ? body.n : 1,
+    price: priced ? { input: inputRate(priced.price, scan.cacheWrite), output: priced.price.output } : null,
+    ...(premium && { premium }),
+    ...(scan.unpriced && { unpriced: scan.unpriced }),
+    // A digest of the body as sent, by the runtime's native SHA-256 (the prompt itself is never stored).
+    promptHash: createHash("sha256").update(text).digest("hex"),
+    attribution,
+  };
+  return { provider, path, session, text, body, model, family: priced?.family, price: priced?.price, scan, context, reserve };
+}

@@ -1,0 +1,284 @@
+import type * as Party from "partykit/server";
+import { GovernorError } from "../../lib/errors";
+import { toNanos } from "../../lib/money";
+import { STATUS, type Verdict } from "../../machines/decide";
+import { decideReserve, decideSettle, needsCount, type Abandoned, type ReserveInput } from "../../machines/money";
+import { stateOf } from "../../machines/session";
+import type { Usage } from "../../schema/events";
+import { callTenant } from "../calls";
+import { errorResponse, json } from "../http";
+import type { ReserveAnswer, ReserveRequest, SessionOp } from "../ops";
+import type { Committed, Journal } from "./journal";
+import { crossSessionRate } from "./quotas";
+
+// Proxied calls, seen from the session: reserve the worst case, settle with what the
+// provider billed, hear from calls in flight and end them when the session ends, and learn
+// from every settle how far the estimates of a model run low.
+
+const MAX_WAIT_MS = 120_000;
+// Reports come back-to-back while a call runs (each held up to ~1 s); this long without
+// one means the gateway lost the request (the client went away and the runtime dropped it).
+const STREAM_IDLE_MS = 5_000;
+const MAX_HOLD_MS = 2_000;
+// The tenant's learned ratios are read when the actor first prices a call, then refreshed
+// in the background; a settle that raises one tells the tenant at once.
+const RATIOS_FRESH_MS = 30_000;
+
+type Held = { input: ReserveRequest; resolve: (r: Response) => void; timer: ReturnType<typeof setTimeout> };
+type Progress = { costUsd: number; usage: Usage; staleAt: number };
+type WatchAnswer = { ok?: true; abort?: true; gone?: true; code?: string; reason?: string };
+
+const ratioKey = (model: string, profile = "text") => `${model}|${profile}`;
+const milli = (usdPerMTok: number) => Math.round(usdPerMTok * 1000);
+
+export class Reservations {
+  private held: Held[] = [];
+  private progress = new Map<string, Progress>();
+  private watchers = new Map<string, Set<(a: WatchAnswer) => void>>();
+  private ratios = new Map<string, number>();
+  private ratiosAt = 0;
+  private ratiosLoading?: Promise<void>;
+
+  constructor(
+    private readonly room: Party.Room,
+    private readonly journal: Journal,
+    private readonly schedule: () => void,
+  ) {}
+
+  // ---------------------------------------------------------------- learned ratios
+
+  private loadRatios(): Promise<void> {
+    this.ratiosLoading ??= (async () => {
+      try {
+        const res = await callTenant(this.room.context, this.journal.context.tenant, { op: "ratios" });
+        const { ratios } = (await res.json()) as { ratios: Record<string, number> };
+        for (const [k, v] of Object.entries(ratios ?? {})) this.ratios.set(k, Math.max(v, this.ratios.get(k) ?? 0));
+        this.ratiosAt = Date.now();
+      } catch (e) {
+        console.error("learned ratios not read; estimates go without them for now", e);
+      } finally {
+        this.ratiosLoading = undefined;
+      }
+    })();
+    return this.ratiosLoading;
+  }
+
+  private async freshRatios() {
+    if (this.ratiosAt === 0) await this.loadRatios();
+    else if (Date.now() - this.ratiosAt > RATIOS_FRESH_MS) void this.loadRatios();
+  }
+
+  /** Ratios only ever raise an estimate: a prompt unlike the last ones must still be covered. */
+  private ratioFor(model: string, profile?: string): number {
+    return Math.max(1, this.ratios.get(ratioKey(model, profile)) ?? 0);
+  }
+
+  private learn(c: Committed) {
+    for (const e of c.events) {
+      if (e.type !== "request.settled" || e.data.inputRatio === undefined) continue;
+      const r = c.before.context.reservations[e.data.requestId];
+      if (!r?.model) continue;
+      const key = ratioKey(r.model, r.profile);
+      if (e.data.inputRatio <= (this.ratios.get(key) ?? 0)) continue;
+      this.ratios.set(key, e.data.inputRatio);
+      // Outside the alarm's turn: PartyKit forbids reaching other parties from onAlarm.
+      setTimeout(() => {
+        callTenant(this.room.context, this.journal.context.tenant, { op: "learn", key, ratio: e.data.inputRatio! }).catch((err) => console.error("learned ratio not stored at the tenant", err));
+      }, 0);
+    }
+  }
+
+  // ---------------------------------------------------------------- reserve
+
+  /** The worst case: input (raised by the learned ratio) at the worst-case input rate, tool fees, and the output cap. */
+  priced(req: ReserveRequest): ReserveInput & { outputCap: number } {
+    const policy = this.journal.context.policy;
+    const outputCap = req.maxOutputTokens ?? policy?.budget.default_max_tokens ?? 4096;
+    const maxOut = outputCap * req.choices;
+    const estimateTokens = req.prompt.counted ?? req.prompt.bound;
+    const inputRatio = this.ratioFor(req.model, req.prompt.profile);
+    const promptTokens = Math.ceil(estimateTokens * inputRatio);
+    const base = { requestId: req.requestId, provider: req.provider, model: req.model, path: req.path, promptHash: req.promptHash, attribution: req.attribution };
+    const facts = { promptTokens, estimateTokens, inputRatio, promptSize: req.prompt.size, profile: req.prompt.profile, inputMethod: (req.prompt.counted === undefined ? "bound" : "count") as "bound" | "count" };
+    if (!req.price || req.unpriced) {
+      return { ...base, ...facts, estimateUsd: 0, priced: false, maxOutputTokens: maxOut, outputCap, ...(req.unpriced && { unpricedReason: req.unpriced }) };
+    }
+    const rate = req.premium && promptTokens > req.premium.above ? req.premium : req.price;
+    const fixedNanos = promptTokens * milli(rate.input) + toNanos(req.prompt.feesUsd);
+    const outputNanosPerToken = milli(rate.output);
+    const estimateNanos = fixedNanos + maxOut * outputNanosPerToken;
+    return {
+      ...base,
+      ...facts,
+      estimateUsd: estimateNanos / 1e9,
+      priced: true,
+      maxOutputTokens: maxOut,
+      outputCap,
+      countable: req.prompt.counted === undefined,
+      fit: { fixedNanos, outputNanosPerToken, choices: req.choices, cap: outputCap },
+    };
+  }
+
+  async reserve(req: ReserveRequest): Promise<Response> {
+    const j = this.journal;
+    await this.freshRatios();
+    const input = this.priced(req);
+    let decidedHere = false;
+    const answer = await j.once(
+      `reserve:${input.requestId}`,
+      async () => {
+        decidedHere = true;
+        // A call that will be held is counted against cross-session rates when it is released, not twice.
+        if (stateOf(j.snapshot) === "awaiting-approval" && j.context.policy?.approval.while_pending === "hold") return undefined;
+        // Asked to count before anything is counted against a rate: the call comes straight back.
+        if (needsCount(j.view, input)) return this.answer(input.requestId, { decision: "count" });
+        const limited = j.isLive() ? await crossSessionRate(this.room, j, input.attribution) : undefined;
+        const decision = decideReserve(j.view, input, Date.now(), limited);
+        if (decision.verdict.decision === "hold") return undefined;
+        if (decision.verdict.decision === "count") return this.answer(input.requestId, decision.verdict);
+        const allowed = decision.verdict.decision === "allow";
+        const cap = decision.verdict.outputCap;
+        const { write, answer } = j.commit(decision.drafts, {
+          key: `reserve:${input.requestId}`,
+          answer: (v) => ({
+            ...this.answer(input.requestId, decision.verdict, allowed ? (v.context.reservations[input.requestId]?.estimateNanos ?? 0) / 1e9 : undefined),
+            ...(allowed && { outputCap: cap ?? input.outputCap, ...(cap !== undefined && { fitted: true }) }),
+          }),
+          fresh: !req.clientKey,
+        });
+        await write;
+        return answer as ReserveAnswer;
+      },
+      !req.clientKey,
+    );
+    if (answer === undefined) return this.hold(req);
+    if (answer.decision === "count") return json(answer);
+    // A replayed Idempotency-Key must not send a second call out on the first one's
+    // reservation (which may be settled already): the call it names was already made.
+    if (!decidedHere && answer.decision === "allow") {
+      throw new GovernorError("conflict", 409, `Idempotency-Key "${req.requestId}" was already used for a call that went out; use a new key for a new call`, { field: "Idempotency-Key" });
+    }
+    return json(answer, answer.decision === "allow" ? 200 : STATUS[answer.code as keyof typeof STATUS] ?? 403);
+  }
+
+  private answer(requestId: string, v: Verdict, estimateUsd?: number): ReserveAnswer {
+    return {
+      requestId,
+      decision: v.decision === "allow" ? "allow" : v.decision === "count" ? "count" : "deny",
+      ...(v.decision === "allow" && estimateUsd !== undefined && { estimateUsd }),
+      ...(v.code && { code: v.code }),
+      ...(v.rule && { rule: v.rule }),
+      ...(v.reason && { reason: v.reason }),
+      ...(v.retryAfterMs !== undefined && { retryAfterMs: v.retryAfterMs }),
+      ...this.journal.money(),
+    };
+  }
+
+  /** `approval.while_pending: hold`: the call waits for the decision, up to the approval timeout. */
+  private hold(input: ReserveRequest): Promise<Response> {
+    const limit = Math.min(this.journal.context.policy?.approval.timeout ?? MAX_WAIT_MS, MAX_WAIT_MS);
+    return new Promise((resolve) => {
+      const entry: Held = {
+        input,
+        resolve,
+        timer: setTimeout(() => {
+          this.held = this.held.filter((h) => h !== entry);
+          resolve(json(this.answer(input.requestId, { decision: "deny", code: "awaiting_approval", rule: "approval.while_pending", reason: "still awaiting approval" }), 409));
+        }, limit),
+      };
+      this.held.push(entry);
+    });
+  }
+
+  private releaseHeld() {
+    const held = this.held;
+    this.held = [];
+    for (const h of held) {
+      clearTimeout(h.timer);
+      void this.reserve(h.input).then(h.resolve, (e) => h.resolve(errorResponse(e)));
+    }
+  }
+
+  // ---------------------------------------------------------------- settle
+
+  async settle(op: Extract<SessionOp, { op: "settle" }>) {
+    const j = this.journal;
+    return j.once(`settle:${op.requestId}`, async () => {
+      const d = decideSettle(j.view, op, Date.now());
+      if (!d) throw new GovernorError("not_found", 404, `no open reservation "${op.requestId}"`, { field: "requestId" });
+      const { write, answer } = j.commit(d.drafts, { key: `settle:${op.requestId}`, answer: () => ({ requestId: op.requestId, settled: true, ...j.money() }) });
+      await write;
+      return answer;
+    });
+  }
+
+  // ---------------------------------------------------------------- calls in flight
+
+  /**
+   * A call's progress report. Kept in memory only (the settle, or the alarm, records the
+   * cost). Held up to `holdMs` and answered early with `abort` when the session ends, which
+   * is how a kill reaches calls in flight; `gone` when the reservation is no longer open.
+   */
+  report(op: Extract<SessionOp, { op: "progress" }>): Response | Promise<Response> {
+    const j = this.journal;
+    if (!j.context.reservations[op.requestId]) return json({ gone: true } satisfies WatchAnswer);
+    if (!j.isLive()) return json(this.ended());
+    const hold = Math.min(Math.max(0, op.holdMs ?? 0), MAX_HOLD_MS);
+    this.progress.set(op.requestId, { costUsd: op.costUsd, usage: op.usage, staleAt: Date.now() + hold + STREAM_IDLE_MS });
+    this.schedule();
+    if (!hold) return json({ ok: true } satisfies WatchAnswer);
+    return new Promise<Response>((resolve) => {
+      const set = this.watchers.get(op.requestId) ?? new Set();
+      const done = (a: WatchAnswer) => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (!set.size) this.watchers.delete(op.requestId);
+        resolve(json(a));
+      };
+      const timer = setTimeout(() => done({ ok: true }), hold);
+      set.add(done);
+      this.watchers.set(op.requestId, set);
+    });
+  }
+
+  private ended(): WatchAnswer {
+    const c = this.journal.context;
+    return c.closed ? { abort: true, code: "session_closed", reason: `closed by ${c.closed.by}${c.closed.reason ? `: ${c.closed.reason}` : ""}` } : { abort: true, code: "session_killed", reason: `killed by ${c.killed?.by ?? "policy"}: ${c.killed?.reason ?? "no reason given"}` };
+  }
+
+  /** Streams whose reports stopped: settled by the alarm at what they had produced. */
+  abandoned(now: number): Abandoned {
+    const out: Abandoned = {};
+    for (const [id, s] of this.progress) if (s.staleAt <= now && this.journal.context.reservations[id]) out[id] = s;
+    return out;
+  }
+
+  /** Calls still reporting: not charged at their estimate however long they run. */
+  reporting(now: number): Set<string> {
+    return new Set([...this.progress].filter(([, s]) => s.staleAt > now).map(([id]) => id));
+  }
+
+  /** The earliest moment a call in flight would count as abandoned. */
+  nextStale(): number | undefined {
+    for (const id of this.progress.keys()) if (!this.journal.context.reservations[id]) this.progress.delete(id);
+    let t: number | undefined;
+    for (const s of this.progress.values()) t = Math.min(t ?? Infinity, s.staleAt);
+    return t;
+  }
+
+  /** After every stored batch: end calls in flight when the session ended, release held calls, learn. */
+  committed(c: Committed) {
+    const endedNow = !this.journal.isLive() && c.events.some((e) => e.type === "session.killed" || e.type === "session.closed");
+    if (endedNow) {
+      const a = this.ended();
+      for (const set of [...this.watchers.values()]) for (const w of [...set]) w(a);
+    }
+    for (const e of c.events) {
+      if (e.type !== "request.settled") continue;
+      for (const w of [...(this.watchers.get(e.data.requestId) ?? [])]) w({ gone: true });
+      this.progress.delete(e.data.requestId);
+    }
+    if (this.held.length && stateOf(this.journal.snapshot) !== "awaiting-approval") this.releaseHeld();
+    this.learn(c);
+  }
+}

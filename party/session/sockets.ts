@@ -1,0 +1,75 @@
+import type * as Party from "partykit/server";
+import { step } from "../../machines/session";
+import { summarize } from "../../machines/summary";
+import type { Role, ServerMessage } from "../../schema/protocol";
+import { can } from "../auth";
+import { INTERNAL } from "../ops";
+import type { Committed, Journal } from "./journal";
+
+// Who watches the session: every socket gets a `state` after every event; those who may
+// read the log (operators, auditors) can also ask for the events themselves.
+
+export interface ConnState {
+  tenant: string;
+  role: Role;
+  name: string;
+  tail: boolean;
+}
+
+export class Sockets {
+  constructor(
+    private readonly room: Party.Room,
+    private readonly journal: Journal,
+  ) {}
+
+  send(conn: Party.Connection, m: ServerMessage) {
+    conn.send(JSON.stringify(m));
+  }
+
+  /** Each event's own state, in order: a subscriber sees every transition, not just the last. */
+  push({ events, before, after }: Committed) {
+    const conns = [...this.room.getConnections<ConnState>()];
+    if (!conns.length) return;
+    const states: ServerMessage[] = [];
+    let s = before;
+    for (const e of events) {
+      s = events.length === 1 ? after : step(s, e);
+      states.push({ type: "state", seq: e.seq, summary: summarize(s) });
+    }
+    for (let i = 0; i < events.length; i++) {
+      const ev = JSON.stringify({ type: "event", event: events[i] } satisfies ServerMessage);
+      const st = JSON.stringify(states[i]);
+      for (const c of conns) {
+        if (c.state?.tail) c.send(ev);
+        c.send(st);
+      }
+    }
+  }
+
+  async connect(conn: Party.Connection<ConnState>, ctx: Party.ConnectionContext) {
+    const h = ctx.request.headers;
+    const url = new URL(ctx.request.url);
+    const tenant = h.get(INTERNAL.tenant) ?? "";
+    if (!this.room.id.startsWith(`${tenant}:`)) {
+      conn.close(4003, "forbidden");
+      return;
+    }
+    const role = (h.get(INTERNAL.role) ?? "auditor") as Role;
+    // The tail is the log itself: only those who may export it get it.
+    const wantsTail = url.searchParams.get("tail") === "1" || url.searchParams.has("after");
+    if (wantsTail && !can({ tenant, role, name: "" }, "export")) {
+      this.send(conn, { type: "error", code: "forbidden", message: `role "${role}" may not read the event tail` });
+    }
+    conn.setState({ tenant, role, name: h.get(INTERNAL.name) ?? "", tail: wantsTail && can({ tenant, role, name: "" }, "export") });
+    if (!this.journal.context.opened) {
+      this.send(conn, { type: "error", code: "not_found", message: "no such session: open it with POST /v1/sessions first" });
+    }
+    this.send(conn, { type: "state", seq: this.journal.head.seq, summary: summarize(this.journal.snapshot) });
+    const after = Number(url.searchParams.get("after"));
+    if (conn.state?.tail && url.searchParams.has("after") && Number.isInteger(after) && after >= 0) await this.backfill(conn, after);
+  }
+
+  async backfill(conn: Party.Connection, after: number) {
+    for await (const e of this.journal.events(after)) this.send(conn, { type: "event", event: e });
+  }
+}

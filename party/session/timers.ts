@@ -1,0 +1,98 @@
+import type * as Party from "partykit/server";
+import { decideTimers, nextDeadline } from "../../machines/money";
+import { summarize } from "../../machines/summary";
+import { callTenant } from "../calls";
+import type { Journal } from "./journal";
+import type { Reservations } from "./reservations";
+
+// The actor's clock: one storage alarm for the earliest thing due (a reservation's expiry,
+// an approval's deadline, a call in flight going quiet), and the tenant's index, which
+// trails the session by at most one update in flight.
+//
+// After a restart of `partykit dev` the runtime does not fire alarms of objects it has not
+// started again (workerd's local alarm store does not wake them), so the alarm is re-armed
+// from the folded state whenever the actor starts, and the gateway wakes the sessions with
+// timers on its first request after a start (party/wake.ts).
+
+const INDEX_DELAY_MS = 200;
+
+export class Timers {
+  private alarmAt: number | null = null;
+  private indexDirty = false;
+  private indexing = false;
+  private indexTimer: ReturnType<typeof setTimeout> | undefined;
+  private indexRetryMs = INDEX_DELAY_MS;
+  money!: Reservations;
+
+  constructor(
+    private readonly room: Party.Room,
+    private readonly journal: Journal,
+  ) {}
+
+  /** On start: whatever alarm storage remembers may never fire; set it again from the state. */
+  rearm() {
+    this.alarmAt = null;
+    this.schedule();
+  }
+
+  schedule() {
+    let next = nextDeadline(this.journal.context);
+    const stale = this.money.nextStale();
+    if (stale !== undefined) next = Math.min(next ?? Infinity, stale);
+    if (next === undefined || next === this.alarmAt) return;
+    if (this.alarmAt !== null && this.alarmAt <= next && this.alarmAt > Date.now()) return;
+    this.alarmAt = next;
+    void this.room.storage.setAlarm(next);
+  }
+
+  async alarm() {
+    this.alarmAt = null;
+    if (!this.journal.context.opened) await this.journal.load();
+    const now = Date.now();
+    const drafts = decideTimers(this.journal.view, now, this.money.abandoned(now), this.money.reporting(now));
+    if (drafts.length) await this.journal.commit(drafts).write;
+    this.schedule();
+  }
+
+  /**
+   * Spend-only changes are batched for INDEX_DELAY_MS so a busy session does not write the
+   * index per call; a change of state goes at once. Always from a fresh turn: PartyKit
+   * forbids reaching other parties from inside onAlarm.
+   */
+  scheduleIndex(urgent: boolean) {
+    this.indexDirty = true;
+    if (this.indexing) return;
+    // A pending batch keeps its time (under steady traffic it must still go out).
+    if (this.indexTimer !== undefined && !urgent) return;
+    clearTimeout(this.indexTimer);
+    this.indexTimer = setTimeout(
+      () => {
+        this.indexTimer = undefined;
+        void this.pushIndex();
+      },
+      urgent ? 0 : INDEX_DELAY_MS,
+    );
+  }
+
+  private async pushIndex() {
+    if (this.indexing) return;
+    this.indexing = true;
+    try {
+      while (this.indexDirty) {
+        this.indexDirty = false;
+        const summary = summarize(this.journal.snapshot);
+        const res = await callTenant(this.room.context, summary.tenant, { op: "upsert", summary });
+        if (!res.ok) throw new Error(`tenant answered ${res.status}`);
+      }
+      this.indexRetryMs = INDEX_DELAY_MS;
+    } catch (e) {
+      // Try again later with the latest summary, so a missed update is not missed for good.
+      console.error("tenant index update failed; retrying", e);
+      this.indexDirty = true;
+      this.indexRetryMs = Math.min(this.indexRetryMs * 2, 30_000);
+      setTimeout(() => this.scheduleIndex(true), this.indexRetryMs);
+    } finally {
+      this.indexing = false;
+    }
+  }
+}
