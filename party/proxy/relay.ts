@@ -1,17 +1,19 @@
-import type { Provider, Usage } from "../../schema/pricing";
+import type { Provider } from "../../schema/pricing";
 import { streamError } from "./errors";
 import type { StreamUsageTracker } from "./usage";
 
 // Relays an SSE answer to the client while keeping what billing needs.
 //
-// The relay reads ahead of the client (up to READ_AHEAD chunks), so what the provider sent
-// is in the tracker even while the client is slow or gone: a client that leaves is charged
-// for what the gateway had already received, the provider's usage chunk included when it
-// had arrived. On a cancel it also drains what is already buffered (for up to DRAIN_MS)
-// before aborting the upstream call. A kill or close ends the stream with an error event in
-// the provider's format, so the SDK raises it instead of seeing the connection cut.
+// A pump reads the provider's answer as fast as it comes (up to MAX_BUFFER bytes ahead of
+// the client), so what the provider sent is in the tracker even while the client is slow
+// or gone: a client that leaves is charged what the gateway had received, the provider's
+// usage chunk included when it had arrived. The client side is served from that buffer as
+// it reads; a client that has not read for stallMs while the answer is unfinished is gone.
+// A kill or close ends the stream with an error event in the provider's format, so the SDK
+// raises it instead of seeing the connection cut.
 
-const READ_AHEAD = 256;
+const MAX_BUFFER = 4 * 1024 * 1024;
+/** On a cancel: how long to keep taking what the provider already sent before aborting it. */
 const DRAIN_MS = 100;
 
 export type Outcome = "completed" | "aborted";
@@ -24,7 +26,7 @@ export interface RelayOptions {
   stallMs: number;
   /** Called once, when the stream ended for whatever reason. */
   finish: (outcome: Outcome) => void;
-  /** Every chunk from upstream (resets the upstream timeout, starts the heartbeat). */
+  /** Every chunk from upstream (resets the upstream timeout). */
   onChunk: () => void;
   /** The provider's usage has just arrived. */
   onUsage: () => void;
@@ -32,109 +34,122 @@ export interface RelayOptions {
 
 export class StreamRelay {
   readonly stream: ReadableStream<Uint8Array>;
-  private controller?: ReadableStreamDefaultController<Uint8Array>;
-  private ended = false;
-  private pulling = false;
-  private lastPull = Date.now();
+  private buffer: Uint8Array[] = [];
+  private buffered = 0;
+  private upstreamDone = false;
+  private upstreamError: unknown;
+  private settled = false;
+  private stopped = false;
+  private clientGone = false;
+  private clientWaiting = false;
+  private lastClientRead = Date.now();
   private hadUsage = false;
+  private wakeClient?: () => void;
+  private wakePump?: () => void;
+  private pumping: Promise<void>;
+  private controller?: ReadableStreamDefaultController<Uint8Array>;
 
   constructor(private readonly o: RelayOptions) {
-    this.stream = new ReadableStream<Uint8Array>(
-      {
-        start: (c) => {
-          this.controller = c;
-        },
-        pull: (c) => this.pull(c),
-        // The client went away: charge what the provider produced, including what is buffered.
-        cancel: () => this.drainAndAbort(),
+    this.pumping = this.pump();
+    this.stream = new ReadableStream<Uint8Array>({
+      start: (c) => {
+        this.controller = c;
       },
-      { highWaterMark: READ_AHEAD },
-    );
+      pull: (c) => this.serve(c),
+      // The client went away: charge what the provider produced, including what is buffered.
+      cancel: () => this.clientLeft(),
+    });
   }
 
-  private take(value: Uint8Array) {
-    this.o.tracker.push(value);
-    this.o.onChunk();
-    if (!this.hadUsage && this.o.tracker.peekUsage()) {
-      this.hadUsage = true;
-      this.o.onUsage();
-    }
-  }
-
-  private async pull(c: ReadableStreamDefaultController<Uint8Array>) {
-    if (this.ended) return;
-    this.pulling = true;
+  /** Takes the provider's answer as it comes; the bill is final (and settled) when it ends. */
+  private async pump() {
     try {
-      const { done, value } = await this.o.reader.read();
-      if (done) {
-        this.end("completed");
-        if (!this.closed) c.close();
-        return;
+      for (;;) {
+        while (this.buffered > MAX_BUFFER && !this.clientGone && !this.stopped) await new Promise<void>((r) => (this.wakePump = r));
+        const { done, value } = await this.o.reader.read();
+        if (done) break;
+        this.o.tracker.push(value);
+        this.o.onChunk();
+        if (!this.hadUsage && this.o.tracker.peekUsage()) {
+          this.hadUsage = true;
+          this.o.onUsage();
+        }
+        if (!this.clientGone && !this.stopped) {
+          this.buffer.push(value);
+          this.buffered += value.byteLength;
+        }
+        this.wakeClient?.();
       }
-      this.take(value);
-      if (!this.closed) c.enqueue(value);
     } catch (e) {
-      if (this.ended) return;
-      this.end("aborted");
-      try {
-        c.error(e);
-      } catch {
-        /* already closed */
-      }
+      this.upstreamError = e;
+    }
+    this.upstreamDone = true;
+    this.wakeClient?.();
+    this.settle(this.clientGone || this.stopped || this.upstreamError !== undefined ? "aborted" : "completed");
+  }
+
+  private async serve(c: ReadableStreamDefaultController<Uint8Array>) {
+    if (this.stopped) return;
+    this.clientWaiting = true;
+    try {
+      while (!this.buffer.length && !this.upstreamDone && !this.stopped) await new Promise<void>((r) => (this.wakeClient = r));
+      this.wakeClient = undefined;
+      if (this.stopped) return;
+      const chunk = this.buffer.shift();
+      if (chunk) {
+        this.buffered -= chunk.byteLength;
+        this.wakePump?.();
+        c.enqueue(chunk);
+      } else if (this.upstreamError !== undefined) c.error(this.upstreamError);
+      else c.close();
     } finally {
-      this.pulling = false;
-      this.lastPull = Date.now();
+      this.clientWaiting = false;
+      this.lastClientRead = Date.now();
     }
   }
 
-  private closed = false;
+  private async clientLeft() {
+    if (this.stopped) return;
+    this.clientGone = true;
+    this.buffer = [];
+    this.buffered = 0;
+    this.wakePump?.();
+    // What the provider already sent is still taken for a moment; then it is stopped.
+    await Promise.race([this.pumping, new Promise((r) => setTimeout(r, DRAIN_MS))]);
+    this.o.abort.abort(new Error("the client went away"));
+    this.settle("aborted");
+  }
 
-  private end(outcome: Outcome) {
-    if (this.ended) return;
-    this.ended = true;
+  private settle(outcome: Outcome) {
+    if (this.settled) return;
+    this.settled = true;
     this.o.finish(outcome);
   }
 
-  private async drainAndAbort() {
-    if (this.ended) return;
-    this.closed = true;
-    const deadline = Date.now() + DRAIN_MS;
-    let finished = false;
-    while (!finished && Date.now() < deadline) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), Math.max(1, deadline - Date.now()))));
-      const r = await Promise.race([this.o.reader.read().catch(() => ({ done: true, value: undefined })), timeout]);
-      clearTimeout(timer);
-      if (r === "timeout") break;
-      if (r.done) finished = true;
-      else if (r.value) this.take(r.value);
-    }
-    this.o.abort.abort(new Error("the client went away"));
-    this.end("aborted");
-  }
-
-  /** True when nobody has read for stallMs while the answer is unfinished. */
+  /** True when the client has not read for stallMs while there is more for it. */
   stalled(): boolean {
-    return !this.ended && !this.pulling && Date.now() - this.lastPull > this.o.stallMs;
+    if (this.stopped || this.clientGone || this.clientWaiting) return false;
+    if (this.upstreamDone && !this.buffer.length) return false;
+    return Date.now() - this.lastClientRead > this.o.stallMs;
   }
 
-  /** Ends the stream for a reason of ours (a kill, a stall): upstream aborted, the client told in-band. */
+  /**
+   * Ends the stream for a reason of ours (a kill, a stall): the provider is stopped, the
+   * client gets what was buffered and then an error event saying why.
+   */
   stop(code: string, message: string) {
-    if (this.ended) return;
-    this.closed = true;
+    if (this.stopped || this.clientGone) return;
+    this.stopped = true;
     this.o.abort.abort(new Error(message));
-    this.end("aborted");
+    this.settle("aborted");
+    this.wakeClient?.();
     try {
+      for (const chunk of this.buffer) this.controller?.enqueue(chunk);
+      this.buffer = [];
       this.controller?.enqueue(new TextEncoder().encode(streamError(this.o.provider, code, message)));
       this.controller?.close();
     } catch {
       /* the client is already gone */
     }
   }
-
-  get done(): boolean {
-    return this.ended;
-  }
 }
-
-export type { Usage };

@@ -270,18 +270,8 @@ describe("failures and aborts", () => {
     expect(await summary(id)).toMatchObject({ spentUsd: 0, reservedUsd: 0 });
   });
 
-  it("a reservation whose settle never comes expires through the alarm, charged at its estimate", async () => {
-    const id = await session({ budget: { session_usd: 10, reservation_ttl: "500ms" } });
-    up.next({ hang: true });
-    const e = await openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "x" }], max_tokens: 100 }).catch((x) => x);
-    expect(e.status).toBe(502);
-    const log = (await op(`/v1/sessions/${id}/log`)).text.trim().split("\n").map((l) => JSON.parse(l));
-    const reserved = log.find((ev) => ev.type === "request.reserved");
-    const settled = log.filter((ev) => ev.type === "request.settled");
-    expect(settled).toHaveLength(1);
-    expect(settled[0].data).toMatchObject({ outcome: "expired", costUsd: reserved.data.estimateUsd });
-    expect((await summary(id)).spentUsd).toBeCloseTo(reserved.data.estimateUsd, 12);
-  });
+  // A reservation whose settle never comes (the gateway died with the call) is charged at its
+  // estimate by the alarm: test/integration/money.test.ts restarts the server to show it.
 
   it("a stream the client cuts is aborted upstream and settled with what was produced", async () => {
     const id = await session();
