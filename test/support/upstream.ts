@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { getEncoding, type Tiktoken } from "js-tiktoken";
+import { imageSize } from "image-size";
 
 export type Behavior = {
   status?: number;
@@ -18,6 +19,10 @@ export type Behavior = {
   completionTokens?: number;
   cachedTokens?: number;
   omitUsage?: boolean;
+  /** Bills this many times the counted input tokens (a provider whose tokenizer counts more than ours). */
+  inputFactor?: number;
+  /** Streams: waits this long before the final event, with everything else (usage included) sent. */
+  holdBeforeEndMs?: number;
 };
 
 export type Recorded = {
@@ -29,6 +34,8 @@ export type Recorded = {
   body: any;
   aborted: boolean;
   at: number;
+  /** Stream events written so far, in order. */
+  sent: string[];
 };
 
 export interface Upstream {
@@ -60,9 +67,67 @@ function tokenize(text: string, anthropic: boolean): number {
   return encoder(anthropic ? "cl100k_base" : "o200k_base").encode(text).length;
 }
 
-// Non-text parts get a flat price: counting a base64 image as text would dwarf
-// everything else and real providers do not bill that way either.
-const IMAGE_TOKENS = 85;
+// Non-text parts are billed the way the providers publish it, from the attachment itself:
+// images by their pixel size per model family, PDFs per page (an image of the page plus its
+// text). Written here from the providers' documentation, independently of the proxy's own
+// bounds, so the tests compare Governor's reservations with a provider's bill.
+const IMAGE_FALLBACK = 85;
+const PDF_TEXT_PER_PAGE = 1_500;
+const TILE_MODELS: Array<[RegExp, number, number]> = [
+  [/^gpt-4o-mini/, 2833, 5667],
+  [/^(o1|o3)(?!-mini)/, 75, 150],
+  [/^gpt-5(-chat)?(-\d|$|-latest)/, 70, 140],
+  [/^(gpt-4o|gpt-4\.1(?!-)|gpt-4-turbo|chatgpt-4o)/, 85, 170],
+];
+const PATCH_MODELS: Array<[RegExp, number]> = [
+  [/^gpt-4\.1-mini/, 1.62],
+  [/^gpt-4\.1-nano/, 2.46],
+  [/^gpt-5-mini/, 1.2],
+  [/^gpt-5-nano/, 1.5],
+  [/^o4-mini/, 1.72],
+];
+
+function imageDims(part: any): { width: number; height: number } | undefined {
+  const raw = part?.source?.data ?? part?.image_url?.url ?? part?.image_url ?? part?.file?.file_data ?? part?.file_data;
+  if (typeof raw !== "string") return undefined;
+  const b64 = raw.startsWith("data:") ? raw.slice(raw.indexOf(",") + 1) : raw;
+  try {
+    const r = imageSize(Buffer.from(b64, "base64"));
+    return r.width && r.height ? { width: r.width, height: r.height } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function imageTokens(model: string, anthropic: boolean, dims: { width: number; height: number } | undefined, detail?: string): number {
+  if (!dims) return IMAGE_FALLBACK;
+  let { width: w, height: h } = dims;
+  if (anthropic) {
+    const scale = Math.min(1, 1568 / Math.max(w, h), Math.sqrt(1_150_000 / (w * h)));
+    return Math.ceil((Math.floor(w * scale) * Math.floor(h * scale)) / 750);
+  }
+  const patch = PATCH_MODELS.find(([re]) => re.test(model));
+  if (patch) return Math.ceil(Math.min(1536, Math.ceil(w / 32) * Math.ceil(h / 32)) * patch[1]);
+  const [, base, tile] = TILE_MODELS.find(([re]) => re.test(model)) ?? [/x/, 85, 170];
+  if (detail === "low") return base;
+  const fit = Math.min(1, 2048 / Math.max(w, h));
+  (w = Math.floor(w * fit)), (h = Math.floor(h * fit));
+  const short = Math.min(1, 768 / Math.min(w, h));
+  (w = Math.floor(w * short)), (h = Math.floor(h * short));
+  return base + tile * Math.ceil(w / 512) * Math.ceil(h / 512);
+}
+
+function pdfTokens(part: any, model: string, anthropic: boolean): number {
+  const raw = part?.source?.data ?? part?.file?.file_data ?? part?.file_data;
+  if (typeof raw !== "string") return IMAGE_FALLBACK;
+  const b64 = raw.startsWith("data:") ? raw.slice(raw.indexOf(",") + 1) : raw;
+  const pages = Buffer.from(b64, "base64").toString("latin1").match(/\/Type\s*\/Page(?![a-zA-Z])/g)?.length ?? 1;
+  const pageImage = anthropic ? 1_600 : imageTokens(model, false, { width: 1224, height: 1584 });
+  return pages * (pageImage + PDF_TEXT_PER_PAGE);
+}
+
+let billingModel = "";
+let billingAnthropic = false;
 
 function partText(part: any): { text: string; extra: number } {
   if (part == null) return { text: "", extra: 0 };
@@ -79,8 +144,12 @@ function partText(part: any): { text: string; extra: number } {
   }
   if (typeof part !== "object") return { text: String(part), extra: 0 };
   const t = part.type;
-  if (t === "image_url" || t === "image" || t === "input_image" || t === "document" || t === "input_file") {
-    return { text: "", extra: IMAGE_TOKENS };
+  if (t === "image_url" || t === "image" || t === "input_image") {
+    return { text: "", extra: imageTokens(billingModel, billingAnthropic, imageDims(part), part?.image_url?.detail ?? part?.detail) };
+  }
+  if (t === "document" || t === "input_file" || t === "file") {
+    if (part?.source?.type === "text") return { text: String(part.source.data ?? ""), extra: 0 };
+    return { text: "", extra: pdfTokens(part, billingModel, billingAnthropic) };
   }
   if (typeof part.text === "string") return { text: part.text, extra: 0 };
   if (part.content !== undefined) return partText(part.content);
@@ -116,6 +185,8 @@ function countMessages(messages: any[], anthropic: boolean): number {
  */
 export function countPromptTokens(route: Route, body: any): number {
   const b = body && typeof body === "object" ? body : {};
+  billingModel = typeof b.model === "string" ? b.model : "";
+  billingAnthropic = route === "messages";
   switch (route) {
     case "chat": {
       let n = countMessages(Array.isArray(b.messages) ? b.messages : [], false);
@@ -136,7 +207,8 @@ export function countPromptTokens(route: Route, body: any): number {
       if (b.system) items.push({ role: "system", content: b.system });
       if (Array.isArray(b.messages)) items.push(...b.messages);
       let n = countMessages(items, true);
-      if (b.tools) n += tokenize(JSON.stringify(b.tools), true);
+      // Anthropic's tool-use system prompt (~346 tokens for Claude 4 with tool_choice auto).
+      if (Array.isArray(b.tools) && b.tools.length) n += tokenize(JSON.stringify(b.tools), true) + 346;
       return n;
     }
     case "embeddings": {
@@ -204,7 +276,7 @@ function plan(route: Route, body: any, b: Behavior): Plan {
   return {
     pieces,
     text: pieces.join(""),
-    promptTokens: b.promptTokens ?? countPromptTokens(route, body),
+    promptTokens: b.promptTokens ?? Math.ceil(countPromptTokens(route, body) * (b.inputFactor ?? 1)),
     outputTokens,
     cachedTokens: b.cachedTokens ?? 0,
     truncated,
@@ -492,7 +564,7 @@ export async function startUpstream(opts: { port?: number; host?: string } = {})
       for (const [k, v] of Object.entries(req.headers)) {
         if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
       }
-      const rec: Recorded = { method: req.method ?? "GET", path: pathname, url, headers, body, aborted: false, at };
+      const rec: Recorded = { method: req.method ?? "GET", path: pathname, url, headers, body, aborted: false, at, sent: [] };
       requests.push(rec);
       const behavior = queue.length > 0 ? queue.shift()! : fallback;
       try {
@@ -579,11 +651,13 @@ export async function startUpstream(opts: { port?: number; host?: string } = {})
           res.end();
           return;
         }
+        rec.sent.push(events[i]);
         res.write(events[i++]);
         if (i >= events.length) {
           res.end();
           return;
         }
+        if (i === events.length - 1 && b.holdBeforeEndMs) return wait(b.holdBeforeEndMs, step);
         const d = b.chunkDelayMs ?? 0;
         if (d > 0) wait(d, step);
         else setImmediate(step);
