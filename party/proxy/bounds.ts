@@ -67,17 +67,16 @@ const MAX_PATCHES = 1536;
 /** The image part's own wrapper tokens (a few per image in measurements). */
 const IMAGE_WRAPPER = 20;
 
-/** Squares of 512px after OpenAI's two scaling steps; a dimension that was scaled gets a pixel of slack for rounding. */
+/** Squares of 512px after OpenAI's two scaling steps; a scaled dimension that is not whole is rounded up. */
 function tiles({ width, height }: ImageSize): number {
   let w = width;
   let h = height;
-  let scaled = false;
   const fit = Math.min(1, 2048 / Math.max(w, h));
-  if (fit < 1) (w *= fit), (h *= fit), (scaled = true);
+  (w *= fit), (h *= fit);
   const short = Math.min(1, 768 / Math.min(w, h));
-  if (short < 1) (w *= short), (h *= short), (scaled = true);
-  const slack = scaled ? 1 : 0;
-  return Math.min(MAX_TILES, Math.ceil((w + slack) / 512) * Math.ceil((h + slack) / 512));
+  (w *= short), (h *= short);
+  const up = (x: number) => Math.ceil(x - 1e-9);
+  return Math.min(MAX_TILES, Math.ceil(up(w) / 512) * Math.ceil(up(h) / 512));
 }
 
 function openaiImage(family: string, size: ImageSize | undefined, detail: unknown): number {
@@ -98,7 +97,7 @@ const CLAUDE_IMAGE_MARGIN = 1.1;
 
 function claudeImage(size: ImageSize | undefined): number {
   const raw = size ? Math.min(CLAUDE_IMAGE_CAP, Math.ceil((size.width * size.height) / 750)) : CLAUDE_IMAGE_CAP;
-  return Math.ceil(raw * CLAUDE_IMAGE_MARGIN) + IMAGE_WRAPPER;
+  return Math.ceil(raw * CLAUDE_IMAGE_MARGIN - 1e-9) + IMAGE_WRAPPER;
 }
 
 /** Upper bound on the input tokens one image bills; `size` undefined means it could not be read (a URL, a file id). */
