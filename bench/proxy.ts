@@ -4,6 +4,7 @@ import { startGovernor, TOKENS } from "../test/support/server";
 import { startUpstream, type Behavior } from "../test/support/upstream";
 import { cpuPerRequest, cpuSnapshot, expectOk, gitState, httpClient, load, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, sequential, writeResults, type Client, type Reply } from "./harness";
 import { cpuLines, ms, rounded, summarize, table, type Summary } from "./stats";
+import { history, step, TOOLS } from "./history";
 
 // What the proxy adds to an LLM call: the same request sent straight to the local
 // stand-in provider and through Governor (reserve in the session actor, forward,
@@ -21,7 +22,11 @@ const THROUGHPUT = { concurrency: 32, count: n(20_000), maxMs: 8_000 };
 const STREAM = { behavior: { chunkDelayMs: 5, chunks: 4 } satisfies Behavior, rounds: 5, perRound: n(40) };
 const DEADLINE_MS = 300_000;
 
-const GOALS = { addedP50Ms: 1, addedP99Ms: 5 };
+const GOALS = { addedP50Ms: 1, addedP99Ms: 5, longContextWithinMs: 1, coldStartWithinMs: 5 };
+// A coding agent's history of ~40k tokens (56 tool calls), and one that grows by a message per call.
+const LONG = { rounds: 5, perRound: n(60), warmup: n(20), steps: 56 };
+const GROWING = { from: 40, calls: n(120) };
+const COLD = { starts: Math.max(1, Math.round(3 * Math.min(1, SCALE * 3))), after: 20 };
 
 const CHAT = { model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 16 };
 // The proxy asks the provider for usage on every stream (it settles with it), which makes
@@ -158,8 +163,58 @@ runBenchmark("bench:proxy", DEADLINE_MS, async () => {
   });
   upstream.reset();
 
+  // ---------------------------------------------------------------- long contexts
+  const LONG_CHAT = { model: "gpt-4o-mini", max_tokens: 16, tools: TOOLS, messages: history(LONG.steps) };
+  const longBytes = Buffer.byteLength(JSON.stringify(LONG_CHAT));
+  log(`\nlong context (${LONG.steps} tool calls, ${Math.round(longBytes / 1024)} KiB), concurrency 1: ${LONG.warmup} warm-up each, then ${LONG.rounds} alternating rounds of ${LONG.perRound}`);
+  const long = await phase("long context", async () => {
+    upstream.reset();
+    return paired([direct, governed], LONG_CHAT, checkChat, LONG.rounds, LONG.perRound, LONG.warmup, (r) => r.ms);
+  });
+  const addedLongP50 = long[governed.name].p50 - long[direct.name].p50;
+
+  log(`\ngrowing context: from ${GROWING.from} tool calls, one message more per call, ${GROWING.calls} calls each side`);
+  const growing = await phase("growing context", async () => {
+    upstream.reset();
+    const base = history(GROWING.from);
+    const extra = Array.from({ length: GROWING.calls }, (_, i) => step(GROWING.from + Math.floor(i / 2))[i % 2]);
+    const d: number[] = [];
+    const g: number[] = [];
+    for (let i = 0; i < GROWING.calls; i++) {
+      const body = { model: "gpt-4o-mini", max_tokens: 16, tools: TOOLS, messages: [...base, ...extra.slice(0, i + 1)] };
+      d.push((await call(direct, body, checkChat(direct))()).ms);
+      g.push((await call(governed, body, checkChat(governed))()).ms);
+    }
+    const endTokens = Math.round(Buffer.byteLength(JSON.stringify({ messages: [...base, ...extra] })) / 3.7);
+    return { direct: summarize(d), governed: summarize(g), added: summarize(g.map((x, i) => x - d[i])), endKiB: Math.round(Buffer.byteLength(JSON.stringify([...base, ...extra])) / 1024), endTokensApprox: endTokens };
+  });
+
   // Every governed call was reserved and settled in the actor; its spend proves it.
   const state = JSON.parse(expectOk(await govClient.request(`/v1/sessions/${session}`, { headers: { authorization: `Bearer ${TOKENS.operator}` } }), "read session").body) as { seq: number; spentUsd: number; reservations: unknown[] };
+
+  // ---------------------------------------------------------------- cold start
+  // A fresh server each time: the first proxied call after start (the isolate, the actor and
+  // the tokenizer all cold) against the calls that follow it.
+  log(`\ncold start: ${COLD.starts} fresh server(s), first proxied call vs the next ${COLD.after}`);
+  const cold: Array<{ first: number; next: Summary }> = [];
+  for (let i = 0; i < COLD.starts; i++) {
+    const fresh = await startGovernor({ vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench", ANTHROPIC_BASE_URL: upstream.url, ANTHROPIC_API_KEY: "sk-ant-bench" } });
+    const c = httpClient(fresh.url, 1);
+    try {
+      const id = `cold-${i}`;
+      expectOk(await c.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id, policy: { budget: { session_usd: 100 } } } }), "open cold session");
+      const t: Target = { name: "cold", client: c, path: governed.path, headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id }, governed: true };
+      const fn = call(t, LONG_CHAT, checkChat(t));
+      const first = (await fn()).ms;
+      const next = summarize(await sequential(COLD.after, async () => (await fn()).ms));
+      cold.push({ first, next });
+      log(`  start ${i + 1}: first ${ms(first)} ms, next p50 ${ms(next.p50)} ms`);
+    } finally {
+      c.close();
+      await fresh.stop();
+    }
+  }
+  const coldAdded = summarize(cold.map((x) => x.first - x.next.p50));
 
   // ---------------------------------------------------------------- report
   const yes = (ok: boolean) => (ok ? "yes" : "NO");
@@ -221,6 +276,23 @@ runBenchmark("bench:proxy", DEADLINE_MS, async () => {
     ),
   );
   lines.push("");
+  const ld = long[direct.name];
+  const lg = long[governed.name];
+  lines.push(`Long context: a coding agent's history, ${LONG.steps} tool calls (${Math.round(longBytes / 1024)} KiB, ~40k tokens), non-streaming, concurrency 1 (ms)`);
+  lines.push(
+    table(
+      ["path", "p50", "p90", "p99"],
+      [
+        ["direct to stand-in", ms(ld.p50), ms(ld.p90), ms(ld.p99)],
+        ["through Governor", ms(lg.p50), ms(lg.p90), ms(lg.p99)],
+        ["added", ms(addedLongP50), ms(lg.p90 - ld.p90), ms(lg.p99 - ld.p99)],
+      ],
+    ),
+  );
+  lines.push(`Added p50, long context vs one-line prompt: ${ms(addedLongP50)} vs ${ms(addedP50)} ms (goal: within ${GOALS.longContextWithinMs} ms: ${yes(addedLongP50 - addedP50 <= GOALS.longContextWithinMs)}).`);
+  lines.push(`Growing context (one message more per call, up to ${growing.endKiB} KiB): added p50 ${ms(growing.added.p50)} ms, p99 ${ms(growing.added.p99)} ms over ${growing.added.n} calls.`);
+  lines.push(`Cold start (${cold.length} fresh server(s)): first call ${cold.map((x) => ms(x.first)).join(", ")} ms; the next ${COLD.after} calls p50 ${cold.map((x) => ms(x.next.p50)).join(", ")} ms; first minus next p50: ${ms(coldAdded.p50)} ms (goal: within ${GOALS.coldStartWithinMs} ms: ${yes(coldAdded.p50 <= GOALS.coldStartWithinMs)}).`);
+  lines.push("");
   lines.push(`Session after the run: ${state.seq} events, $${state.spentUsd.toFixed(6)} spent, ${state.reservations.length} reservation(s) open.`);
   const loadAfter = loadavg();
   lines.push(`Whole run: ${((performance.now() - started) / 1000).toFixed(0)} s on ${cpus().length} cores; load average ${loadBefore[0].toFixed(2)} before, ${loadAfter[0].toFixed(2)} after (other work on the machine skews the figures).`);
@@ -247,10 +319,13 @@ runBenchmark("bench:proxy", DEADLINE_MS, async () => {
         firstChunk: { direct: st[direct.name], governed: st[governed.name], added: { p50: st[governed.name].p50 - st[direct.name].p50, p99: st[governed.name].p99 - st[direct.name].p99 } },
         wholeStream: { direct: sw[direct.name], governed: sw[governed.name] },
       },
+      longContext: { steps: LONG.steps, bytes: longBytes, direct: ld, governed: lg, addedP50: addedLongP50, addedP50OneLine: addedP50 },
+      growingContext: growing,
+      coldStart: { starts: cold, firstMinusNextP50: coldAdded },
       session: { events: state.seq, spentUsd: state.spentUsd, openReservations: state.reservations.length },
       reloads: reloadsOf(gov),
       retried,
-      met: { addedP50: addedP50 <= GOALS.addedP50Ms, addedP99: addedP99 <= GOALS.addedP99Ms },
+      met: { addedP50: addedP50 <= GOALS.addedP50Ms, addedP99: addedP99 <= GOALS.addedP99Ms, longContext: addedLongP50 - addedP50 <= GOALS.longContextWithinMs, coldStart: coldAdded.p50 <= GOALS.coldStartWithinMs },
     }),
   );
   log(`\nwrote ${path}`);

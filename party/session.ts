@@ -69,6 +69,7 @@ export default class SessionActor implements Party.Server {
     await this.journal.load();
     // What storage says about the alarm may never fire after a restart: set it from the state.
     this.timers.rearm();
+    this.money.prefetch();
     await this.notifier.resume();
   }
 
@@ -214,6 +215,7 @@ export default class SessionActor implements Party.Server {
       { type: "session.opened", id: `open:${op.id}`, data: { tenant, session: op.id, policy: op.policy, agent: op.agent, user: op.user, task: op.task } },
     ]);
     await write;
+    this.money.prefetch();
     return json(summarize(this.journal.snapshot), 201);
   }
 }

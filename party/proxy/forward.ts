@@ -23,6 +23,13 @@ const DEFAULT_TIMEOUT_MS = 120_000;
 const DEFAULT_STALL_MS = 10_000;
 /** A call still waiting for the provider this long starts reporting to (and listening to) its actor. */
 const WATCH_AFTER_MS = 250;
+/**
+ * The rank tables are decoded this long after an isolate's first proxied call, in small
+ * slices: started at once, the slices would interleave with that first call's own steps.
+ * Until they are ready, calls are decided on the size bound; a budget tight enough to need
+ * a count in the isolate's first seconds waits for them.
+ */
+const WARM_AFTER_MS = 2_000;
 
 let warming = false;
 
@@ -33,7 +40,11 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
   // The first proxied call in an isolate starts decoding the rank tables in the background.
   if (!warming) {
     warming = true;
-    ctx.waitUntil(warmTokenizers().catch((e) => console.error("tokenizer warm-up failed", e)));
+    ctx.waitUntil(
+      new Promise((r) => setTimeout(r, WARM_AFTER_MS))
+        .then(() => warmTokenizers())
+        .catch((e) => console.error("tokenizer warm-up failed", e)),
+    );
   }
   const env = lobby.env as Record<string, unknown>;
   const fail = (e: GovernorError) => providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });

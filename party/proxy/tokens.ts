@@ -30,7 +30,7 @@ export function encodingFor(provider: Provider, model: string): EncodingName {
   return provider === "openai" && !CL100K_OPENAI.test(model) ? "o200k_base" : "cl100k_base";
 }
 
-const SLICE_TOKENS = 8_000; // ~5-8 ms of work per slice
+const SLICE_TOKENS = 2_000; // ~1-2 ms of work per slice
 const ready = new Map<EncodingName, Tiktoken>();
 const loading = new Map<EncodingName, Promise<Tiktoken>>();
 

@@ -47,6 +47,11 @@ export class Reservations {
 
   // ---------------------------------------------------------------- learned ratios
 
+  /** Read ahead of the first call (not from onAlarm: PartyKit forbids reaching other parties there). */
+  prefetch() {
+    if (this.journal.context.opened && this.ratiosAt === 0) setTimeout(() => void this.loadRatios(), 0);
+  }
+
   private loadRatios(): Promise<void> {
     this.ratiosLoading ??= (async () => {
       try {

@@ -171,14 +171,14 @@ describe("the size bound", () => {
     const a = scanPrompt("anthropic", "v1/messages", claude, bytes(claude), "claude-sonnet-4-5", claude.model);
     expect(a).toMatchObject({ profile: "server-tools", toolTokens: 5 * 25_000, patch: { anthropicMaxUses: 5 } });
     expect(a.toolFeesUsd).toBeCloseTo(0.05, 12);
-    const sent = JSON.parse(outgoingBody("anthropic", "v1/messages", claude.model, JSON.stringify(claude), claude, {}, a.patch));
+    const sent = JSON.parse(outgoingBody("anthropic", "v1/messages", claude.model, JSON.stringify(claude), claude, { replace: false }, a.patch));
     expect(sent.tools[0].max_uses).toBe(5);
     const limited = { ...claude, tools: [{ type: "web_search_20250305", name: "web_search", max_uses: 2 }] };
     expect(scanPrompt("anthropic", "v1/messages", limited, bytes(limited), "claude-sonnet-4-5", claude.model)).toMatchObject({ toolTokens: 50_000, patch: {} });
     const gpt = { model: "gpt-5", input: "news?", tools: [{ type: "web_search" }, { type: "function", name: "f", parameters: {} }] };
     const o = scanPrompt("openai", "v1/responses", gpt, bytes(gpt), "gpt-5", "gpt-5");
     expect(o).toMatchObject({ profile: "server-tools", patch: { openaiMaxToolCalls: 5 } });
-    expect(JSON.parse(outgoingBody("openai", "v1/responses", "gpt-5", JSON.stringify(gpt), gpt, {}, o.patch)).max_tool_calls).toBe(5);
+    expect(JSON.parse(outgoingBody("openai", "v1/responses", "gpt-5", JSON.stringify(gpt), gpt, { replace: false }, o.patch)).max_tool_calls).toBe(5);
   });
 
   it("prompt caching: the dearest write the call can make sets the input rate", () => {
