@@ -30,6 +30,9 @@ child.stdout.on("data", (d) => {
       : 'token:   dev  (operator of tenant "local"; set GOVERNOR_TOKENS to use your own)';
     const consoleUrl = process.env.GOVERNOR_TOKENS ? `${publicUrl}/` : `${publicUrl}/?token=dev&tenant=local`;
     console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n`);
+    // The first request after a start wakes the sessions with something due (open
+    // reservations, pending approvals), whose alarms the local runtime does not fire on its own.
+    fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.body?.cancel(), () => undefined);
   }
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));

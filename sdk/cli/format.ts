@@ -55,6 +55,8 @@ export function formatSession(s: SessionSummary): string {
     ["counters", `${c.llmCalls} llm calls, ${c.actions} actions (${c.allowed} allowed, ${c.denied} denied, ${c.reviews} reviews), ${c.violations} violations, ${c.alerts} alerts, ${c.anomalies} anomalies`],
   ];
   for (const [k, v] of [["agent", s.agent], ["user", s.user], ["task", s.task]] as const) if (v) rows.push([k, v]);
+  // Money the reservations did not cover: the estimate ran low (see README, "Reservations").
+  if (s.overrunUsd) rows.push(["overrun", `${usd(s.overrunUsd)} charged above reservations${s.overBudgetUsd ? `; ${usd(s.overBudgetUsd)} past the budget` : ""}`]);
   if (s.alerts.length) rows.push(["alerts", s.alerts.join(", ")]);
   if (s.killed) rows.push(["killed", `by ${s.killed.by}${s.killed.rule ? ` (${s.killed.rule})` : ""}: ${s.killed.reason}`]);
   let out = table(rows);

@@ -185,3 +185,14 @@ describe("the size bound and the count", () => {
     expect(s.apply(decideAction(s.view, { id: "a", action: "t", args: {}, argsHash: "h", costUsd: 0.01, attribution: {} }, s.now)).decision).toBe("deny");
   });
 });
+
+describe("governor show", () => {
+  it("prints an overrun line when settles went past their reservations", async () => {
+    const { formatSession } = await import("../../sdk/cli/format");
+    const s = new Sim({ budget: { session_usd: 0.02, alert_at: 1 } });
+    const a = s.reserve();
+    expect(formatSession(summarize(s.snapshot))).not.toContain("overrun");
+    s.settle(a.requestId, 0.03);
+    expect(formatSession(summarize(s.snapshot))).toMatch(/overrun\s+\$0\.012 charged above reservations; \$0\.01 past the budget/);
+  });
+});
