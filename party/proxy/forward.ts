@@ -9,7 +9,7 @@ import { CLAUDE_TOKENIZER_MARGIN } from "./bounds";
 import { governorHeaders, providerError } from "./errors";
 import { countPrompt } from "./estimate";
 import { StreamRelay, type Outcome } from "./relay";
-import { countTextTokens, loadEncoding, warmTokenizers } from "./tokens";
+import { countTextTokens, isReady, loadEncoding, warmTokenizers } from "./tokens";
 import { outgoingBody, upstreamHeaders, upstreamUrl } from "./upstream";
 import { StreamUsageTracker, usageFromJson } from "./usage";
 import { watchCall, type Produced } from "./watch";
@@ -113,8 +113,8 @@ async function forward(req: Request, env: Record<string, unknown>, ctx: Party.Ex
     send: (op) => send(op),
     produced: () => produced(),
     startAfterMs: WATCH_AFTER_MS,
-    onAbort: (reason) => {
-      ended = { code: /closed/.test(reason) ? "session_closed" : "session_killed", reason };
+    onAbort: (reason, code) => {
+      ended = { code, reason };
       if (relay) relay.stop(ended.code, `the session ended while this answer streamed: ${reason}`);
       else abort.abort(new Error(reason));
     },
@@ -239,6 +239,9 @@ function streamMeasure(call: ProxiedCall, tracker: StreamUsageTracker) {
   return async (final: boolean): Promise<Usage> => {
     const { usage, outputText } = final ? tracker.finish() : tracker.peek();
     if (usage) return usage;
+    // A progress report never waits for a cold tokenizer (the report is how a kill gets
+    // through): until the tables are ready it carries the input's size bound.
+    if (!final && !isReady(call.scan.encoding) && !input) return { inputTokens: call.reserve.prompt.bound, outputTokens: countTextTokens(call.provider, call.model, outputText), cachedInputTokens: 0, cacheWriteTokens: 0 };
     input ??= countPrompt(call.scan, call.body, call.context);
     const inputTokens = await input;
     if (final) await loadEncoding(call.scan.encoding);

@@ -22,13 +22,14 @@ export interface Watch {
   report(): void;
 }
 
-export function watchCall(opts: { requestId: string; send: Send; produced: () => Promise<Produced>; onAbort: (reason: string) => void; startAfterMs: number }): Watch {
+export function watchCall(opts: { requestId: string; send: Send; produced: () => Promise<Produced>; onAbort: (reason: string, code: string) => void; startAfterMs: number }): Watch {
   let stopped = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const once = async (holdMs: number): Promise<{ abort?: boolean; gone?: boolean; reason?: string } | undefined> => {
+  type Answer = { abort?: boolean; gone?: boolean; reason?: string; code?: string };
+  const once = async (holdMs: number): Promise<Answer | undefined> => {
     const p = await opts.produced();
     const res = await opts.send({ op: "progress", requestId: opts.requestId, costUsd: p.costUsd, usage: p.usage, holdMs });
-    return res.ok ? ((await res.json()) as { abort?: boolean; gone?: boolean; reason?: string }) : undefined;
+    return res.ok ? ((await res.json()) as Answer) : undefined;
   };
   const loop = async () => {
     while (!stopped) {
@@ -42,7 +43,7 @@ export function watchCall(opts: { requestId: string; send: Send; produced: () =>
       if (stopped) return;
       if (answer?.abort) {
         stopped = true;
-        opts.onAbort(answer.reason ?? "the session ended");
+        opts.onAbort(answer.reason ?? "the session ended", answer.code ?? "session_killed");
         return;
       }
       if (answer?.gone) return;

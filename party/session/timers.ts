@@ -22,6 +22,8 @@ export class Timers {
   private indexing = false;
   private indexTimer: ReturnType<typeof setTimeout> | undefined;
   private indexRetryMs = INDEX_DELAY_MS;
+  /** Whether the index last heard that this session has something due (what wakes it after a restart). */
+  private indexedDue = false;
   money!: Reservations;
 
   constructor(
@@ -60,6 +62,8 @@ export class Timers {
    * forbids reaching other parties from inside onAlarm.
    */
   scheduleIndex(urgent: boolean) {
+    // The index is how a restart finds sessions with something due: that goes at once.
+    if (!this.indexedDue && nextDeadline(this.journal.context) !== undefined) urgent = true;
     this.indexDirty = true;
     if (this.indexing) return;
     // A pending batch keeps its time (under steady traffic it must still go out).
@@ -83,6 +87,7 @@ export class Timers {
         const summary = summarize(this.journal.snapshot);
         const res = await callTenant(this.room.context, summary.tenant, { op: "upsert", summary });
         if (!res.ok) throw new Error(`tenant answered ${res.status}`);
+        this.indexedDue = summary.reservations.length > 0 || summary.pendingApprovals.length > 0;
       }
       this.indexRetryMs = INDEX_DELAY_MS;
     } catch (e) {

@@ -344,7 +344,13 @@ describe("restart", () => {
       for (let i = 0; i < 100 && upstream.requests.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
       const open = (await c(`/v1/sessions/${id}`)).json.reservations[0];
       expect(open).toBeTruthy();
+      // The server dies outright (no chance to settle anything on the way down).
       const { persist, port } = g;
+      process.kill(-g.pid, "SIGKILL");
+      for (let i = 0; i < 200; i++) {
+        if (!(await fetch(`${g.url}/healthz`).then((r) => (r.body?.cancel(), true), () => false))) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
       await g.stop({ keepStorage: true });
       await call;
       g = await startGovernor({ vars: VARS(upstream), persist, port });
@@ -353,7 +359,7 @@ describe("restart", () => {
       let row: { reservations: unknown[]; spentUsd: number } | undefined;
       for (let i = 0; i < 300; i++) {
         row = (await c2("/v1/sessions")).json.sessions.find((s: { session: string }) => s.session === id);
-        if (row && row.reservations.length === 0) break;
+        if (row && row.reservations.length === 0 && row.spentUsd > 0) break;
         await new Promise((r) => setTimeout(r, 50));
       }
       expect(row?.reservations).toEqual([]);
