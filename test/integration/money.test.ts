@@ -157,6 +157,8 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
       const results = await Promise.allSettled(Array.from({ length: 200 }, () => c.fire(id)));
       const ok = results.filter((r) => r.status === "fulfilled").length;
       const refused = results.filter((r) => r.status === "rejected" && (r.reason as { status?: number }).status === 402).length;
+      const other = results.flatMap((r) => (r.status === "rejected" && (r.reason as { status?: number }).status !== 402 ? [String((r.reason as Error).message).slice(0, 200)] : []));
+      expect(other).toEqual([]);
       expect(ok + refused).toBe(200);
       expect(ok).toBeGreaterThan(0);
       expect(refused).toBeGreaterThan(0);
@@ -354,6 +356,7 @@ describe("restart", () => {
       await g.stop({ keepStorage: true });
       await call;
       g = await startGovernor({ vars: VARS(upstream), persist, port });
+      const back = Date.now();
       const c2 = client(g.url, TOKENS.operator);
       // Watched through the tenant's index only: nothing reaches the session itself.
       let row: { reservations: unknown[]; spentUsd: number } | undefined;
@@ -367,7 +370,8 @@ describe("restart", () => {
       const log = (await c2(`/v1/sessions/${id}/log`)).text.trim().split("\n").map((l) => JSON.parse(l));
       const settled = log.find((e) => e.type === "request.settled");
       expect(settled.data.outcome).toBe("expired");
-      expect(settled.ts).toBeLessThanOrEqual(open.expiresAt + 2_000);
+      // Due at expiresAt; if the server took longer than the TTL to come back, due when it is back.
+      expect(settled.ts).toBeLessThanOrEqual(Math.max(open.expiresAt, back) + 2_000);
     } finally {
       await g.stop();
       await upstream.close();
