@@ -21,9 +21,9 @@ export const SessionSummary = z.object({
   budgetUsd: z.number().nullable(),
   remainingUsd: z.number().nullable(),
   /** What settles charged above their reservations (the estimate was not an upper bound). */
-  overrunUsd: z.number().default(0),
+  overrunUsd: z.number().optional(),
   /** Spend above the session's ceiling (possible only through overruns). */
-  overBudgetUsd: z.number().default(0),
+  overBudgetUsd: z.number().optional(),
   agent: z.string().optional(),
   user: z.string().optional(),
   task: z.string().optional(),
