@@ -103,7 +103,8 @@ const HISTORY = "The agent read the file, found the failing test, and proposed a
 describe("the reservation is an upper bound: 200 concurrent calls never spend past the budget", () => {
   const image = png(1024, 768);
   const doc = pdf(3);
-  const cases: Array<{ name: string; budget: number; behavior: Record<string, unknown>; fire: (id: string) => Promise<unknown> }> = [
+  // maxPrompt: where the attachment's size can be read, the reservation is that image's bound, not the family's largest.
+  const cases: Array<{ name: string; budget: number; behavior: Record<string, unknown>; fire: (id: string) => Promise<unknown>; maxPrompt?: number }> = [
     {
       name: "Anthropic text (billed 1.3x the cl100k count)",
       budget: 0.02,
@@ -128,6 +129,7 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
     {
       name: "an image on gpt-4o-mini (2833 + 5667 per tile)",
       budget: 0.03,
+      maxPrompt: 2833 + 5 * 5667,
       behavior: {},
       fire: (id) => openai(id).chat.completions.create({ model: "gpt-4o-mini", max_tokens: 20, messages: [{ role: "user", content: [{ type: "text", text: "What is in this picture?" }, { type: "image_url", image_url: { url: `data:image/png;base64,${image}` } }] }] }),
     },
@@ -177,6 +179,7 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
       }
       expect(s.overrunUsd).toBeCloseTo(overrun, 9);
       expect(up.requests).toHaveLength(ok);
+      if (c.maxPrompt) for (const e of log.filter((x) => x.type === "request.reserved")) expect(e.data.promptTokens).toBeLessThan(c.maxPrompt);
     });
   }
 });
