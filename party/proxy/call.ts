@@ -2,7 +2,7 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { BadRequestError } from "../../lib/errors";
 import { contextWindow, priceFor, type Price, type Provider } from "../../schema/pricing";
-import { attributionOf, parseJson, readText } from "../http";
+import { assertWellFormed, attributionOf, readText } from "../http";
 import type { ReserveRequest } from "../ops";
 import { boundTokens, scanPrompt, type PromptScan } from "./estimate";
 import { maxOutputFrom } from "./upstream";
@@ -33,18 +33,29 @@ function inputRate(price: Price, cacheWrite: PromptScan["cacheWrite"]): number {
   return price.input;
 }
 
+/** JSON.parse with the gateway's messages; the depth check rides on scanPrompt's walk, and well-formed text is checked after it. */
+function parseBody(text: string): unknown {
+  if (text.trim() === "") throw new BadRequestError("body is empty: expected JSON", "body");
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new BadRequestError(`body is not valid JSON: ${(e as Error).message}`, "body");
+  }
+}
+
 export async function readCall(req: Request, provider: Provider, path: string): Promise<ProxiedCall> {
   const session = req.headers.get("x-session-id") ?? "";
   if (!/^[A-Za-z0-9._~-]{1,128}$/.test(session)) throw new BadRequestError(session ? "X-Session-ID: use 1-128 letters, digits, '.', '_', '~' or '-'" : "X-Session-ID header is required", "X-Session-ID");
   const { attribution, idempotencyKey: clientKey } = attributionOf(req);
   const text = await readText(req, MAX_PROXY_BODY);
-  const parsed = parseJson(text);
+  const parsed = parseBody(text);
   if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new BadRequestError("body must be a JSON object", "body");
   const body = parsed as Record<string, unknown>;
   if (typeof body.model !== "string" || !body.model) throw new BadRequestError("model is required", "model");
   const model = body.model;
   const priced = priceFor(provider, model);
   const scan = scanPrompt(provider, path, body, Buffer.byteLength(text, "utf8"), priced?.family ?? "", model);
+  assertWellFormed(body);
   const context = contextWindow(provider, priced?.family ?? "", req.headers.get("anthropic-beta") ?? "");
   const bound = boundTokens(scan, context);
   const premium = provider === "anthropic" && priced && context > 200_000 ? { above: 200_000, input: inputRate(priced.price, scan.cacheWrite) * 2, output: priced.price.output * 1.5 } : undefined;

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Tiktoken } from "js-tiktoken/lite";
+import { BadRequestError } from "../../lib/errors";
 import { priceFor, TOOL_FEES, type Provider } from "../../schema/pricing";
 import {
   ANTHROPIC_TOOL_SYSTEM,
@@ -136,9 +137,14 @@ function tools(provider: Provider, kind: EndpointKind, body: Obj, scan: PromptSc
   if (server.length) scan.profile = "server-tools";
 }
 
+/** Deeper than any real request: refused before recursive code (counting, hashing) meets it. */
+export const MAX_DEPTH = 64;
+
 /**
  * The cheap pass. `bodyBytes` is the UTF-8 size of the body as received (the gateway has it
- * without re-encoding). Work is proportional to the number of JSON nodes, not to the text.
+ * without re-encoding). Work is proportional to the number of JSON nodes, not to the text;
+ * the same walk refuses a body nested deeper than MAX_DEPTH (a 400), so the proxy needs no
+ * second walk for that.
  */
 export function scanPrompt(provider: Provider, path: string, body: Obj, bodyBytes: number, family: string, model: string): PromptScan {
   const kind = endpointKind(provider, path);
@@ -147,10 +153,13 @@ export function scanPrompt(provider: Provider, path: string, body: Obj, bodyByte
     scan.unpriced = "audio output is billed at audio-token prices, which the price table does not hold";
   }
   const stack: unknown[] = [body];
+  const depths: number[] = [0];
   while (stack.length) {
     const v = stack.pop();
+    const depth = depths.pop()!;
+    if (depth >= MAX_DEPTH) throw new BadRequestError(`body is nested more than ${MAX_DEPTH} levels deep`, "body");
     if (Array.isArray(v)) {
-      for (const x of v) if (typeof x === "object" && x !== null) stack.push(x);
+      for (const x of v) if (typeof x === "object" && x !== null) stack.push(x), depths.push(depth + 1);
       continue;
     }
     if (!isObj(v)) continue;
@@ -165,7 +174,7 @@ export function scanPrompt(provider: Provider, path: string, body: Obj, bodyByte
         continue;
       }
     }
-    for (const x of Object.values(v)) if (typeof x === "object" && x !== null) stack.push(x);
+    for (const x of Object.values(v)) if (typeof x === "object" && x !== null) stack.push(x), depths.push(depth + 1);
   }
   tools(provider, kind, body, scan);
   return scan;
