@@ -41,6 +41,8 @@ export interface Counters {
   violations: number;
   alerts: number;
   anomalies: number;
+  /** Tool failures reported as facts (`error.recorded`). */
+  errors: number;
 }
 
 export interface SessionContext {
@@ -90,7 +92,7 @@ export function initialContext(): SessionContext {
     reservations: {},
     runSpentNanos: {},
     actionSpentNanos: {},
-    counters: { llmCalls: 0, actions: 0, allowed: 0, denied: 0, reviews: 0, violations: 0, alerts: 0, anomalies: 0 },
+    counters: { llmCalls: 0, actions: 0, allowed: 0, denied: 0, reviews: 0, violations: 0, alerts: 0, anomalies: 0, errors: 0 },
     violationCounts: {},
     approvals: {},
     alerted: [],
@@ -210,6 +212,9 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
         violationCounts: { ...ctx.violationCounts, [event.data.kind]: (ctx.violationCounts[event.data.kind] ?? 0) + 1 },
         counters: { ...c, violations: c.violations + 1 },
       };
+    case "error.recorded":
+      // A snapshot from before this counter existed has none.
+      return { ...base, counters: { ...c, errors: (c.errors ?? 0) + 1 } };
     case "anomaly.detected":
       return { ...base, alerted: [...ctx.alerted, `runaway@${event.seq}`], counters: { ...c, anomalies: c.anomalies + 1 }, promptWindow: [] };
     case "alert.raised":

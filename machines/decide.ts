@@ -1,5 +1,6 @@
 import { EventData, type Attribution, type EventDraft, type GovernorEvent } from "../schema/events";
 import type { Policy } from "../schema/policy";
+import { sha256Hex } from "../lib/chain";
 import { moneyLimit, toNanos, toUsd } from "../lib/money";
 import { BadRequestError } from "../lib/errors";
 import { reduce, type SessionContext } from "./context";
@@ -243,7 +244,8 @@ function ruleFields(p: Policy, action: string, args: Record<string, unknown>): {
 
 export type ReportInput =
   | { id: string; type: "cost"; usd: number; action?: string; run?: string }
-  | { id: string; type: "violation"; kind: string; detail?: string };
+  | { id: string; type: "violation"; kind: string; detail?: string }
+  | { id: string; type: "error"; action?: string; code?: string; message?: string };
 
 export function decideReport(view: View, input: ReportInput, now: number): Decision {
   const ctx = view.context;
@@ -256,6 +258,7 @@ export function decideReport(view: View, input: ReportInput, now: number): Decis
     if (view.state === "killed" || view.state === "closed") return { drafts: [settled], verdict: { decision: "allow" } };
     return { drafts: [settled, ...afterCharge(preview(ctx, [settled], now), id, input.run, input.action)], verdict: { decision: "allow" } };
   }
+  if (input.type === "error") return { drafts: [errorRecorded(p, id, input)], verdict: { decision: "allow" } };
   const recorded: EventDraft = { type: "violation.recorded", id, data: { kind: input.kind, detail: input.detail, source: "scanner" } };
   const drafts: EventDraft[] = [recorded];
   const threshold = p.violations.thresholds[input.kind];
@@ -267,6 +270,16 @@ export function decideReport(view: View, input: ReportInput, now: number): Decis
     else if (!ctx.alerted.includes(rule)) drafts.push({ type: "alert.raised", id: `${id}#alert`, data: { kind: "violation", rule, reason } });
   }
   return { drafts, verdict: { decision: "allow" } };
+}
+
+/** The signature lets equal failures be counted without keeping their text. */
+function errorRecorded(p: Policy, id: string, input: Extract<ReportInput, { type: "error" }>): EventDraft {
+  const signature = sha256Hex(`${input.action ?? ""}\n${input.code ?? ""}\n${input.message ?? ""}`);
+  return {
+    type: "error.recorded",
+    id,
+    data: { source: "tool", action: input.action, code: input.code, signature, ...(p.keep_raw && input.message !== undefined && { message: input.message }) },
+  };
 }
 
 export function decideApproval(view: View, input: { approvalId: string; decision: "approve" | "deny"; by: string; note?: string }, now: number): Decision | undefined {

@@ -23,7 +23,8 @@ export function summarize(snapshot: SessionSnapshot): SessionSummary {
     task: c.task,
     openedAt: c.openedAt,
     lastActivity: c.lastActivity,
-    counters: c.counters,
+    // A snapshot from before the error counter existed has none.
+    counters: { ...c.counters, errors: c.counters.errors ?? 0 },
     violations: c.violationCounts,
     reservations: Object.values(c.reservations).map((r) => ({
       requestId: r.requestId,

@@ -57,7 +57,17 @@ export const ViolationFact = z.strictObject({
   detail: Text.optional(),
 });
 
-export const ReportBody = z.discriminatedUnion("type", [CostFact, ViolationFact]);
+// A tool's failure, as a fact: loop detection on repeated errors builds on it. The message
+// is stored only under `keep_raw`; otherwise only its signature is.
+export const ErrorFact = z.strictObject({
+  id: ClientId.optional(),
+  type: z.literal("error"),
+  action: Text.optional(),
+  code: text(MAX_KIND, 1).optional(),
+  message: Text.optional(),
+});
+
+export const ReportBody = z.discriminatedUnion("type", [CostFact, ViolationFact, ErrorFact]);
 
 export const ApprovalBody = z.strictObject({
   decision: z.enum(["approve", "deny"]),

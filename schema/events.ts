@@ -104,6 +104,14 @@ export const EventData = {
     detail: Str.optional(),
     source: z.enum(["scanner", "policy"]),
   }),
+  "error.recorded": z.object({
+    source: z.literal("tool"),
+    action: Str.optional(),
+    code: Str.optional(),
+    /** sha256 hex of `${action}\n${code}\n${message}` (absent parts empty): equal failures share it. */
+    signature: z.string().length(64),
+    message: Str.optional(),
+  }),
   "anomaly.detected": z.object({
     kind: z.literal("runaway"),
     reason: Str,
@@ -164,6 +172,7 @@ export const GovernorEvent = z.discriminatedUnion("type", [
   variant("request.denied"),
   variant("action.checked"),
   variant("violation.recorded"),
+  variant("error.recorded"),
   variant("anomaly.detected"),
   variant("alert.raised"),
   variant("approval.requested"),

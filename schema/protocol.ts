@@ -38,6 +38,8 @@ export const SessionSummary = z.object({
     violations: z.number(),
     alerts: z.number(),
     anomalies: z.number(),
+    // Absent from servers older than the error fact.
+    errors: z.number().default(0),
   }),
   violations: z.record(z.string(), z.number()),
   reservations: z.array(

@@ -52,7 +52,7 @@ export function formatSession(s: SessionSummary): string {
     ["seq", String(s.seq)],
     ["opened", time(s.openedAt)],
     ["last activity", time(s.lastActivity)],
-    ["counters", `${c.llmCalls} llm calls, ${c.actions} actions (${c.allowed} allowed, ${c.denied} denied, ${c.reviews} reviews), ${c.violations} violations, ${c.alerts} alerts, ${c.anomalies} anomalies`],
+    ["counters", `${c.llmCalls} llm calls, ${c.actions} actions (${c.allowed} allowed, ${c.denied} denied, ${c.reviews} reviews), ${c.violations} violations, ${c.alerts} alerts, ${c.anomalies} anomalies, ${c.errors ?? 0} tool errors`],
   ];
   for (const [k, v] of [["agent", s.agent], ["user", s.user], ["task", s.task]] as const) if (v) rows.push([k, v]);
   // Money the reservations did not cover: the estimate ran low (see README, "Reservations").
