@@ -1,7 +1,5 @@
 #!/usr/bin/env node
-// The CLI is TypeScript; tsx compiles it on the fly so there is no build step to forget.
-import { register } from "tsx/esm/api";
+// The `governor` CLI, from the built package (sdk/dist; `npm run build` in the repository).
+import { main } from "../dist/sdk/cli.js";
 
-register();
-const { main } = await import("../cli.ts");
 process.exitCode = await main(process.argv);
