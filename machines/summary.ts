@@ -47,5 +47,6 @@ export function summarize(snapshot: SessionSnapshot): SessionSummary {
     })),
     alerts: c.alerted,
     killed: c.killed,
+    failMode: c.policy?.fail_mode,
   };
 }

@@ -50,6 +50,8 @@ export const SessionSummary = z.object({
   ),
   alerts: z.array(z.string()),
   killed: z.object({ by: z.string(), reason: z.string(), rule: z.string().optional(), at: z.number() }).optional(),
+  /** The policy's fail_mode: what the SDK does when it cannot reach Governor. */
+  failMode: z.enum(["closed", "open"]).optional(),
 });
 export type SessionSummary = z.infer<typeof SessionSummary>;
 

@@ -3,7 +3,8 @@ import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { auditEvents, auditNdjson, LogIntegrityError, type AuditResult } from "./audit";
 import { Governor } from "./client";
 import { GovernorApiError } from "./errors";
-import { formatApproval, formatAudit, formatError, formatSession, formatSessions, usd } from "./cli/format";
+import { formatApproval, formatAudit, formatError, formatSession, formatSessionPage, usd } from "./cli/format";
+import type { SessionPage, SessionState, SessionSummary } from "./types";
 
 // `governor`: exit 0 on success, 1 when the answer is bad (a broken log, a refusal, an
 // unreachable server), 2 when the command line itself is wrong.
@@ -29,6 +30,23 @@ function nonNegativeInt(v: string): number {
   const n = Number(v);
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError("expected a non-negative integer");
   return n;
+}
+
+function pageSize(v: string): number {
+  const n = nonNegativeInt(v);
+  if (n < 1 || n > 500) throw new InvalidArgumentError("expected an integer from 1 to 500");
+  return n;
+}
+
+interface SessionsOptions {
+  limit?: number;
+  cursor?: string;
+  state?: string;
+  agent?: string;
+  user?: string;
+  since?: string;
+  until?: string;
+  all?: boolean;
 }
 
 function program(): { p: Command; result: () => number } {
@@ -80,11 +98,28 @@ function program(): { p: Command; result: () => number } {
     });
 
   p.command("sessions")
-    .description("list the tenant's sessions")
-    .action(async (_opts: unknown, cmd: Command) => {
+    .description("list the tenant's sessions, newest opened first, a page at a time")
+    .option("--limit <n>", "page size, 1-500 (server default 100)", pageSize)
+    .option("--cursor <cursor>", "the next page: the cursor the previous page printed")
+    .option("--state <states>", "comma list of active, alerting, awaiting-approval, killed, closed")
+    .option("--agent <agent>", "only this agent's sessions")
+    .option("--user <user>", "only this user's sessions")
+    .option("--since <when>", "opened at or after: epoch ms, an ISO date, or a duration ago (30d, 12h)")
+    .option("--until <when>", "opened before; same forms as --since")
+    .option("--all", "follow the cursor through every page")
+    .action(async (opts: SessionsOptions, cmd: Command) => {
       const { g, gov } = ctx(cmd);
-      const list = await gov.listSessions();
-      print(g, list, () => formatSessions(list));
+      const filters = { limit: opts.limit, state: opts.state as SessionState | undefined, agent: opts.agent, user: opts.user, since: opts.since, until: opts.until };
+      let page: SessionPage;
+      if (opts.all) {
+        if (opts.cursor) throw new UsageError("--all starts at the first page; leave out --cursor");
+        const sessions: SessionSummary[] = [];
+        for await (const s of gov.allSessions(filters)) sessions.push(s);
+        page = { sessions, nextCursor: null, total: sessions.length };
+      } else {
+        page = await gov.listSessions({ ...filters, cursor: opts.cursor });
+      }
+      print(g, page, () => formatSessionPage(page));
     });
 
   p.command("show")

@@ -4,7 +4,11 @@ import type { SessionSummary } from "../schema/protocol";
 import { checkEvent, LogIntegrityError } from "./audit";
 import { errorFromResponse, GovernorApiError } from "./errors";
 import { SessionHandle } from "./handle";
+import { BoundSession } from "./bound";
 import type {
+  Attribution,
+  ListSessionsOptions,
+  SessionPage,
   ActionDecision,
   ActionRequest,
   ApprovalResult,
@@ -35,6 +39,8 @@ export class Governor {
   readonly baseUrl: string;
   readonly tenant?: string;
   readonly failMode: FailMode;
+  /** Set only when the caller chose a fail mode; otherwise a session's policy decides. */
+  readonly explicitFailMode?: FailMode;
   private readonly token: string;
   private readonly fetchImpl: typeof fetch;
   private readonly WebSocketImpl?: unknown;
@@ -45,11 +51,12 @@ export class Governor {
     this.token = opts.token;
     this.tenant = opts.tenant;
     this.failMode = opts.failMode ?? "closed";
+    this.explicitFailMode = opts.failMode;
     this.fetchImpl = opts.fetch ?? ((...args: Parameters<typeof fetch>) => fetch(...args));
     this.WebSocketImpl = opts.WebSocket;
   }
 
-  private async send(method: string, path: string, body?: Body): Promise<Response> {
+  private async send(method: string, path: string, body?: Body, signal?: AbortSignal): Promise<Response> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.token}`, accept: "application/json" };
     let payload: string | undefined;
     if (body && "json" in body) {
@@ -59,13 +66,13 @@ export class Governor {
       headers["content-type"] = "application/yaml";
       payload = body.yaml;
     }
-    const res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: payload });
+    const res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: payload, signal });
     if (!res.ok) throw errorFromResponse(res.status, await res.text());
     return res;
   }
 
-  private async call<T>(method: string, path: string, body?: Body): Promise<T> {
-    const res = await this.send(method, path, body);
+  private async call<T>(method: string, path: string, body?: Body, signal?: AbortSignal): Promise<T> {
+    const res = await this.send(method, path, body, signal);
     return (await res.json()) as T;
   }
 
@@ -80,8 +87,38 @@ export class Governor {
     return this.call("POST", `/v1/sessions?id=${encodeURIComponent(id)}`, { yaml: withYamlFields(policy, { id, agent, user, task }) });
   }
 
-  async listSessions(): Promise<SessionSummary[]> {
-    return (await this.call<{ sessions: SessionSummary[] }>("GET", "/v1/sessions")).sessions;
+  /**
+   * One page of the tenant's sessions, newest opened first; pass `nextCursor` back as
+   * `cursor` for the next. A server from before paging answers every session at once
+   * (and ignores the filters): that arrives as a single page.
+   */
+  async listSessions(opts: ListSessionsOptions = {}): Promise<SessionPage> {
+    const q = new URLSearchParams();
+    if (opts.limit !== undefined) q.set("limit", String(opts.limit));
+    if (opts.cursor) q.set("cursor", opts.cursor);
+    if (opts.state !== undefined) q.set("state", Array.isArray(opts.state) ? opts.state.join(",") : opts.state);
+    if (opts.agent !== undefined) q.set("agent", opts.agent);
+    if (opts.user !== undefined) q.set("user", opts.user);
+    for (const k of ["since", "until"] as const) {
+      const v = opts[k];
+      if (v !== undefined) q.set(k, v instanceof Date ? String(v.getTime()) : String(v));
+    }
+    const page = await this.call<Partial<SessionPage> & { sessions: SessionSummary[] }>("GET", `/v1/sessions${q.size ? `?${q}` : ""}`);
+    return { sessions: page.sessions, nextCursor: page.nextCursor ?? null, total: page.total ?? page.sessions.length };
+  }
+
+  /** Every session matching the filters, page by page (`limit` is the page size). */
+  async *allSessions(opts: Omit<ListSessionsOptions, "cursor"> = {}): AsyncGenerator<SessionSummary> {
+    const seen = new Set<string>();
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.listSessions({ ...opts, cursor });
+      for (const s of page.sessions) yield s;
+      // A cursor that repeats would loop forever; only trust one that moves on.
+      if (!page.nextCursor || seen.has(page.nextCursor) || !page.sessions.length) return;
+      seen.add(page.nextCursor);
+      cursor = page.nextCursor;
+    }
   }
 
   getSession(id: string): Promise<SessionSummary> {
@@ -96,18 +133,19 @@ export class Governor {
    * `waitSeconds` holds the answer to a review until an operator decides (or the wait ends).
    * A network failure is decided by failMode instead of thrown; a refusal by the server is not.
    */
-  async checkAction(id: string, action: ActionRequest, opts: { waitSeconds?: number } = {}): Promise<ActionDecision> {
+  async checkAction(id: string, action: ActionRequest, opts: { waitSeconds?: number; failMode?: FailMode; signal?: AbortSignal } = {}): Promise<ActionDecision> {
     const query = opts.waitSeconds ? `?wait=${opts.waitSeconds}` : "";
+    const failMode = opts.failMode ?? this.failMode;
     try {
-      return await this.call<ActionDecision>("POST", this.sessionPath(id, `/actions${query}`), { json: action });
+      return await this.call<ActionDecision>("POST", this.sessionPath(id, `/actions${query}`), { json: action }, opts.signal);
     } catch (e) {
       if (e instanceof GovernorApiError || !isNetworkError(e)) throw e;
       return {
         ...(action.id !== undefined && { id: action.id }),
-        decision: this.failMode === "open" ? "allow" : "deny",
+        decision: failMode === "open" ? "allow" : "deny",
         code: UNREACHABLE,
         rule: "fail_mode",
-        reason: `Governor could not be reached (${describe(e)}); fail_mode ${this.failMode}`,
+        reason: `Governor could not be reached (${describe(e)}); fail_mode ${failMode}`,
         spentUsd: null,
         remainingUsd: null,
       };
@@ -171,6 +209,32 @@ export class Governor {
       if (page.nextAfter === undefined || page.nextAfter <= after || !page.events.length) return all;
       after = page.nextAfter;
     }
+  }
+
+  /**
+   * A session as seen by one agent run, over HTTP only: what `guard()` and the framework
+   * integrations act on. The attribution goes with every check and every proxied call.
+   */
+  bind(id: string, attribution: Attribution = {}): BoundSession {
+    return new BoundSession(this, id, attribution);
+  }
+
+  /** Opens the session (or finds it open) and binds it: the one call an agent makes first. */
+  async start(input: OpenSessionInput & { run?: string }): Promise<BoundSession> {
+    const summary = await this.openSession(input);
+    const bound = this.bind(input.id, { agent: input.agent, user: input.user, task: input.task, run: input.run });
+    bound.learn(summary);
+    return bound;
+  }
+
+  /**
+   * What a provider SDK needs to go through the proxy: the Governor token as its key (the
+   * gateway strips it and sends its own) and the session's headers. `openai` is the
+   * OpenAI-style base (…/v1); `anthropic` the Anthropic SDK's (it adds /v1 itself).
+   */
+  proxyOptions(provider: "openai" | "anthropic", headers: Record<string, string>): { apiKey: string; baseURL: string; defaultHeaders: Record<string, string> } {
+    const baseURL = provider === "openai" ? `${this.baseUrl}/v1/proxy/openai/v1` : `${this.baseUrl}/v1/proxy/anthropic`;
+    return { apiKey: this.token, baseURL, defaultHeaders: { ...headers } };
   }
 
   /** One socket per session, shared by every caller of this client until closed. */

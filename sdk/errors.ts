@@ -62,3 +62,40 @@ export function errorFromResponse(status: number, text: string): GovernorApiErro
   const snippet = text.trim().slice(0, 200);
   return new GovernorApiError(status, { code: `http_${status}`, message: snippet ? `HTTP ${status}: ${snippet}` : `HTTP ${status}` });
 }
+
+/** What a denied action decision carries; the same fields the server answers with. */
+export interface DeniedDecision {
+  decision: "deny";
+  code?: string;
+  rule?: string;
+  reason?: string;
+  approvalId?: string;
+  retryAfter?: number;
+}
+
+/**
+ * A guarded tool was refused: by a rule, a budget, a killed session, an operator's denial
+ * of a review, or fail_mode closed when Governor could not be reached. The tool did not run.
+ */
+export class ActionDeniedError extends Error {
+  readonly action: string;
+  /** `policy_violation`, `budget_exceeded`, `session_killed`, `rate_limited`, `governor_unreachable`, … */
+  readonly code: string;
+  /** The policy path that decided: `actions.deny`, `budget.session_usd`, `approval`, `fail_mode`, … */
+  readonly rule?: string;
+  readonly reason?: string;
+  readonly approvalId?: string;
+  /** Seconds, when a rate limit refused. */
+  readonly retryAfter?: number;
+
+  constructor(action: string, d: Omit<DeniedDecision, "decision">) {
+    super(`Governor denied "${action}": ${d.reason ?? d.code ?? "denied"}${d.rule ? ` (rule ${d.rule})` : ""}`);
+    this.name = "ActionDeniedError";
+    this.action = action;
+    this.code = d.code ?? "denied";
+    this.rule = d.rule;
+    this.reason = d.reason;
+    this.approvalId = d.approvalId;
+    this.retryAfter = d.retryAfter;
+  }
+}

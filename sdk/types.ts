@@ -21,6 +21,38 @@ export interface GovernorOptions {
   WebSocket?: unknown;
 }
 
+/** Who acts in a session: sent with checks and as the proxy's X-Agent-ID / X-User-ID / X-Run-ID / X-Task-Context headers. */
+export interface Attribution {
+  agent?: string;
+  user?: string;
+  run?: string;
+  task?: string;
+}
+
+export type SessionState = SessionSummary["state"];
+
+export interface ListSessionsOptions {
+  /** Page size, 1..500 (the server's default is 100). */
+  limit?: number;
+  /** `nextCursor` of the previous page, as it came. */
+  cursor?: string;
+  state?: SessionState | SessionState[];
+  agent?: string;
+  user?: string;
+  /** Opened at or after: epoch ms, a Date, an ISO date, or a duration ago such as "30d" or "12h". */
+  since?: number | string | Date;
+  /** Opened before; same forms as `since`. */
+  until?: number | string | Date;
+}
+
+export interface SessionPage {
+  sessions: SessionSummary[];
+  /** null on the last page. */
+  nextCursor: string | null;
+  /** How many sessions match the filters, over all pages. */
+  total: number;
+}
+
 export interface OpenSessionInput {
   id: string;
   /** A policy object, or YAML text sent as application/yaml. */

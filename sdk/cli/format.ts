@@ -1,6 +1,6 @@
 import type { AuditResult } from "../audit";
 import type { GovernorApiError } from "../errors";
-import type { ApprovalResult, SessionSummary } from "../types";
+import type { ApprovalResult, SessionPage, SessionSummary } from "../types";
 
 // Human output: what an operator reads at a terminal. --json bypasses all of this.
 
@@ -40,6 +40,13 @@ export function formatSessions(list: SessionSummary[]): string {
   const rows = [["SESSION", "STATE", "SPENT", "BUDGET", "SEQ", "PENDING", "LAST ACTIVITY"]];
   for (const s of list) rows.push([s.session, s.state, usd(s.spentUsd), usd(s.budgetUsd), String(s.seq), String(s.pendingApprovals.length), time(s.lastActivity)]);
   return table(rows);
+}
+
+export function formatSessionPage(page: SessionPage): string {
+  const list = formatSessions(page.sessions);
+  if (!page.sessions.length) return page.total ? `no sessions on this page (${page.total} match)` : list;
+  const shown = `${page.sessions.length} of ${page.total} session${page.total === 1 ? "" : "s"}`;
+  return `${list}\n\n${shown}${page.nextCursor ? `; next page: --cursor ${page.nextCursor}` : ""}`;
 }
 
 export function formatSession(s: SessionSummary): string {

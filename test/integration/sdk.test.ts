@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Governor, GovernorApiError, type GovernorEvent, type SessionSummary, type SocketDecision } from "../../sdk";
+import { Governor, GovernorApiError, type GovernorEvent, type SessionPage, type SessionSummary, type SocketDecision } from "../../sdk/index";
 import { freePort, ROOT, startGovernor, TOKENS, type Governor as Server } from "../support/server";
 
 // The SDK and the CLI against a real `partykit dev`: HTTP routes, the session socket, an
@@ -100,6 +100,42 @@ describe("Governor SDK over HTTP", () => {
   });
 });
 
+describe("listing sessions", () => {
+  it("pages with a cursor and filters; allSessions walks every page once", async () => {
+    const ids = ["pg-a", "pg-b", "pg-c", "pg-d", "pg-e"];
+    for (const id of ids) await gov.openSession({ id, agent: "pager" });
+    await gov.kill("pg-c", "paging test");
+    // The paged answer is ADDENDUM item 1 (server side: the console branch). A server from
+    // before it answers {sessions} only, ignoring the query; the client turns that into
+    // one complete page. Whichever this server is, its answer is checked in full.
+    const raw = (await (await fetch(`${server.url}/v1/sessions?limit=1`, { headers: { authorization: `Bearer ${TOKENS.operator}` } })).json()) as Record<string, unknown>;
+    const paged = "nextCursor" in raw;
+    const mine = (list: SessionSummary[]) => list.map((s) => s.session).filter((s) => ids.includes(s));
+    const walked: SessionSummary[] = [];
+    for await (const s of gov.allSessions({ agent: "pager", limit: 2 })) walked.push(s);
+    expect(new Set(walked.map((s) => s.session)).size).toBe(walked.length);
+    if (paged) {
+      const first = await gov.listSessions({ agent: "pager", limit: 2 });
+      expect(first.sessions).toHaveLength(2);
+      expect(first.total).toBe(5);
+      expect(first.nextCursor).toEqual(expect.any(String));
+      const second = await gov.listSessions({ agent: "pager", limit: 2, cursor: first.nextCursor! });
+      expect(mine([...first.sessions, ...second.sessions])).toHaveLength(4);
+      expect(walked.map((s) => s.session)).toEqual([...ids].reverse());
+      const killed = await gov.listSessions({ agent: "pager", state: ["killed"] });
+      expect(killed).toMatchObject({ total: 1, nextCursor: null });
+      expect(killed.sessions.map((s) => s.session)).toEqual(["pg-c"]);
+      expect((await gov.listSessions({ agent: "pager", since: "1h" })).total).toBe(5);
+      expect((await gov.listSessions({ agent: "pager", until: new Date(Date.now() - 3_600_000) })).total).toBe(0);
+    } else {
+      const page = await gov.listSessions({ agent: "pager", limit: 2 });
+      expect(page).toMatchObject({ nextCursor: null, total: page.sessions.length });
+      expect(mine(page.sessions).sort()).toEqual(ids);
+      expect(mine(walked).sort()).toEqual(ids);
+    }
+  });
+});
+
 describe("SessionHandle", () => {
   it("receives every state and event in order", async () => {
     await gov.openSession({ id: "sdk-2", policy: { budget: { session_usd: 10 } } });
@@ -178,7 +214,15 @@ describe("governor CLI against the server", () => {
   it("sessions and show", async () => {
     const list = await cli("--json", "sessions");
     expect(list.code, list.stderr).toBe(0);
-    expect((JSON.parse(list.stdout) as SessionSummary[]).map((s) => s.session)).toEqual(expect.arrayContaining(["sdk-1"]));
+    const page = JSON.parse(list.stdout) as SessionPage;
+    expect(page.sessions.map((s) => s.session)).toEqual(expect.arrayContaining(["sdk-1"]));
+    expect(page).toMatchObject({ nextCursor: null, total: page.sessions.length });
+    const human = await cli("sessions", "--all");
+    expect(human.stdout).toMatch(/^SESSION\s+STATE/);
+    expect(human.stdout).toMatch(new RegExp(`${page.total} of ${page.total} sessions`));
+    const bad = await cli("sessions", "--limit", "0");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("1 to 500");
     const show = await cli("show", "sdk-1");
     expect(show.stdout).toMatch(/state\s+(active|alerting)/);
   });
