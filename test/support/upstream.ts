@@ -23,7 +23,11 @@ export type Behavior = {
   inputFactor?: number;
   /** Streams: waits this long before the final event, with everything else (usage included) sent. */
   holdBeforeEndMs?: number;
+  /** Answer with these tool calls instead of text (non-streaming answers only). */
+  toolCalls?: ToolCall[];
 };
+
+export type ToolCall = { name: string; arguments: Record<string, unknown> };
 
 export type Recorded = {
   method: string;
@@ -633,6 +637,7 @@ export async function startUpstream(opts: { port?: number; host?: string } = {})
       const body = rec.body;
       const stream = body.stream === true && route !== "embeddings";
       const p = plan(route, body, b);
+      if (stream && b.toolCalls?.length) return sendJson(500, errorBody(provider, 500, "the stand-in streams text only; ask without stream for tool calls"));
       if (!stream) {
         return sendJson(status, nonStreaming(route, body, p, b));
       }
@@ -717,8 +722,53 @@ export async function startUpstream(opts: { port?: number; host?: string } = {})
   };
 }
 
+/** The provider's own shape of a turn that calls tools: what an agent framework acts on. */
+function toolCallAnswer(route: Route, body: any, p: Plan, calls: ToolCall[], omit: boolean): unknown {
+  const ids = calls.map(() => rid("call_", 24));
+  switch (route) {
+    case "chat":
+      return {
+        ...(chatCompletion(body, p, omit) as object),
+        choices: [
+          {
+            index: 0,
+            message: {
+              role: "assistant",
+              content: null,
+              refusal: null,
+              annotations: [],
+              tool_calls: calls.map((c, i) => ({ id: ids[i], type: "function", function: { name: c.name, arguments: JSON.stringify(c.arguments) } })),
+            },
+            logprobs: null,
+            finish_reason: "tool_calls",
+          },
+        ],
+      };
+    case "responses":
+      return responseObject(
+        rid("resp_", 40),
+        nowSec(),
+        body,
+        "completed",
+        calls.map((c, i) => ({ id: rid("fc_", 40), type: "function_call", status: "completed", call_id: ids[i], name: c.name, arguments: JSON.stringify(c.arguments) })),
+        omit ? undefined : responsesUsage(p),
+      );
+    case "messages":
+      return anthropicMessage(
+        rid("msg_"),
+        body,
+        calls.map((c, i) => ({ type: "tool_use", id: ids[i].replace("call_", "toolu_"), name: c.name, input: c.arguments })),
+        "tool_use",
+        omit ? undefined : anthropicUsage(p, p.outputTokens),
+      );
+    default:
+      return undefined;
+  }
+}
+
 function nonStreaming(route: Route, body: any, p: Plan, b: Behavior): unknown {
   const omit = !!b.omitUsage;
+  if (b.toolCalls?.length && route !== "embeddings") return toolCallAnswer(route, body, p, b.toolCalls, omit);
   switch (route) {
     case "chat":
       return chatCompletion(body, p, omit);
