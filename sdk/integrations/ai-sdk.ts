@@ -96,7 +96,10 @@ function governTool(session: BoundSession, name: string, tool: ToolLike, opts: G
       if (own === true || (typeof own === "function" && (await own(input, options)))) return true;
       const ci = checkInput(session, name, input, options.toolCallId, opts);
       const first = await firstDecision(session, name, ci);
-      if (first.decision !== "review") return false;
+      // A call Governor reviewed keeps needing approval after the operator decided: the AI
+      // SDK asks again when the approval comes back (6.x) and denies a call that no longer
+      // needs one. The same check id answers with the decision, so nothing is charged twice.
+      if (first.decision !== "review") return first.approvalId !== undefined;
       ci.onReview?.(first);
       pendingOf(session).set(options.toolCallId, { name, input: { ...ci, onReview: undefined }, first });
       return true;

@@ -64,7 +64,9 @@ export function governedTool<T extends ToolOptions>(session: BoundSession, optio
       if (!callId) return false;
       const ci = inputFor(input, callId);
       const first = await firstDecision(session, name, ci);
-      if (first.decision !== "review") return false;
+      // Reviewed once, it stays an approval: a resumed run asks again, and the decision
+      // applied to the run's state (awaitApprovals) must be the one that counts.
+      if (first.decision !== "review") return first.approvalId !== undefined;
       const pending = pendingOf(session);
       if (!pending.has(callId)) ci.onReview?.(first);
       pending.set(callId, { name, input: { ...ci, onReview: undefined }, first });

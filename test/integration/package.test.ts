@@ -122,6 +122,57 @@ describe("the packed SDK in a fresh project", () => {
   });
 });
 
+// Other AI SDK majors, from the registry: opt in with GOVERNOR_TEST_AI_SDK_MAJORS=5,6 (the
+// suite itself runs the major this repository installs, 7). Each gets its own project.
+const AI_SDK_MAJORS = (process.env.GOVERNOR_TEST_AI_SDK_MAJORS ?? "").split(",").map((m) => m.trim()).filter(Boolean);
+const AI_PROVIDER_MAJOR: Record<string, string> = { "5": "2", "6": "3", "7": "4" };
+
+describe.skipIf(!AI_SDK_MAJORS.length)("governor/ai-sdk with other AI SDK majors", () => {
+  for (const major of AI_SDK_MAJORS) {
+    it(`ai ${major}: allow, deny, and a review approved by an operator`, async () => {
+      const sub = join(dir, `ai${major}`);
+      mkdirSync(sub);
+      writeFileSync(join(sub, "package.json"), JSON.stringify({ name: `ai${major}`, private: true, type: "module" }));
+      await sh("npm", ["install", tarball, `ai@${major}`, `@ai-sdk/openai@${AI_PROVIDER_MAJOR[major]}`, "zod@4", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"], { cwd: sub });
+      writeFileSync(join(sub, "approval.mjs"), AI_APPROVAL_PROGRAM);
+      const id = await openFresh(stack, `pkg-ai${major}`);
+      stack.up.next({ toolCalls: [{ name: "search", arguments: { q: "x" } }, { name: "delete_database", arguments: { name: "prod" } }, { name: "refund", arguments: { amount: 900 } }] });
+      const run = sh(process.execPath, ["approval.mjs"], { cwd: sub, env: { GOVERNOR_URL: stack.server.url, GOVERNOR_TOKEN: TOKENS.agent, SESSION: id } });
+      const [{ stdout }] = await Promise.all([run, approveNext(stack, id)]);
+      const out = JSON.parse(stdout.trim().split("\n").at(-1)!);
+      expect(out.ran).toEqual(["search:x", "refund:900"]);
+      expect(out.errors).toEqual(["ActionDeniedError:actions.deny"]);
+      // 6 and later answer the review through their own approval flow; 5 waits in execute.
+      expect(out.requests).toBe(major === "5" ? 0 : 1);
+    }, 120_000);
+  }
+});
+
+const AI_APPROVAL_PROGRAM = `
+import { generateText, stepCountIs, tool } from "ai";
+import { z } from "zod";
+import { Governor } from "governor";
+import { awaitApprovals, governedProvider, governTools } from "governor/ai-sdk";
+const gov = new Governor({ baseUrl: process.env.GOVERNOR_URL, token: process.env.GOVERNOR_TOKEN });
+const session = gov.bind(process.env.SESSION);
+const ran = [];
+const openai = await governedProvider(session, "openai");
+const make = (name, schema) => tool({ description: name, inputSchema: schema, execute: async (args) => (ran.push(name + ":" + Object.values(args)[0]), "done") });
+const tools = governTools(session, { search: make("search", z.object({ q: z.string() })), delete_database: make("delete_database", z.object({ name: z.string() })), refund: make("refund", z.object({ amount: z.number() })) });
+const messages = [{ role: "user", content: "go" }];
+let requests = 0;
+const errors = [];
+for (let i = 0; i < 3; i++) {
+  const r = await generateText({ model: openai("gpt-4o-mini"), messages, tools, stopWhen: stepCountIs(3) });
+  for (const p of r.steps.flatMap((s) => s.content)) if (p.type === "tool-error") errors.push(p.error.name + ":" + p.error.rule);
+  requests += r.content.filter((p) => p.type === "tool-approval-request").length;
+  const answers = await awaitApprovals(session, r);
+  if (!answers.length) break;
+  messages.push(...r.response.messages, ...answers);
+}
+console.log(JSON.stringify({ ran, errors, requests }));
+`;
+
 const PROGRAMS: Record<string, string> = {
   "core.mjs": `
 import { Governor, guard, ActionDeniedError, GovernorApiError } from "governor";
