@@ -5,6 +5,8 @@ import type { ActionDecision, Attribution, BudgetCheck, FailMode, Fact, ReportRe
 // One session as one agent run sees it: the client, the session id, and who is acting.
 // Plain HTTP, no socket, so it costs nothing to create one per run or per request.
 
+const POLICY_RETRY_MS = 30_000;
+
 export interface CheckInput {
   /** Makes the check idempotent: a retry with the same id gets the first answer. */
   id?: string;
@@ -19,6 +21,7 @@ export interface CheckInput {
 export class BoundSession {
   /** fail_mode of the session's policy, once a summary of it has been seen. */
   private policyFailMode?: FailMode;
+  private policyAskedAt?: number;
 
   constructor(
     readonly governor: Governor,
@@ -67,9 +70,15 @@ export class BoundSession {
     if (summary.failMode) this.policyFailMode = summary.failMode;
   }
 
-  /** Fetches the policy's fail_mode once, while Governor can be reached; quietly does nothing when it cannot. */
+  /**
+   * Fetches the policy's fail_mode once, while Governor can be reached; quietly does nothing
+   * when it cannot, and tries again only after a while, so an outage does not double every call.
+   */
   async ensurePolicyKnown(): Promise<void> {
     if (this.policyFailMode || this.governor.explicitFailMode) return;
+    const now = Date.now();
+    if (this.policyAskedAt !== undefined && now - this.policyAskedAt < POLICY_RETRY_MS) return;
+    this.policyAskedAt = now;
     try {
       await this.get();
     } catch {
