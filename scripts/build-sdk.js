@@ -4,7 +4,7 @@
 // needs on relative imports. dist is cleared first so a deleted source leaves nothing behind.
 import { execFileSync } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -18,10 +18,15 @@ if (process.argv.includes("--if-possible") && !existsSync(bin("tsc"))) {
   process.exit(0);
 }
 
-rmSync(join(root, "sdk", "dist"), { recursive: true, force: true });
+// `--out <dir>` builds elsewhere (the package test stages its own copy, so a build there
+// never pulls sdk/dist from under a test that is using it).
+const outAt = process.argv.indexOf("--out");
+const out = outAt > 0 ? resolve(process.argv[outAt + 1]) : join(root, "sdk", "dist");
+
+rmSync(out, { recursive: true, force: true });
 try {
-  execFileSync(bin("tsc"), ["-p", config], { stdio: "inherit", cwd: root });
-  execFileSync(bin("tsc-alias"), ["-p", config], { stdio: "inherit", cwd: root });
+  execFileSync(bin("tsc"), ["-p", config, "--outDir", out], { stdio: "inherit", cwd: root });
+  execFileSync(bin("tsc-alias"), ["-p", config, "--outDir", out], { stdio: "inherit", cwd: root });
 } catch {
   console.error("build-sdk: the SDK did not build (see above)");
   process.exit(1);

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -36,8 +36,13 @@ async function program(name: string, env: Record<string, string> = {}) {
 
 async function install() {
   dir = mkdtempSync(join(tmpdir(), "governor-consumer-"));
-  // prepack builds sdk/dist from the sources, so the tarball is never stale.
-  const packed = await sh("npm", ["pack", "./sdk", "--pack-destination", dir, "--json"], { cwd: ROOT });
+  // The package as `npm pack ./sdk` makes it, built fresh from the sources into a staged
+  // copy: rebuilding sdk/dist in place would pull it from under tests running the CLI.
+  const stage = join(dir, "stage");
+  mkdirSync(stage);
+  for (const f of ["package.json", "README.md", "bin"]) cpSync(join(ROOT, "sdk", f), join(stage, f), { recursive: true });
+  await sh(process.execPath, [join(ROOT, "scripts/build-sdk.js"), "--out", join(stage, "dist")], { cwd: ROOT });
+  const packed = await sh("npm", ["pack", stage, "--pack-destination", dir, "--json", "--ignore-scripts"], { cwd: dir });
   tarball = join(dir, (JSON.parse(packed.stdout) as Array<{ filename: string }>)[0].filename);
   writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
   await sh("npm", ["install", tarball, "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"], { cwd: dir });
