@@ -16,7 +16,7 @@ function summary(session: string, openedAt: number, extra: Partial<SessionSummar
     remainingUsd: null,
     openedAt,
     lastActivity: openedAt,
-    counters: { llmCalls: 0, actions: 0, allowed: 0, denied: 0, reviews: 0, violations: 0, alerts: 0, anomalies: 0 },
+    counters: { llmCalls: 0, actions: 0, allowed: 0, denied: 0, reviews: 0, violations: 0, alerts: 0, anomalies: 0, errors: 0 },
     violations: {},
     reservations: [],
     pendingApprovals: [],
