@@ -1,8 +1,9 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import http from "node:http";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
+import { summarize, type Summary } from "./stats";
 
 // Shared plumbing for the benchmarks: a keep-alive HTTP client, bounded load loops,
 // and cleanup that runs however the process ends.
@@ -32,7 +33,9 @@ export interface CallInit {
  * request on a warm connection, not a TCP handshake.
  */
 export function httpClient(base: string, maxSockets: number) {
-  const newAgent = () => new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, keepAliveMsecs: 30_000 });
+  // Idle sockets are dropped after 4 s: servers with Node's default 5 s keep-alive (the peer
+  // gateway) close them, and reusing one as it closes fails the request with ECONNRESET.
+  const newAgent = () => new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, keepAliveMsecs: 30_000, timeout: 4_000 });
   let agent = newAgent();
   const origin = new URL(base);
   function request(path: string, init: CallInit = {}): Promise<Reply> {
@@ -157,7 +160,7 @@ const CLK_TCK = 100; // Linux's USER_HZ on every mainstream architecture
 export type CpuSnapshot = Record<string, number>;
 
 /** CPU seconds used so far by each process name in a process group, and by this process. */
-export function cpuSnapshot(pgid: number): CpuSnapshot | null {
+export function cpuSnapshot(pgid: number, nameOf: (comm: string) => string = (comm) => (comm === "node" ? "partykit dev (node)" : comm)): CpuSnapshot | null {
   if (process.platform !== "linux") return null;
   const out: CpuSnapshot = {};
   for (const d of readdirSync("/proc")) {
@@ -173,7 +176,7 @@ export function cpuSnapshot(pgid: number): CpuSnapshot | null {
     // After the command name: state ppid pgrp ... with utime and stime at 11 and 12.
     const f = stat.slice(close + 2).split(" ");
     if (Number(f[2]) !== pgid) continue;
-    const name = comm === "node" ? "partykit dev (node)" : comm;
+    const name = nameOf(comm);
     out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / CLK_TCK;
   }
   const own = process.cpuUsage();
@@ -343,4 +346,169 @@ export function gitState(): { commit: string; dirtyFiles: number } | null {
   } catch {
     return null;
   }
+}
+
+// ---------------------------------------------------------------- targets
+
+/** One way of making the same call: straight to the stand-in, through the peer, through Governor. */
+export interface Target {
+  name: string;
+  client: Client;
+  path: string;
+  headers: Record<string, string>;
+  /** Governor's answers carry its request id; the others do not. */
+  governed: boolean;
+}
+
+export function call(t: Target, body: unknown, check: (r: Reply) => void) {
+  return async () => {
+    const r = expectOk(await t.client.request(t.path, { headers: t.headers, body }), `${t.name} POST ${t.path}`);
+    check(r);
+    return r;
+  };
+}
+
+/**
+ * Concurrency 1, alternating between the targets in rounds, so that drift on a busy
+ * machine lands on every side instead of biasing one. `pick` chooses the figure (whole
+ * answer, or first chunk). Each round stops early past `maxRoundMs`.
+ */
+export async function alternate(
+  targets: Target[],
+  body: unknown,
+  check: (t: Target) => (r: Reply) => void,
+  opts: { rounds: number; perRound: number; warmup: number; pick: (r: Reply) => number; maxRoundMs?: number },
+): Promise<Record<string, Summary>> {
+  const samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+  for (const t of targets) {
+    const fn = call(t, body, check(t));
+    await sequential(opts.warmup, async () => opts.pick(await fn()), opts.maxRoundMs);
+  }
+  for (let round = 0; round < opts.rounds; round++) {
+    for (const t of targets) {
+      const fn = call(t, body, check(t));
+      samples.get(t.name)!.push(...(await sequential(opts.perRound, async () => opts.pick(await fn()), opts.maxRoundMs)));
+    }
+  }
+  return Object.fromEntries(targets.map((t) => [t.name, summarize(samples.get(t.name)!)]));
+}
+
+export interface Throughput {
+  requests: number;
+  seconds: number;
+  perSecond: number;
+  latency: Summary;
+  /** CPU ms per request by process name, summed over the rounds; null off Linux. */
+  cpuMsPerRequest: Record<string, number> | null;
+}
+
+/**
+ * Fixed concurrency, alternating between the targets in `rounds` slices of `sliceMs`,
+ * with CPU per request taken over the processes in `groups` (process group ids).
+ */
+export async function throughputRounds(
+  targets: Target[],
+  body: unknown,
+  check: (t: Target) => (r: Reply) => void,
+  opts: { concurrency: number; rounds: number; sliceMs: number; warmup: number; groups: Group[] },
+): Promise<Record<string, Throughput>> {
+  const acc = new Map(targets.map((t) => [t.name, { done: 0, ms: 0, latencies: [] as number[], cpu: {} as Record<string, number>, cpuSeen: false }]));
+  for (const t of targets) {
+    const fn = call(t, body, check(t));
+    await load({ concurrency: opts.concurrency, count: opts.warmup, maxMs: opts.sliceMs, fn: async () => (await fn()).ms });
+  }
+  for (let round = 0; round < opts.rounds; round++) {
+    for (const t of targets) {
+      const fn = call(t, body, check(t));
+      const before = cpuOf(opts.groups);
+      const r = await load({ concurrency: opts.concurrency, count: Number.MAX_SAFE_INTEGER, maxMs: opts.sliceMs, fn: async () => (await fn()).ms });
+      const cpu = cpuPerRequest(before, cpuOf(opts.groups), 1);
+      const a = acc.get(t.name)!;
+      a.done += r.done;
+      a.ms += r.elapsedMs;
+      a.latencies.push(...r.latencies);
+      if (cpu) {
+        a.cpuSeen = true;
+        for (const [k, v] of Object.entries(cpu)) a.cpu[k] = (a.cpu[k] ?? 0) + v;
+      }
+    }
+  }
+  return Object.fromEntries(
+    [...acc].map(([name, a]) => [
+      name,
+      {
+        requests: a.done,
+        seconds: a.ms / 1000,
+        perSecond: (a.done / a.ms) * 1000,
+        latency: summarize(a.latencies),
+        cpuMsPerRequest: a.cpuSeen ? Object.fromEntries(Object.entries(a.cpu).map(([k, v]) => [k, v / Math.max(1, a.done)])) : null,
+      },
+    ]),
+  );
+}
+
+/** A server's process group, and what to call its processes in CPU tables. */
+export interface Group {
+  pgid: number;
+  nameOf?: (comm: string) => string;
+}
+
+/** CPU seconds by process name over several process groups (each server is its own group). */
+export function cpuOf(groups: Group[]): CpuSnapshot | null {
+  let out: CpuSnapshot | null = null;
+  for (const g of groups) {
+    const s = cpuSnapshot(g.pgid, g.nameOf);
+    if (!s) return null;
+    out ??= {};
+    for (const [k, v] of Object.entries(s)) out[k] = k === "benchmark process" ? v : (out[k] ?? 0) + v;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- child servers
+
+export interface Child {
+  pid: number;
+  output: () => string;
+  stop: () => Promise<void>;
+}
+
+/**
+ * Starts a server in its own process group, so that stopping it (by that group's id)
+ * also stops whatever it spawned, and waits until `ready` answers true.
+ */
+export async function startChild(cmd: string, args: string[], opts: { cwd: string; ready: () => Promise<boolean>; timeoutMs?: number; env?: Record<string, string> }): Promise<Child> {
+  const child = spawn(cmd, args, { cwd: opts.cwd, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", ...opts.env } });
+  let out = "";
+  child.stdout!.on("data", (d) => (out = (out + d).slice(-20_000)));
+  child.stderr!.on("data", (d) => (out = (out + d).slice(-20_000)));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+    const gone = new Promise<void>((r) => child.once("exit", () => r()));
+    try {
+      process.kill(-child.pid, "SIGTERM");
+    } catch {
+      return;
+    }
+    const hard = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }, 5_000);
+    await gone;
+    clearTimeout(hard);
+  };
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${cmd} exited (${child.exitCode}):\n${out}`);
+    if (await opts.ready().catch(() => false)) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`${cmd} did not become ready within ${Math.round((opts.timeoutMs ?? 30_000) / 1000)} s:\n${out}`);
+    }
+    await sleep(200);
+  }
+  return { pid: child.pid!, output: () => out, stop };
 }

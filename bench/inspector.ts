@@ -1,0 +1,77 @@
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import WS from "ws";
+import { sleep } from "./harness";
+
+// `partykit dev` keeps a DevTools session open on workerd and turns on its Network domain,
+// so workerd reports every subrequest (each gateway-to-actor call and each upstream fetch)
+// as four inspector events, which partykit's Node process then parses and, with no
+// DevTools window attached, buffers. partykit proxies that session on a port of its own;
+// through it a client can send DevTools commands to workerd (workerd takes one session).
+
+/** TCP ports a process listens on (Linux only: /proc). */
+function listeningPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      /* closed while we looked */
+    }
+  }
+  const ports: number[] = [];
+  for (const table of ["tcp", "tcp6"]) {
+    for (const line of readFileSync(`/proc/${pid}/net/${table}`, "utf8").split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      // State 0A is LISTEN; column 9 is the socket's inode.
+      if (cols.length > 9 && cols[3] === "0A" && inodes.has(cols[9])) ports.push(parseInt(cols[1].split(":")[1], 16));
+    }
+  }
+  return ports;
+}
+
+export interface DevtoolsSession {
+  /** Inspector events received since `counted()` was last called, by method. */
+  counted(): Record<string, number>;
+  send(method: string, params?: Record<string, unknown>): void;
+  close(): void;
+}
+
+/** Joins partykit dev's DevTools proxy (the Node process `pid`), or returns null if it has none. */
+export async function joinDevtools(pid: number): Promise<DevtoolsSession | null> {
+  if (process.platform !== "linux") return null;
+  for (const port of listeningPorts(pid)) {
+    let targets: unknown;
+    try {
+      targets = await (await fetch(`http://127.0.0.1:${port}/json`, { signal: AbortSignal.timeout(2_000) })).json();
+    } catch {
+      continue; // another of its servers (the loopback for workerd's logs)
+    }
+    if (!Array.isArray(targets) || !targets.length) continue;
+    const ws = new WS(`ws://127.0.0.1:${port}/ws`);
+    await new Promise((ok, fail) => {
+      ws.once("open", ok);
+      ws.once("error", fail);
+    });
+    let counts: Record<string, number> = {};
+    ws.on("message", (raw) => {
+      const m = JSON.parse(String(raw)) as { method?: string };
+      if (m.method) counts[m.method] = (counts[m.method] ?? 0) + 1;
+    });
+    // The proxy wires the two sockets together on its next render.
+    await sleep(500);
+    let id = 900_000_000;
+    return {
+      counted() {
+        const c = counts;
+        counts = {};
+        return c;
+      },
+      send(method, params = {}) {
+        ws.send(JSON.stringify({ id: id++, method, params }));
+      },
+      close: () => ws.close(),
+    };
+  }
+  return null;
+}
