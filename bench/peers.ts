@@ -5,6 +5,7 @@ import { ROOT, startGovernor, TOKENS } from "../test/support/server";
 import { startUpstream, type Behavior } from "../test/support/upstream";
 import { agentContext } from "./context";
 import { alternate, expectOk, gitState, httpClient, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, throughputRounds, writeResults, type Reply, type Target, type Throughput } from "./harness";
+import { joinDevtools } from "./inspector";
 import { startPeer } from "./peer";
 import { cpuLines, ms, rounded, table, type Summary } from "./stats";
 
@@ -25,6 +26,11 @@ const CONTEXT_TOKENS = 40_000;
 const GOALS = { addedP50Ms: 1, addedP99Ms: 5, contextP50WithinMs: 1, ttfbAddedMs: 4 };
 
 const STREAM_BEHAVIOR = { chunkDelayMs: 5, chunks: 4 } satisfies Behavior;
+// partykit dev keeps a DevTools session on workerd with network events on: four inspector
+// events per subrequest, ~1.4 ms of workerd CPU and as much again in partykit's Node
+// process per proxied call (profile:proxy measures it). It is a development server's
+// instrument, which a deployment does not have, so it is off here; BENCH_DEVTOOLS=on keeps it.
+const DEVTOOLS_NETWORK = process.env.BENCH_DEVTOOLS === "on";
 
 interface Workload {
   key: "oneLine" | "context40k";
@@ -78,6 +84,14 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
   const gov = await startGovernor({ vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" } });
   onCleanup(() => gov.stop());
   log(`Governor at ${gov.url}`);
+  if (!DEVTOOLS_NETWORK) {
+    const devtools = await joinDevtools(gov.pid);
+    if (devtools) {
+      devtools.send("Network.disable");
+      onCleanup(() => devtools.close());
+      log("  partykit dev's DevTools network events: off (BENCH_DEVTOOLS=on keeps them)");
+    } else log("  partykit dev's DevTools proxy not found: its network events stay on");
+  }
 
   const clients = [httpClient(upstream.url, CONCURRENCY), httpClient(peer.url, CONCURRENCY), httpClient(gov.url, CONCURRENCY)];
   for (const c of clients) onCleanup(() => c.close());
@@ -173,6 +187,7 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
   const lines: string[] = [];
   lines.push("");
   lines.push(`Governor vs a peer gateway (Portkey ${peerVersion()}), node ${process.version}, loopback, keep-alive clients; stand-in provider in the benchmark's process`);
+  lines.push(`Governor under partykit dev 0.0.115 (workerd 2024-07), DevTools network events ${DEVTOOLS_NETWORK ? "on (partykit's default)" : "off"}, request log on (partykit's default)`);
   const summary: Record<string, unknown> = {};
   for (const w of workloads) {
     const r = results[w.key];
@@ -235,6 +250,7 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
       node: process.version,
       platform: `${process.platform}-${process.arch}`,
       peer: { name: "@portkey-ai/gateway", version: peerVersion() },
+      devtoolsNetworkEvents: DEVTOOLS_NETWORK,
       git: gitState(),
       machine: { cores: cpus().length, loadAverageBefore: loadBefore[0], loadAverageAfter: loadAfter[0] },
       scale: SCALE,
