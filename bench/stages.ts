@@ -20,9 +20,10 @@ import { TOKEN_MAP, TOKENS } from "../test/support/server";
 // (the runtime's HTTP, the hop to the actor, storage, partykit dev's logging) is measured
 // from outside by profile.ts.
 //
-// Why not time the stages inside workerd: its clocks do not move while JavaScript runs
-// (they advance only on I/O, a Spectre mitigation), so performance.now() around a
-// synchronous stage reads zero there.
+// Why here and not inside workerd: stage timers in the gateway and the actor would sit in
+// the very files being rewritten now (token counting, the actor split), and on Cloudflare
+// the clocks only advance on I/O (a Spectre mitigation), so they would read zero there.
+// Timing the same functions from outside needs no hook in the product.
 
 export interface Stage {
   stage: string;
