@@ -20,6 +20,9 @@ import { cpuLines, rounded, table } from "./stats";
 //
 // workerd's own CPU profiler is not used: under partykit dev 0.0.115 (workerd 2024-07)
 // its inspector only echoes Profiler.start, and Profiler.stop returns an empty profile.
+// While this script listens to partykit's DevTools proxy, the events come to it rather
+// than being buffered by partykit: the benchmark process's CPU in the "default" rows
+// includes parsing them, which partykit's Node process does when nobody listens.
 
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? "6") || 6;
 // `npm run profile:proxy -- --stages-only`: part 1 alone, no server (a few seconds).
