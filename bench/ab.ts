@@ -58,7 +58,7 @@ runBenchmark("bench:ab", 600_000, async () => {
   ];
   for (const s of sides) onCleanup(() => s.client.close());
   const session = `ab-${Date.now().toString(36)}`;
-  for (const s of sides) expectOk(await s.client.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id: session, policy: { budget: { session_usd: 1_000_000_000 } } } }), `open session on ${s.name}`);
+  for (const s of sides) expectOk(await s.client.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id: session, policy: { budget: { session_usd: 1_000_000 } } } }), `open session on ${s.name}`);
   const agent = { authorization: `Bearer ${TOKENS.agent}` };
   const chat = { model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 16 };
   const kinds: Record<string, (c: Client) => () => Promise<number>> = {

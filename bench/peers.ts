@@ -101,7 +101,7 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
 
   const run = Date.now().toString(36);
   const openSession = async (id: string) =>
-    expectOk(await govClient.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id, policy: { budget: { session_usd: 1_000_000_000 } } } }), `open session ${id}`);
+    expectOk(await govClient.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id, policy: { budget: { session_usd: 1_000_000 } } } }), `open session ${id}`);
 
   const targetsFor = (session: string): Target[] => [
     { name: "direct", client: directClient, path: "/v1/chat/completions", headers: { authorization: "Bearer sk-bench" }, governed: false },

@@ -62,7 +62,7 @@ runBenchmark("profile:proxy", 300_000, async () => {
   const c: Client = httpClient(gov.url, CONCURRENCY);
   onCleanup(() => c.close());
   const session = `profile-${Date.now().toString(36)}`;
-  expectOk(await c.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id: session, policy: { budget: { session_usd: 1_000_000_000 } } } }), "open session");
+  expectOk(await c.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id: session, policy: { budget: { session_usd: 1_000_000 } } } }), "open session");
   const agent = { authorization: `Bearer ${TOKENS.agent}` };
   const calls = {
     proxied: async () => expectOk(await c.request("/v1/proxy/openai/v1/chat/completions", { headers: { ...agent, "x-session-id": session }, body: oneLine }), "proxied call").ms,

@@ -58,7 +58,7 @@ export function timeit(fn: () => unknown, budgetMs = 300): number {
   return Math.min(...batches);
 }
 
-const POLICY = parsePolicy({ budget: { session_usd: 1_000_000_000 } });
+const POLICY = parsePolicy({ budget: { session_usd: 1_000_000 } });
 
 function openedView(): { view: View; head: { seq: number; hash: string }; snapshot: ReturnType<typeof initialSnapshot> } {
   const { snapshot, head } = appendDrafts(initialSnapshot(), EMPTY_HEAD, [{ type: "session.opened", id: "open:bench", data: { tenant: "acme", session: "bench", policy: POLICY } }], Date.now());
