@@ -50,7 +50,7 @@ runBenchmark("profile:proxy", 300_000, async () => {
   const answer = expectOk(await direct.request("/v1/chat/completions", { headers: { authorization: "Bearer sk-bench" }, body: oneLine }), "stand-in").body;
 
   log("timing each stage on the project's code (this process) ...");
-  const stages = { oneLine: proxyStages(oneLine, answer), context40k: proxyStages(context.body as unknown as Record<string, unknown>, answer), action: actionStages() };
+  const stages = { oneLine: await proxyStages(oneLine, answer), context40k: await proxyStages(context.body as unknown as Record<string, unknown>, answer), action: actionStages() };
 
   if (STAGES_ONLY) {
     console.log(["", "One-line prompt:", stageTable(stages.oneLine), "", `~40k-token agent context (${context.tokens} tokens):`, stageTable(stages.context40k), "", "An allowed action:", stageTable(stages.action)].join("\n"));

@@ -1,14 +1,18 @@
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { canonicalJson, eventHash, sha256Hex } from "../lib/chain";
-import { decideAction, decideReserve, decideSettle, type View } from "../machines/decide";
+import { decideAction, decideReserve, decideSettle, type ReserveInput, type View } from "../machines/decide";
 import { reduce } from "../machines/context";
 import { appendDrafts, EMPTY_HEAD } from "../machines/log";
 import { initialSnapshot, stateOf, step, type SessionSnapshot } from "../machines/session";
 import { summarize } from "../machines/summary";
 import { authenticate } from "../party/auth";
-import { countPromptTokens } from "../party/proxy/tokens";
-import { usageFromJson, withStreamUsage } from "../party/proxy/usage";
+import { assertWellFormed } from "../party/http";
+import { readCall } from "../party/proxy/call";
+import { countText, scanPrompt } from "../party/proxy/estimate";
+import { loadEncoding } from "../party/proxy/tokens";
+import { outgoingBody } from "../party/proxy/upstream";
+import { usageFromJson } from "../party/proxy/usage";
 import { EventData, type EventDraft, type GovernorEvent } from "../schema/events";
 import { parsePolicy } from "../schema/policy";
 import { priceFor } from "../schema/pricing";
@@ -89,31 +93,26 @@ function appendParts(label: string, snapshot: SessionSnapshot, head: { seq: numb
 }
 
 /** Every stage of one proxied, non-streamed chat completion with `body`, in call order. */
-export function proxyStages(body: Record<string, unknown>, answer: string): Stage[] {
+export async function proxyStages(body: Record<string, unknown>, answer: string): Promise<Stage[]> {
   const tokens = JSON.stringify(TOKEN_MAP);
   const text = JSON.stringify(body);
   const bytes = new TextEncoder().encode(text);
   const path = "v1/chat/completions";
-  const price = priceFor("openai", String(body.model))?.price ?? null;
-  const promptTokens = countPromptTokens("openai", path, body);
-  const messages = JSON.stringify(body.messages);
-  const input = {
-    requestId: crypto.randomUUID(),
-    clientKey: false,
-    provider: "openai" as const,
-    model: String(body.model),
-    path,
-    promptTokens,
-    maxOutputTokens: 16,
-    choices: 1,
-    price: price ? { input: price.input, output: price.output } : null,
-    promptHash: sha256Hex(messages),
-    attribution: {},
-  };
-  const reserveOp = JSON.stringify({ op: "reserve", input });
+  const model = String(body.model);
+  const priced = priceFor("openai", model);
+  const request = () =>
+    new Request("http://gateway/v1/proxy/openai/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json", "x-session-id": "bench" }, body: bytes });
+  const call = await readCall(request(), "openai", path);
+  const scan = scanPrompt("openai", path, body, bytes.byteLength, priced?.family ?? "", model);
+  const enc = await loadEncoding(scan.encoding);
+  // The first count of a body tokenizes every message; later ones find each message's count
+  // in the cache (by content), which is what a context-appending agent's next call sees.
+  const t0 = performance.now();
+  countText(enc, scan.encoding, scan.kind, body);
+  const coldCount = (performance.now() - t0) * 1000;
+  const input: ReserveInput = { requestId: call.reserve.requestId, provider: "openai", model, path, estimateUsd: 0.01, priced: true, promptTokens: call.reserve.prompt.bound, maxOutputTokens: 16, promptHash: call.reserve.promptHash, attribution: {}, inputMethod: "bound", estimateTokens: call.reserve.prompt.bound, inputRatio: 1 };
   const { view, head, snapshot } = openedView();
-  const priced = { ...input, estimateUsd: 0.01, priced: true, maxOutputTokens: 16 };
-  const reserve = decideReserve(view, priced, Date.now());
+  const reserve = decideReserve(view, input, Date.now());
   const reserved = appendDrafts(snapshot, head, reserve.drafts, Date.now());
   const afterView: View = { state: stateOf(reserved.snapshot), context: reserved.snapshot.context };
   const usage = usageFromJson("openai", path, JSON.parse(answer))!;
@@ -123,23 +122,22 @@ export function proxyStages(body: Record<string, unknown>, answer: string): Stag
 
   return [
     { stage: "auth (SHA-256 of the token, JS)", side: "gateway", us: timeit(() => authenticate(TOKENS.agent, tokens)) },
-    { stage: "body read (UTF-8 decode)", side: "gateway", us: timeit(() => new TextDecoder().decode(bytes)) },
-    { stage: "body parse (JSON.parse)", side: "gateway", us: timeit(() => JSON.parse(text)) },
-    { stage: "token counting (js-tiktoken)", side: "gateway", us: timeit(() => countPromptTokens("openai", path, body), 2_000) },
-    { stage: "prompt hash: stringify messages", side: "gateway", us: timeit(() => JSON.stringify(body.messages)) },
-    { stage: "prompt hash: SHA-256 (JS, @noble)", side: "gateway", us: timeit(() => sha256Hex(messages)), note: `node:crypto: ${timeit(() => sha256Native(messages)).toFixed(1)} us` },
-    { stage: "reserve op: stringify + parse", side: "gateway", us: timeit(() => JSON.parse(JSON.stringify({ op: "reserve", input }))) },
-    { stage: "reserve: decide (policy engine)", side: "actor", us: timeit(() => decideReserve(view, priced, Date.now())) },
+    { stage: "read the call (readCall): body UTF-8 decode + JSON.parse", side: "gateway", us: timeit(() => JSON.parse(new TextDecoder().decode(bytes))) },
+    { stage: "  size bound and depth (scanPrompt)", side: "gateway", us: timeit(() => scanPrompt("openai", path, body, bytes.byteLength, priced?.family ?? "", model)) },
+    { stage: "  well-formed text (assertWellFormed)", side: "gateway", us: timeit(() => assertWellFormed(body)) },
+    { stage: "  prompt hash (node:crypto SHA-256 of the body)", side: "gateway", us: timeit(() => createHash("sha256").update(text).digest("hex")), note: `@noble in JS: ${timeit(() => sha256Hex(text)).toFixed(1)} us` },
+    { stage: "token count, only when the actor asks (tight budget)", side: "gateway", us: 0, note: `${(coldCount / 1000).toFixed(1)} ms first time, ${timeit(() => countText(enc, scan.encoding, scan.kind, body)).toFixed(1)} us when every message was counted before` },
+    { stage: "reserve op: stringify + parse", side: "gateway", us: timeit(() => JSON.parse(JSON.stringify({ op: "reserve", input: call.reserve }))) },
+    { stage: "reserve: decide (policy engine)", side: "actor", us: timeit(() => decideReserve(view, input, Date.now())) },
     ...appendParts("reserve", snapshot, head, reserve.drafts),
     { stage: "reserve: event size check (stringify)", side: "actor", us: timeit(() => JSON.stringify(reservedEvent)) },
-    { stage: "reserve: answer (stringify)", side: "actor", us: timeit(() => JSON.stringify({ requestId: input.requestId, decision: "allow", spentUsd: 0, remainingUsd: 1 })) },
-    { stage: "upstream body (stringify)", side: "gateway", us: timeit(() => JSON.stringify(withStreamUsage("openai", path, body))) },
+    { stage: "upstream body (outgoingBody)", side: "gateway", us: timeit(() => outgoingBody("openai", path, model, text, body, { value: 16, replace: false }, scan.patch)) },
     { stage: "answer usage (JSON.parse of the reply)", side: "gateway", us: timeit(() => usageFromJson("openai", path, JSON.parse(answer))) },
     { stage: "settle op: stringify + parse", side: "gateway", us: timeit(() => JSON.parse(JSON.stringify(settleOp))) },
     { stage: "settle: decide (previews with zod parse)", side: "actor", us: timeit(() => decideSettle(afterView, settleOp, Date.now())) },
     ...appendParts("settle", reserved.snapshot, reserved.head, settle.drafts),
     { stage: "summary for subscribers/index (summarize)", side: "actor", us: timeit(() => summarize(reserved.snapshot)), note: "only with sockets open, and the index every 200 ms" },
-    { stage: "reserve op size", side: "gateway", us: 0, note: `${reserveOp.length} bytes; body ${text.length} bytes, ${promptTokens} prompt tokens` },
+    { stage: "sizes", side: "gateway", us: 0, note: `body ${text.length} bytes, size bound ${call.reserve.prompt.bound} tokens` },
   ];
 }
 
