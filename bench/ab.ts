@@ -5,6 +5,7 @@ import { freePort, ROOT, TOKEN_MAP, TOKENS } from "../test/support/server";
 import { startUpstream } from "../test/support/upstream";
 import { cpuOf, cpuPerRequest, expectOk, httpClient, load, log, onCleanup, runBenchmark, startChild, type Client } from "./harness";
 import { joinDevtools } from "./inspector";
+import { agentContext } from "./context";
 import { cpuLines, ms, summarize, table } from "./stats";
 
 // A/B of two checkouts of Governor on the same machine at the same time: to measure what a
@@ -49,6 +50,8 @@ runBenchmark("bench:ab", 600_000, async () => {
   if (!B_ROOT) throw new Error("usage: npm run bench:ab -- <path of the other checkout>");
   const upstream = await startUpstream();
   onCleanup(() => upstream.close());
+  // The stand-in reports a fixed prompt size rather than tokenizing 190 KiB on every call.
+  upstream.setDefault({ promptTokens: 40_000 });
   const vars = { GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP), OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" };
   log(`A: ${ROOT}\nB: ${B_ROOT}\nstarting both ...`);
   const [a, b] = await Promise.all([startFrom(ROOT, vars), startFrom(B_ROOT, vars)]);
@@ -61,8 +64,10 @@ runBenchmark("bench:ab", 600_000, async () => {
   for (const s of sides) expectOk(await s.client.request("/v1/sessions", { headers: { authorization: `Bearer ${TOKENS.operator}` }, body: { id: session, policy: { budget: { session_usd: 1_000_000 } } } }), `open session on ${s.name}`);
   const agent = { authorization: `Bearer ${TOKENS.agent}` };
   const chat = { model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 16 };
+  const long = JSON.stringify(agentContext(40_000).body);
   const kinds: Record<string, (c: Client) => () => Promise<number>> = {
     "proxied call": (c) => async () => expectOk(await c.request("/v1/proxy/openai/v1/chat/completions", { headers: { ...agent, "x-session-id": session }, body: chat }), "proxied call").ms,
+    "proxied call, ~40k-token context": (c) => async () => expectOk(await c.request("/v1/proxy/openai/v1/chat/completions", { headers: { ...agent, "x-session-id": session }, body: long }), "proxied call (40k)").ms,
     action: (c) => async () => expectOk(await c.request(`/v1/sessions/${session}/actions`, { headers: agent, body: { action: "t", costUsd: 0 } }), "action").ms,
   };
 

@@ -500,6 +500,8 @@ export async function startChild(cmd: string, args: string[], opts: { cwd: strin
     await gone;
     clearTimeout(hard);
   };
+  // Registered before it is ready: an interrupt during start-up must not leave it running.
+  onCleanup(stop);
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${cmd} exited (${child.exitCode}):\n${out}`);
