@@ -1,6 +1,7 @@
 import type { GovernorEvent } from "../schema/events";
 import { Policy } from "../schema/policy";
 import { toNanos } from "../lib/money";
+import { initialLoopState, reduceLoops, type LoopState } from "./loops";
 
 // The session's context is a pure fold of its events: the same log always gives the same
 // numbers, which is what lets an auditor replay a log and get the live actor's state.
@@ -73,6 +74,8 @@ export interface SessionContext {
   /** Timestamps of recent calls and actions, for per-session and per-run rate limits. */
   hits: number[];
   runHits: Record<string, number[]>;
+  /** Repeated calls and errors (machines/loops.ts); absent in snapshots from before it existed. */
+  loops?: LoopState;
   killed?: { by: string; reason: string; rule?: string; at: number };
   closed?: { by: string; reason?: string; at: number };
 }
@@ -99,6 +102,7 @@ export function initialContext(): SessionContext {
     promptWindow: [],
     hits: [],
     runHits: {},
+    loops: initialLoopState(),
   };
 }
 
@@ -142,6 +146,12 @@ function without<T>(map: Record<string, T>, key: string): Record<string, T> {
 }
 
 export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContext {
+  const next = reduceEvent(ctx, event);
+  const loops = reduceLoops(ctx, event);
+  return loops === ctx.loops ? next : { ...next, loops };
+}
+
+function reduceEvent(ctx: SessionContext, event: GovernorEvent): SessionContext {
   const base = { ...ctx, seq: event.seq, lastActivity: event.ts };
   const c = ctx.counters;
   switch (event.type) {
@@ -216,7 +226,12 @@ export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContex
       // A snapshot from before this counter existed has none.
       return { ...base, counters: { ...c, errors: (c.errors ?? 0) + 1 } };
     case "anomaly.detected":
-      return { ...base, alerted: [...ctx.alerted, `runaway@${event.seq}`], counters: { ...c, anomalies: c.anomalies + 1 }, promptWindow: [] };
+      return {
+        ...base,
+        alerted: [...ctx.alerted, `${event.data.kind}@${event.seq}`],
+        counters: { ...c, anomalies: c.anomalies + 1 },
+        promptWindow: event.data.kind === "runaway" ? [] : ctx.promptWindow,
+      };
     case "alert.raised":
       return { ...base, alerted: ctx.alerted.includes(event.data.rule) ? ctx.alerted : [...ctx.alerted, event.data.rule], counters: { ...c, alerts: c.alerts + 1 } };
     case "approval.requested": {

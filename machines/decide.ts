@@ -1,10 +1,11 @@
-import { EventData, type Attribution, type EventDraft, type GovernorEvent } from "../schema/events";
+import { EventData, type ActionSource, type Attribution, type EventDraft, type GovernorEvent } from "../schema/events";
 import type { Policy } from "../schema/policy";
 import { sha256Hex } from "../lib/chain";
 import { moneyLimit, toNanos, toUsd } from "../lib/money";
 import { BadRequestError } from "../lib/errors";
 import { reduce, type SessionContext } from "./context";
 import { checkArgs, checkRate, type RateHit, type RuleHit } from "./rules";
+import { afterError, withRepeatedCall } from "./loops";
 import type { SessionState } from "./session";
 
 // The policy engine: given the folded session and a request, which events does the
@@ -190,9 +191,14 @@ export interface ActionInput {
   argsHash: string;
   costUsd: number;
   attribution: Attribution;
+  source?: ActionSource;
 }
 
 export function decideAction(view: View, input: ActionInput, now: number, crossSession?: RateHit): Decision {
+  return withRepeatedCall(view, input.action, input.argsHash, decideActionRules(view, input, now, crossSession), now);
+}
+
+function decideActionRules(view: View, input: ActionInput, now: number, crossSession?: RateHit): Decision {
   const ctx = view.context;
   const p = policyOf(ctx);
   const a = { ...input.attribution, action: input.action };
@@ -203,7 +209,7 @@ export function decideAction(view: View, input: ActionInput, now: number, crossS
   const checked = (decision: "allow" | "deny" | "review", extra: { code?: Code; rule?: string; reason?: string; approvalId?: string } = {}): EventDraft => ({
     type: "action.checked",
     id,
-    data: { requestId: input.id, action: input.action, argsHash: input.argsHash, ...keep, decision, costUsd: input.costUsd, ...extra, attribution: a },
+    data: { requestId: input.id, action: input.action, argsHash: input.argsHash, ...keep, decision, costUsd: input.costUsd, ...extra, attribution: a, source: input.source },
   });
   const denial = (r: Refusal): Decision => refuse(r, checked("deny", { code: r.code, rule: r.rule, reason: r.reason }), id);
 
@@ -258,7 +264,10 @@ export function decideReport(view: View, input: ReportInput, now: number): Decis
     if (view.state === "killed" || view.state === "closed") return { drafts: [settled], verdict: { decision: "allow" } };
     return { drafts: [settled, ...afterCharge(preview(ctx, [settled], now), id, input.run, input.action)], verdict: { decision: "allow" } };
   }
-  if (input.type === "error") return { drafts: [errorRecorded(p, id, input)], verdict: { decision: "allow" } };
+  if (input.type === "error") {
+    const failed = errorRecorded(p, id, input);
+    return { drafts: [failed, ...afterError(view, preview(ctx, [failed], now), id, id, input.action, now)], verdict: { decision: "allow" } };
+  }
   const recorded: EventDraft = { type: "violation.recorded", id, data: { kind: input.kind, detail: input.detail, source: "scanner" } };
   const drafts: EventDraft[] = [recorded];
   const threshold = p.violations.thresholds[input.kind];
@@ -273,12 +282,12 @@ export function decideReport(view: View, input: ReportInput, now: number): Decis
 }
 
 /** The signature lets equal failures be counted without keeping their text. */
-function errorRecorded(p: Policy, id: string, input: Extract<ReportInput, { type: "error" }>): EventDraft {
+export function errorRecorded(p: Policy, id: string, input: { action?: string; code?: string; message?: string }, source: "tool" | "llm" = "tool"): EventDraft {
   const signature = sha256Hex(`${input.action ?? ""}\n${input.code ?? ""}\n${input.message ?? ""}`);
   return {
     type: "error.recorded",
     id,
-    data: { source: "tool", action: input.action, code: input.code, signature, ...(p.keep_raw && input.message !== undefined && { message: input.message }) },
+    data: { source, action: input.action, code: input.code, signature, ...(p.keep_raw && input.message !== undefined && { message: input.message }) },
   };
 }
 

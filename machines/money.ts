@@ -1,9 +1,11 @@
-import type { Attribution, EventDraft, Usage } from "../schema/events";
+import type { Attribution, EventDraft, SeenToolCall, Usage } from "../schema/events";
 import { toNanos, toUsd } from "../lib/money";
 import type { SessionContext } from "./context";
 import { isRunaway, type RateHit } from "./rules";
+import { afterError, withToolCalls } from "./loops";
 import {
   afterCharge,
+  errorRecorded,
   budgetRefusal,
   durationRefusal,
   hasBudget,
@@ -47,6 +49,8 @@ export interface ReserveInput {
   fit?: { fixedNanos: number; outputNanosPerToken: number; choices: number; cap: number };
   /** Why the call cannot be priced although its model can (audio, an unpriced tool). */
   unpricedReason?: string;
+  /** Tool calls of the request's newest assistant turn, for loop detection (machines/loops.ts). */
+  toolCalls?: SeenToolCall[];
 }
 
 const fmt = (n: number) => `$${toUsd(n).toFixed(6).replace(/0+$/, "").replace(/\.$/, "")}`;
@@ -91,6 +95,10 @@ export function needsCount(view: View, input: ReserveInput): boolean {
 
 /** `crossSession`: the tenant actor's refusal under a per-user or per-agent rate, if any. */
 export function decideReserve(view: View, input: ReserveInput, now: number, crossSession?: RateHit): Decision {
+  return withToolCalls(view, input.toolCalls, decideReserveRules(view, input, now, crossSession), now);
+}
+
+function decideReserveRules(view: View, input: ReserveInput, now: number, crossSession?: RateHit): Decision {
   const ctx = view.context;
   const p = policyOf(ctx);
   const a = input.attribution;
@@ -174,6 +182,8 @@ export interface SettleInput {
   costUsd: number;
   outcome: "completed" | "aborted" | "released";
   usage?: Usage;
+  /** Why the call failed upstream, for calls that did: recorded as an LLM error (loop detection). */
+  error?: { code?: string; message?: string };
 }
 
 const OVERRUN_RULE = "budget.overrun";
@@ -223,9 +233,18 @@ function settled(ctx: SessionContext, requestId: string, costUsd: number, outcom
 
 /** Undefined when there is no open reservation with that id (already settled, or never made). */
 export function decideSettle(view: View, input: SettleInput, now: number): Decision | undefined {
-  if (!view.context.reservations[input.requestId]) return undefined;
+  const ctx = view.context;
+  const r = ctx.reservations[input.requestId];
+  if (!r) return undefined;
   const cost = input.outcome === "released" ? 0 : input.costUsd;
-  return { drafts: settled(view.context, input.requestId, cost, input.outcome, input.usage, now), verdict: { decision: "allow" } };
+  const drafts = settled(ctx, input.requestId, cost, input.outcome, input.usage, now);
+  if (input.error && ctx.policy) {
+    const id = `settle:${input.requestId}`;
+    const action = r.model ?? "llm";
+    const failed = errorRecorded(ctx.policy, `${id}#error`, { ...input.error, action }, "llm");
+    drafts.push(failed, ...afterError(view, preview(ctx, [...drafts, failed], now), id, input.requestId, action, now, { run: r.run }));
+  }
+  return { drafts, verdict: { decision: "allow" } };
 }
 
 /** Ends the session: killed by an operator or policy, or closed as a normal end. An ended session stays as it ended. */

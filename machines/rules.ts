@@ -14,6 +14,12 @@ export interface RateHit extends RuleHit {
   retryAfterMs: number;
 }
 
+/** The names the allow/deny lists let through; argument rules and limits are decided per call. */
+export function listedActions(policy: Policy | null, names: string[]): string[] {
+  const { allow, deny } = policy?.actions ?? {};
+  return names.filter((n) => !deny?.includes(n) && (!allow || allow.includes(n)));
+}
+
 /** `hits` are timestamps of earlier counted calls; the call at `now` is the candidate. */
 export function checkRate(rule: RateRule, hits: number[], now: number, label: string): RateHit | undefined {
   const inWindow = hits.filter((t) => t > now - rule.window);

@@ -1,5 +1,5 @@
 import type { ActionBody, ReportBody } from "../schema/api";
-import type { Attribution, Usage } from "../schema/events";
+import type { ActionSource, Attribution, SeenToolCall, Usage } from "../schema/events";
 import type { Policy } from "../schema/policy";
 
 // What the gateway asks of the actors. These travel inside one deployment, after the
@@ -15,15 +15,17 @@ export type SessionOp =
   | { op: "open"; id: string; policy: Policy; agent?: string; user?: string; task?: string }
   | { op: "get" }
   | { op: "log"; after: number; limit: number }
-  | { op: "action"; body: ActionBody; attribution: Attribution; waitMs: number }
+  | { op: "action"; body: ActionBody; attribution: Attribution; waitMs: number; source?: ActionSource }
   | { op: "report"; body: ReportBody }
   | { op: "approval"; approvalId: string; decision: "approve" | "deny"; note?: string }
   | { op: "kill" | "close"; reason: string; /** why the operator's reason was replaced (see killReason) */ replaced?: string }
   | { op: "reserve"; input: ReserveRequest }
-  | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage }
+  | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage; error?: { code?: string; message?: string } }
   | { op: "progress"; requestId: string; costUsd: number; usage: Usage; holdMs?: number }
   | { op: "deliveries" }
-  | { op: "wake" };
+  | { op: "wake" }
+  /** Which of these action names the session's allow/deny lists let through (MCP tools/list). */
+  | { op: "listed"; actions: string[] };
 
 export type TenantOp =
   | { op: "upsert"; summary: import("../schema/protocol").SessionSummary }
@@ -76,6 +78,8 @@ export interface ReserveRequest {
   unpriced?: string;
   promptHash?: string;
   attribution: Attribution;
+  /** Tool calls of the request's newest assistant turn (party/proxy/tool-calls.ts). */
+  toolCalls?: SeenToolCall[];
 }
 
 export interface PromptEstimate {

@@ -3,7 +3,8 @@ import { ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
 import { decideEnd } from "../machines/money";
 import { summarize } from "../machines/summary";
 import { killReason, type ActionBody, type ReportBody } from "../schema/api";
-import type { Attribution } from "../schema/events";
+import type { ActionSource, Attribution } from "../schema/events";
+import { listedActions } from "../machines/rules";
 import { requirePermission, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
 import { errorResponse, json } from "./http";
@@ -97,7 +98,7 @@ export default class SessionActor implements Party.Server {
         case "check": {
           need("check");
           const { type: _t, ...body } = msg;
-          const answer = await this.action(body, {}, 0);
+          const answer = await this.action(body, {}, 0, "socket");
           // A review is not final: the decision follows on this socket when an operator makes it.
           this.send(conn, { type: "decision", ...answer, id: msg.id, final: answer.decision !== "review" });
           return;
@@ -149,7 +150,7 @@ export default class SessionActor implements Party.Server {
         case "log":
           return await this.journal.log(op.after, op.limit);
         case "action":
-          return json(await this.action(op.body, op.attribution, op.waitMs));
+          return json(await this.action(op.body, op.attribution, op.waitMs, op.source ?? "http"));
         case "report":
           return json(await this.report(op.body), 201);
         case "approval":
@@ -165,6 +166,8 @@ export default class SessionActor implements Party.Server {
           return await this.money.report(op);
         case "deliveries":
           return json({ deliveries: await this.notifier.list() });
+        case "listed":
+          return json({ listed: listedActions(this.journal.context.policy, op.actions) });
       }
     } catch (e) {
       return errorResponse(e);
@@ -189,8 +192,8 @@ export default class SessionActor implements Party.Server {
     return this.sockets.backfill(conn, after);
   }
 
-  private action(body: ActionBody, attribution: Attribution, waitMs: number) {
-    return this.approvals.action(body, attribution, waitMs);
+  private action(body: ActionBody, attribution: Attribution, waitMs: number, source: ActionSource) {
+    return this.approvals.action(body, attribution, waitMs, source);
   }
 
   private report(body: ReportBody) {

@@ -26,6 +26,17 @@ export const Attribution = z.object({
   task: Str.optional(),
 });
 
+/** A tool call seen in a proxied LLM request's history: counted by loop detection once. */
+export const SeenToolCall = z.object({
+  name: Str,
+  argsHash: Str,
+  /** The provider's tool call id (or the call's place in the history when there is none). */
+  key: Str,
+});
+
+/** Where an action was asked from. */
+export const ActionSource = z.enum(["http", "socket", "mcp"]);
+
 export const EventData = {
   "session.opened": z.object({
     tenant: Id,
@@ -60,6 +71,8 @@ export const EventData = {
     profile: Str.optional(),
     /** The output cap per choice sent upstream, when budget.fit_output lowered it. */
     fittedCap: z.number().int().nonnegative().optional(),
+    /** Tool calls the request's history shows for the first time (loop detection). */
+    toolCalls: z.array(SeenToolCall).optional(),
   }),
   "request.settled": z.object({
     requestId: Id,
@@ -98,6 +111,7 @@ export const EventData = {
     reason: Str.optional(),
     approvalId: Id.optional(),
     attribution: Attribution.default({}),
+    source: ActionSource.optional(),
   }),
   "violation.recorded": z.object({
     kind: Str,
@@ -105,7 +119,8 @@ export const EventData = {
     source: z.enum(["scanner", "policy"]),
   }),
   "error.recorded": z.object({
-    source: z.literal("tool"),
+    // tool: reported by the agent, or an MCP upstream's error; llm: a proxied call that failed.
+    source: z.enum(["tool", "llm"]),
     action: Str.optional(),
     code: Str.optional(),
     /** sha256 hex of `${action}\n${code}\n${message}` (absent parts empty): equal failures share it. */
@@ -113,10 +128,18 @@ export const EventData = {
     message: Str.optional(),
   }),
   "anomaly.detected": z.object({
-    kind: z.literal("runaway"),
+    // runaway: prompts kept growing; repeat_call: the same call again and again;
+    // repeat_error: the same upstream error again and again.
+    kind: z.enum(["runaway", "repeat_call", "repeat_error"]),
     reason: Str,
-    promptTokens: z.array(z.number().int().nonnegative()),
-    onDetect: z.enum(["alert", "kill"]),
+    /** Prompt sizes of the window (runaway only). */
+    promptTokens: z.array(z.number().int().nonnegative()).optional(),
+    onDetect: z.enum(["alert", "review", "kill"]),
+    rule: Str.optional(),
+    action: Str.optional(),
+    /** The repeated call's or error's signature. */
+    signature: Str.optional(),
+    count: z.number().int().positive().optional(),
   }),
   "alert.raised": z.object({
     kind: Str,
@@ -192,3 +215,5 @@ export type EventDraft = { [T in EventType]: { type: T; id: string; data: z.inpu
 
 export type Usage = z.infer<typeof UsageData>;
 export type Attribution = z.infer<typeof Attribution>;
+export type SeenToolCall = z.infer<typeof SeenToolCall>;
+export type ActionSource = z.infer<typeof ActionSource>;

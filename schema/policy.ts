@@ -3,6 +3,7 @@ import { z } from "zod";
 import { Duration } from "../lib/duration";
 import { BadRequestError } from "../lib/errors";
 import { checkPolicyLimits } from "./policy-limits";
+import { McpPolicy } from "./mcp";
 
 // Strict objects everywhere: a typo in a policy ("sesion_usd") must be refused with its
 // path, not silently ignored and leave the session unbudgeted.
@@ -30,6 +31,27 @@ export const NotifyTarget = z.union([
   z.strictObject({ slack: z.url() }),
   z.strictObject({ webhook: z.url() }),
 ]);
+
+/**
+ * Loops by repetition: the same call (action and arguments) `same_call` times within the
+ * last `window` actions, or the same upstream error `same_error` times in a row. Absent:
+ * off. `on_detect` defaults to the section's `runaway.on_detect` (where `off` turns this
+ * off too); each later detection in the session climbs one step (alert, review, kill)
+ * unless `escalate` is false.
+ */
+export const RepeatRule = z
+  .strictObject({
+    same_call: z.number().int().min(2).optional(),
+    same_error: z.number().int().min(2).optional(),
+    window: z.number().int().positive().optional(),
+    on_detect: z.enum(["alert", "review", "kill"]).optional(),
+    escalate: z.boolean().default(true),
+  })
+  .refine((r) => r.same_call !== undefined || r.same_error !== undefined, { message: "set same_call, same_error or both", path: ["same_call"] })
+  .refine((r) => r.window === undefined || r.same_call === undefined || r.window >= r.same_call, {
+    message: "window must be at least same_call: the same call could never repeat that often within it",
+    path: ["window"],
+  });
 
 export const Policy = z.strictObject({
   version: z.literal(1).default(1),
@@ -76,6 +98,7 @@ export const Policy = z.strictObject({
       consecutive: z.number().int().positive().default(3),
       window: z.number().int().positive().default(5),
       on_detect: z.enum(["alert", "kill", "off"]).default("alert"),
+      repeat: RepeatRule.optional(),
     })
     .default({ growth_ratio: 1.4, consecutive: 3, window: 5, on_detect: "alert" }),
   approval: z
@@ -89,6 +112,8 @@ export const Policy = z.strictObject({
   fail_mode: z.enum(["closed", "open"]).default("closed"),
   unpriced_models: z.enum(["deny", "allow"]).default("deny"),
   notify: z.array(NotifyTarget).default([]),
+  // Upstream MCP servers: read from the tenant's policy by /v1/mcp/<server>; never stored in a session.
+  mcp: McpPolicy.optional(),
   // Prompts and arguments are kept as hashes unless the policy asks for raw text.
   keep_raw: z.boolean().default(false),
 });
@@ -104,6 +129,7 @@ export type Policy = z.infer<typeof Policy>;
 export type PolicyInput = z.input<typeof Policy>;
 export type ArgRule = z.infer<typeof ArgRule>;
 export type RateRule = z.infer<typeof RateRule>;
+export type RepeatRule = z.infer<typeof RepeatRule>;
 export type NotifyTarget = z.infer<typeof NotifyTarget>;
 
 /** "budget.session_usd" style path of the first issue, for 400 answers. */

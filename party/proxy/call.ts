@@ -6,6 +6,7 @@ import { assertWellFormed, attributionOf, readText } from "../http";
 import type { ReserveRequest } from "../ops";
 import { boundTokens, scanPrompt, type PromptScan } from "./estimate";
 import { maxOutputFrom } from "./upstream";
+import { toolCallsOf } from "./tool-calls";
 
 // A proxied call as the gateway reads it: the body parsed once, the prompt scanned for its
 // bound, and what the actor needs to price the worst case.
@@ -74,6 +75,7 @@ export async function readCall(req: Request, provider: Provider, path: string): 
     // A digest of the body as sent, by the runtime's native SHA-256 (the prompt itself is never stored).
     promptHash: createHash("sha256").update(text).digest("hex"),
     attribution,
+    toolCalls: toolCallsOf(provider, path, body),
   };
   return { provider, path, session, text, body, model, family: priced?.family, price: priced?.price, scan, context, reserve };
 }

@@ -12,6 +12,7 @@ import { StreamRelay, type Outcome } from "./relay";
 import { countTextTokens, isReady, loadEncoding, warmTokenizers } from "./tokens";
 import { outgoingBody, upstreamHeaders, upstreamUrl } from "./upstream";
 import { StreamUsageTracker, usageFromJson } from "./usage";
+import { llmErrorOf, withoutRequestIds } from "./tool-calls";
 import { watchCall, type Produced } from "./watch";
 
 export { providerError } from "./errors";
@@ -79,9 +80,10 @@ async function reserve(call: ProxiedCall, send: (op: SessionOp) => Promise<Respo
 async function forward(req: Request, env: Record<string, unknown>, ctx: Party.ExecutionContext, call: ProxiedCall, answer: ReserveAnswer, send: (op: SessionOp) => Promise<Response>): Promise<Response> {
   const { provider } = call;
   const requestId = call.reserve.requestId;
-  const settle = async (costUsdValue: number, outcome: "completed" | "aborted" | "released", usage?: Usage): Promise<Money> => {
+  // `error`: why the call failed, recorded so that the same failure again and again is caught as a loop.
+  const settle = async (costUsdValue: number, outcome: "completed" | "aborted" | "released", usage?: Usage, error?: { code: string; message?: string }): Promise<Money> => {
     try {
-      const res = await send({ op: "settle", requestId, costUsd: costUsdValue, outcome, usage });
+      const res = await send({ op: "settle", requestId, costUsd: costUsdValue, outcome, usage, error });
       const settled = (await res.json()) as { spentUsd?: number; remainingUsd?: number | null };
       // A reservation that already expired was charged at its estimate; say what we knew.
       return settled.spentUsd === undefined ? answer : { spentUsd: settled.spentUsd, remainingUsd: settled.remainingUsd ?? null };
@@ -129,8 +131,8 @@ async function forward(req: Request, env: Record<string, unknown>, ctx: Party.Ex
     clearTimeout(timer);
     watch.stop();
     if (ended) return endedAnswer(call, ended, answer, await settle(answer.estimateUsd ?? 0, "aborted"));
-    const money = await settle(0, "released");
     const why = abort.signal.aborted ? `upstream did not answer within ${timeoutMs} ms` : `upstream unreachable: ${(e as Error).message}`;
+    const money = await settle(0, "released", undefined, { code: abort.signal.aborted ? "timeout" : "unreachable", message: withoutRequestIds(why) });
     return providerError(provider, 502, "upstream_error", why, {}, governorHeaders(requestId, money));
   }
 
@@ -138,7 +140,7 @@ async function forward(req: Request, env: Record<string, unknown>, ctx: Party.Ex
     clearTimeout(timer);
     watch.stop();
     const text = await upstream.text().catch(() => "");
-    const money = await settle(0, "released");
+    const money = await settle(0, "released", undefined, llmErrorOf(upstream.status, text));
     // The provider's own 4xx (a bad request, its rate limit) passes through as it is;
     // a failure on its side is our 502.
     if (upstream.status < 500) {
@@ -163,7 +165,7 @@ async function forward(req: Request, env: Record<string, unknown>, ctx: Party.Ex
       watch.stop();
       // Ended by a kill mid-answer: nothing shows what the provider produced, so the worst case is charged.
       if (ended) return endedAnswer(call, ended, answer, await settle(answer.estimateUsd ?? 0, "aborted"));
-      const money = await settle(0, "released");
+      const money = await settle(0, "released", undefined, { code: "broken_answer" });
       return providerError(provider, 502, "upstream_error", `upstream failed mid-answer: ${(e as Error).message}`, {}, governorHeaders(requestId, money));
     }
     clearTimeout(timer);

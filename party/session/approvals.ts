@@ -5,7 +5,7 @@ import { toUsd } from "../../lib/money";
 import { decideAction, decideApproval, decideReport, remainingUsd, type Verdict } from "../../machines/decide";
 import type { SessionSnapshot } from "../../machines/session";
 import type { ActionBody, ReportBody } from "../../schema/api";
-import type { Attribution, GovernorEvent } from "../../schema/events";
+import type { ActionSource, Attribution, GovernorEvent } from "../../schema/events";
 import type { DecisionMessage } from "../../schema/protocol";
 import type { Extras, Journal } from "./journal";
 import { crossSessionRate } from "./quotas";
@@ -26,7 +26,7 @@ export class Approvals {
     private readonly journal: Journal,
   ) {}
 
-  async action(body: ActionBody, attribution: Attribution, waitMs: number): Promise<ActionAnswer> {
+  async action(body: ActionBody, attribution: Attribution, waitMs: number, source?: ActionSource): Promise<ActionAnswer> {
     const j = this.journal;
     const id = body.id ?? crypto.randomUUID();
     const answer = await j.once(
@@ -34,7 +34,7 @@ export class Approvals {
       async () => {
         const attr: Attribution = { ...attribution, run: body.run ?? attribution.run, agent: body.agent ?? attribution.agent, user: body.user ?? attribution.user, action: body.action };
         const argsHash = sha256Hex(canonicalJson(body.args));
-        const input = { id, action: body.action, args: body.args, argsHash, costUsd: body.costUsd, attribution: attr };
+        const input = { id, action: body.action, args: body.args, argsHash, costUsd: body.costUsd, attribution: attr, source };
         const limited = j.isLive() ? await crossSessionRate(this.room, j, attr) : undefined;
         const decision = decideAction(j.view, input, Date.now(), limited);
         const { write, answer } = j.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict), fresh: body.id === undefined });

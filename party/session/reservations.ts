@@ -103,7 +103,7 @@ export class Reservations {
     const estimateTokens = req.prompt.counted ?? req.prompt.bound;
     const inputRatio = this.ratioFor(req.model, req.prompt.profile);
     const promptTokens = Math.ceil(estimateTokens * inputRatio);
-    const base = { requestId: req.requestId, provider: req.provider, model: req.model, path: req.path, promptHash: req.promptHash, attribution: req.attribution };
+    const base = { requestId: req.requestId, provider: req.provider, model: req.model, path: req.path, promptHash: req.promptHash, attribution: req.attribution, toolCalls: req.toolCalls };
     const facts = { promptTokens, estimateTokens, inputRatio, promptSize: req.prompt.size, profile: req.prompt.profile, inputMethod: (req.prompt.counted === undefined ? "bound" : "count") as "bound" | "count" };
     if (!req.price || req.unpriced) {
       return { ...base, ...facts, estimateUsd: 0, priced: false, maxOutputTokens: maxOut, outputCap, ...(req.unpriced && { unpricedReason: req.unpriced }) };
