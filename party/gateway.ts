@@ -11,6 +11,7 @@ import { assertDepth, assertWellFormed, attributionOf, closing, drainBody, error
 import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";
 import { wakeOnce } from "./wake";
+import { mcpErrorResponse, mcpRoute } from "./mcp/route";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
@@ -125,6 +126,10 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     return proxy(req, lobby, ctx, p, provider, rest.join("/"));
   }
 
+  if (resource === "mcp") {
+    return mcpRoute(req, id, parts.slice(3), { lobby, ctx, principal: p, tenantPolicy: async () => (await tenantDefault(lobby, env, p.tenant)).policy });
+  }
+
   if (resource === "budget-check") {
     if (method !== "GET") throw methodNotAllowed(method, "GET");
     requirePermission(p, "read");
@@ -165,7 +170,9 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       const own = body.policy && typeof body.policy === "object" && Object.keys(body.policy).length ? body.policy : undefined;
       // An agent must not lift the limits its operators set: its sessions get the tenant default.
       if (own !== undefined && !can(p, "configure")) throw new ForbiddenError(`role "${p.role}" may open sessions under the tenant's default policy, but not set a policy`);
-      const policy = await effectivePolicy(lobby, env, p.tenant, own);
+      if (own !== undefined && "mcp" in (own as object)) throw new BadRequestError("policy.mcp: MCP servers are configured in the tenant's policy (PUT /v1/policy), not per session", "policy.mcp");
+      // A session's log never holds MCP credentials: /v1/mcp reads the servers from the tenant's policy.
+      const { mcp: _servers, ...policy } = await effectivePolicy(lobby, env, p.tenant, own);
       return callSession(lobby, p, body.id, { op: "open", id: body.id, policy, agent: body.agent, user: body.user, task: body.task });
     }
     throw methodNotAllowed(method, "GET or POST");
@@ -265,8 +272,10 @@ export default class Gateway {
       res = (await route(request, lobby, ctx)) ?? json({ error: { code: "not_found", message: "not found" } }, 404);
     } catch (e) {
       // Proxy callers get refusals in their provider's shape, so their SDK raises its own error.
-      const provider = /^\/v1\/proxy\/(openai|anthropic)\//.exec(new URL(req.url).pathname)?.[1] as "openai" | "anthropic" | undefined;
-      if (provider && e instanceof GovernorError) res = providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });
+      const path = new URL(req.url).pathname;
+      const provider = /^\/v1\/proxy\/(openai|anthropic)\//.exec(path)?.[1] as "openai" | "anthropic" | undefined;
+      if (path.startsWith("/v1/mcp/")) res = mcpErrorResponse(e);
+      else if (provider && e instanceof GovernorError) res = providerError(provider, e.status, e.code, e.message, { field: e.field, rule: e.rule, retryAfter: e.retryAfter });
       else res = errorResponse(e);
     }
     // A refusal made before the body was read (a bad token, an unknown route) leaves it

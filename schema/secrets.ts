@@ -2,7 +2,9 @@
 // credential; a generic webhook's often carries a token) and the headers sent to upstream
 // MCP servers. Operators, who set them, see them; agents and auditors see them masked.
 
-export const MASK = "***";
+import { MASKED, maskMcpSecrets } from "./mcp";
+
+export const MASK = MASKED;
 
 /** Scheme and host only: enough to tell which service, nothing to call it with. */
 export function maskUrl(url: unknown): unknown {
@@ -31,31 +33,8 @@ export function maskPolicySecrets(policy: unknown): unknown {
       return masked;
     });
   }
-  const mcp = policy.mcp;
-  if (isObject(mcp) && isObject(mcp.servers)) {
-    const servers: Record<string, unknown> = {};
-    for (const [name, server] of Object.entries(mcp.servers)) {
-      if (!isObject(server)) {
-        servers[name] = server;
-        continue;
-      }
-      const s: Record<string, unknown> = { ...server };
-      if (isObject(server.headers)) s.headers = Object.fromEntries(Object.keys(server.headers).map((h) => [h, MASK]));
-      // A server URL may carry a token in its query or user info: keep scheme, host and path.
-      if (typeof server.url === "string") {
-        try {
-          const u = new URL(server.url);
-          const hidden = Boolean(u.username || u.password || u.search);
-          s.url = hidden ? `${u.protocol}//${u.host}${u.pathname}${u.search ? `?${MASK}` : ""}` : server.url;
-        } catch {
-          s.url = MASK;
-        }
-      }
-      servers[name] = s;
-    }
-    out.mcp = { ...mcp, servers };
-  }
-  return out;
+  // One definition of where the MCP section's secrets are: schema/mcp.ts (MCP_SECRET_PATHS).
+  return maskMcpSecrets(out);
 }
 
 /** Delivery records name the URL they were sent to: masked for whoever may not see it. */

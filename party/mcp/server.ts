@@ -1,0 +1,127 @@
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import {
+  CallToolRequestSchema,
+  CallToolResultSchema,
+  CompleteRequestSchema,
+  CompleteResultSchema,
+  ErrorCode,
+  GetPromptRequestSchema,
+  GetPromptResultSchema,
+  ListPromptsRequestSchema,
+  ListPromptsResultSchema,
+  ListResourcesRequestSchema,
+  ListResourcesResultSchema,
+  ListResourceTemplatesRequestSchema,
+  ListResourceTemplatesResultSchema,
+  ListToolsRequestSchema,
+  ListToolsResultSchema,
+  McpError,
+  ReadResourceRequestSchema,
+  ReadResourceResultSchema,
+  type ServerCapabilities,
+} from "@modelcontextprotocol/sdk/types.js";
+import { mcpActionName, type McpServerConfig } from "../../schema/mcp";
+import { decideToolCall, listedActions, refusal, reportError, resultText, type SessionRef } from "./govern";
+import { failureCode, passThroughValidator, upstreamFailure, type Upstream } from "./upstream";
+
+// The MCP server the agent talks to: tools/list and tools/call governed by the session,
+// resources, prompts and completions passed through as they are, ping answered here.
+// Server-to-client requests (sampling, elicitation, roots) are not relayed: the upstream
+// meets a client that offers none of them.
+
+export interface ServerParts {
+  name: string;
+  cfg: McpServerConfig;
+  /** Absent when every request is a ping. */
+  upstream?: Upstream;
+  ref: SessionRef;
+  /** Aborted when the agent's request is over or the agent went away. */
+  gone: AbortSignal;
+}
+
+type Extra = { _meta?: { progressToken?: string | number }; sendNotification: (n: never) => Promise<void> };
+
+/** What the upstream offers and this endpoint relays; list-change and subscription pushes need a session we do not keep. */
+function relayed(up: ServerCapabilities | undefined): ServerCapabilities {
+  return {
+    ...(up?.tools && { tools: {} }),
+    ...(up?.resources && { resources: {} }),
+    ...(up?.prompts && { prompts: {} }),
+    ...(up?.completions && { completions: {} }),
+  };
+}
+
+export function buildServer(parts: ServerParts): McpServer {
+  const { name, cfg, upstream, ref, gone } = parts;
+  const caps = relayed(upstream?.client.getServerCapabilities());
+  const instructions = upstream?.client.getInstructions();
+  const mcp = new McpServer({ name: `governor/${name}`, version: "1.0.0" }, { capabilities: caps, instructions, jsonSchemaValidator: passThroughValidator });
+  if (!upstream) return mcp;
+  const client = upstream.client;
+  const options = { timeout: cfg.timeout, signal: gone };
+  const forward = async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (e) {
+      throw upstreamFailure(name, e, cfg.timeout);
+    }
+  };
+  const progress = (extra: Extra) => {
+    const token = extra._meta?.progressToken;
+    if (token === undefined) return undefined;
+    return (p: { progress: number; total?: number; message?: string }) =>
+      extra.sendNotification({ method: "notifications/progress", params: { ...p, progressToken: token } } as never).catch(() => undefined);
+  };
+
+  if (caps.tools) {
+    mcp.server.setRequestHandler(ListToolsRequestSchema, async (request) => {
+      const page = await forward(() => client.request({ method: "tools/list", params: request.params }, ListToolsResultSchema, options));
+      const tools = page.tools.map((t) => ({ ...t, name: mcpActionName(name, t.name) }));
+      const listed = await listedActions(ref, tools.map((t) => t.name));
+      return { ...page, tools: tools.filter((t) => listed.has(t.name)) };
+    });
+
+    mcp.server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+      const action = request.params.name;
+      const prefix = `mcp.${name}.`;
+      if (!action.startsWith(prefix) || action.length === prefix.length) {
+        throw new McpError(ErrorCode.InvalidParams, `unknown tool "${action}": the tools of this endpoint are named ${prefix}<tool>`);
+      }
+      const tool = action.slice(prefix.length);
+      const args = request.params.arguments ?? {};
+      const relay = progress(extra as Extra);
+      let step = 0;
+      const answer = await decideToolCall(
+        ref,
+        { action, args, costUsd: cfg.tool_costs?.[tool] ?? 0 },
+        { signal: gone, onPending: (a) => relay?.({ progress: ++step, message: `awaiting approval ${a.approvalId} (${a.rule}): ${a.reason}` }) },
+      );
+      if (answer.decision !== "allow") return refusal(answer);
+      // Approved after the agent left: the upstream must not act for nobody.
+      if (gone.aborted) throw new McpError(ErrorCode.ConnectionClosed, "the request ended before the call was approved");
+      try {
+        const result = await client.request({ method: "tools/call", params: { name: tool, arguments: args } }, CallToolResultSchema, { ...options, onprogress: relay, resetTimeoutOnProgress: true });
+        if (result.isError) await reportError(ref, answer.id, action, "tool_error", resultText(result));
+        return result;
+      } catch (e) {
+        const failure = upstreamFailure(name, e, cfg.timeout);
+        await reportError(ref, answer.id, action, failureCode(failure), failure.message);
+        throw failure;
+      }
+    });
+  }
+
+  if (caps.resources) {
+    mcp.server.setRequestHandler(ListResourcesRequestSchema, (r) => forward(() => client.request({ method: r.method, params: r.params }, ListResourcesResultSchema, options)));
+    mcp.server.setRequestHandler(ListResourceTemplatesRequestSchema, (r) => forward(() => client.request({ method: r.method, params: r.params }, ListResourceTemplatesResultSchema, options)));
+    mcp.server.setRequestHandler(ReadResourceRequestSchema, (r) => forward(() => client.request({ method: r.method, params: r.params }, ReadResourceResultSchema, options)));
+  }
+  if (caps.prompts) {
+    mcp.server.setRequestHandler(ListPromptsRequestSchema, (r) => forward(() => client.request({ method: r.method, params: r.params }, ListPromptsResultSchema, options)));
+    mcp.server.setRequestHandler(GetPromptRequestSchema, (r) => forward(() => client.request({ method: r.method, params: r.params }, GetPromptResultSchema, options)));
+  }
+  if (caps.completions) {
+    mcp.server.setRequestHandler(CompleteRequestSchema, (r) => forward(() => client.request({ method: r.method, params: r.params }, CompleteResultSchema, options)));
+  }
+  return mcp;
+}
