@@ -234,6 +234,9 @@ describe("MCP pass-through and bad requests", () => {
     expect((await c.readResource({ uri: "doc://readme" })).contents[0]).toMatchObject({ text: "hello from the upstream" });
     expect((await c.getPrompt({ name: "greet", arguments: { name: "Ada" } })).messages[0].content).toMatchObject({ text: "Hello, Ada" });
     await expect(c.ping()).resolves.toBeDefined();
+    // Each request's upstream session is ended once its answer is out.
+    for (let i = 0; i < 100 && up.sessionsDeleted < up.sessionsOpened; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(up.sessionsDeleted).toBe(up.sessionsOpened);
   });
 
   it("names what is wrong: no session, a session never opened, GET, an unknown server, the wrong role", async () => {
