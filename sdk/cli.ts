@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { auditEvents, auditNdjson, LogIntegrityError, type AuditResult } from "./audit";
 import { Governor } from "./client";
 import { GovernorApiError } from "./errors";
-import { formatApproval, formatAudit, formatError, formatSession, formatSessionPage, usd } from "./cli/format";
+import { formatApproval, formatAudit, formatError, formatSession, formatSessionPage, usd, type ActionChecked } from "./cli/format";
 import type { SessionPage, SessionState, SessionSummary } from "./types";
 
 // `governor`: exit 0 on success, 1 when the answer is bad (a broken log, a refusal, an
@@ -25,6 +25,20 @@ process.stdout.on("error", (e: NodeJS.ErrnoException) => {
 });
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const err = (s: string) => process.stderr.write(`${s}\n`);
+
+// Actions (HTTP, socket and MCP tool calls alike) are read from the log's tail.
+const ACTION_TAIL = 500;
+
+/** The latest actions of a session, oldest first; undefined for a token that may not read the log. */
+async function recentActions(gov: Governor, session: string, seq: number, n: number): Promise<ActionChecked[] | undefined> {
+  try {
+    const page = await gov.logPage(session, { after: Math.max(0, seq - ACTION_TAIL), limit: ACTION_TAIL });
+    return page.events.filter((e): e is ActionChecked => e.type === "action.checked").slice(-n);
+  } catch (e) {
+    if (e instanceof GovernorApiError && e.status === 403) return undefined;
+    throw e;
+  }
+}
 
 function nonNegativeInt(v: string): number {
   const n = Number(v);
@@ -123,12 +137,14 @@ function program(): { p: Command; result: () => number } {
     });
 
   p.command("show")
-    .description("a session's state, spend, counters and pending approvals")
+    .description("a session's state, spend, counters, pending approvals and recent actions")
     .argument("<session>")
-    .action(async (session: string, _opts: unknown, cmd: Command) => {
+    .option("--actions <n>", "how many recent actions to list (from the log: operators and auditors)", nonNegativeInt, 10)
+    .action(async (session: string, opts: { actions: number }, cmd: Command) => {
       const { g, gov } = ctx(cmd);
       const s = await gov.getSession(session);
-      print(g, s, () => formatSession(s));
+      const actions = opts.actions > 0 ? await recentActions(gov, session, s.seq, opts.actions) : undefined;
+      print(g, actions ? { ...s, recentActions: actions } : s, () => formatSession(s, actions));
     });
 
   for (const verb of ["approve", "deny"] as const) {

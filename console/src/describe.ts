@@ -21,11 +21,14 @@ export function describe(e: GovernorEvent): string {
     case "request.denied":
       return `${e.data.kind} refused: ${e.data.code} by ${e.data.rule}: ${e.data.reason}`;
     case "action.checked":
-      return `${e.data.action} → ${e.data.decision}${e.data.costUsd ? ` · ${usd(e.data.costUsd)}` : ""}${e.data.rule ? ` · ${e.data.rule}: ${e.data.reason ?? ""}` : ""}`;
+      // MCP tool calls are actions named mcp.<server>.<tool>; the source says how it was asked.
+      return `${e.data.action}${e.data.source ? ` via ${e.data.source}` : ""} → ${e.data.decision}${e.data.costUsd ? ` · ${usd(e.data.costUsd)}` : ""}${e.data.rule ? ` · ${e.data.rule}: ${e.data.reason ?? ""}` : ""}`;
     case "violation.recorded":
       return `${e.data.kind} (${e.data.source})${e.data.detail ? `: ${e.data.detail}` : ""}`;
     case "anomaly.detected":
-      return `${e.data.kind}: ${e.data.reason} → ${e.data.onDetect}`;
+      return `${e.data.rule ?? e.data.kind}: ${e.data.reason} → ${e.data.onDetect}`;
+    case "error.recorded":
+      return `${e.data.source === "llm" ? "model call" : "tool"} error${e.data.action ? ` from ${e.data.action}` : ""}${e.data.code ? ` · ${e.data.code}` : ""}${e.data.message ? `: ${e.data.message}` : ""}`;
     case "alert.raised":
       return `${e.data.rule}: ${e.data.reason}`;
     case "approval.requested":
@@ -53,6 +56,6 @@ export function cause(e: GovernorEvent): string {
 export function tone(type: string): string {
   if (type === "session.killed" || type === "request.denied" || type === "approval.denied") return "t-bad";
   if (type.startsWith("approval")) return "t-approval";
-  if (type === "alert.raised" || type === "anomaly.detected" || type === "violation.recorded") return "t-warn";
+  if (type === "alert.raised" || type === "anomaly.detected" || type === "violation.recorded" || type === "error.recorded") return "t-warn";
   return "";
 }

@@ -33,7 +33,7 @@ async function alertsOf(s: SessionSummary): Promise<Incident[]> {
     if (!e.success) continue;
     const ev = e.data;
     if (ev.type === "alert.raised") found.push({ ts: ev.ts, session: s.session, seq: ev.seq, kind: "alert", rule: ev.data.rule, reason: ev.data.reason });
-    if (ev.type === "anomaly.detected") found.push({ ts: ev.ts, session: s.session, seq: ev.seq, kind: "anomaly", rule: `runaway (${ev.data.onDetect})`, reason: ev.data.reason });
+    if (ev.type === "anomaly.detected") found.push({ ts: ev.ts, session: s.session, seq: ev.seq, kind: "anomaly", rule: `${ev.data.rule ?? ev.data.kind} (${ev.data.onDetect})`, reason: ev.data.reason });
   }
   cache.set(key, found);
   return found;

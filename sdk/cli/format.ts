@@ -1,6 +1,8 @@
 import type { AuditResult } from "../audit";
 import type { GovernorApiError } from "../errors";
-import type { ApprovalResult, SessionPage, SessionSummary } from "../types";
+import type { ApprovalResult, GovernorEvent, SessionPage, SessionSummary } from "../types";
+
+export type ActionChecked = Extract<GovernorEvent, { type: "action.checked" }>;
 
 // Human output: what an operator reads at a terminal. --json bypasses all of this.
 
@@ -49,7 +51,7 @@ export function formatSessionPage(page: SessionPage): string {
   return `${list}\n\n${shown}${page.nextCursor ? `; next page: --cursor ${page.nextCursor}` : ""}`;
 }
 
-export function formatSession(s: SessionSummary): string {
+export function formatSession(s: SessionSummary, actions?: ActionChecked[]): string {
   const c = s.counters;
   const rows = [
     ["session", `${s.tenant}:${s.session}`],
@@ -76,6 +78,11 @@ export function formatSession(s: SessionSummary): string {
     const r = [["REQUEST", "KIND", "ESTIMATE", "MODEL", "EXPIRES"]];
     for (const x of s.reservations) r.push([x.requestId, x.kind, usd(x.estimateUsd), x.model ?? "-", time(x.expiresAt)]);
     out += `\n\nopen reservations:\n${table(r)}`;
+  }
+  if (actions?.length) {
+    const a = [["TIME", "ACTION", "SOURCE", "DECISION", "COST", "RULE"]];
+    for (const e of actions) a.push([time(e.ts), e.data.action, e.data.source ?? "-", e.data.decision, usd(e.data.costUsd), e.data.rule ?? "-"]);
+    out += `\n\nrecent actions:\n${table(a)}`;
   }
   return out;
 }

@@ -1,10 +1,13 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GovernorEvent } from "../../schema/events";
 import { startMcpUpstream, type McpUpstream } from "../support/mcp-upstream";
-import { client, startGovernor, TOKENS, type Governor } from "../support/server";
+import { client, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
 
 // A real MCP client (the official SDK's) against /v1/mcp/<server>, in front of a real
 // upstream MCP server written with the same SDK.
@@ -97,6 +100,10 @@ describe("MCP endpoint", () => {
     expect(shown.json.policy.mcp.servers.tools.headers.authorization).toBe("***");
     expect((await op("/v1/policy")).text).toContain("upstream-secret");
     expect((await op(`/v1/sessions/${id}/log`)).text).not.toContain("upstream-secret");
+
+    // `governor show` lists it like any action, with its source.
+    const { stdout } = await promisify(execFile)(process.execPath, [join(ROOT, "sdk/bin/governor.js"), "--url", gov.url, "--token", TOKENS.operator, "show", id], { cwd: ROOT });
+    expect(stdout).toMatch(/recent actions:\n.*ACTION\s+SOURCE\s+DECISION[^\n]*\n[^\n]*mcp\.tools\.search\s+mcp\s+allow\s+\$0\.01/);
   });
 
   it("a denied call is a tool error naming the rule, and the upstream never sees it", async () => {

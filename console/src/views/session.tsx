@@ -166,6 +166,7 @@ function Money({ s }: { s: NonNullable<SessionFeed["summary"]> }) {
             ["violations", c.violations],
             ["alerts", c.alerts],
             ["anomalies", c.anomalies],
+            ["errors", c.errors],
           ] as const
         ).map(([k, v]) => (
           <div key={k}>
