@@ -5,6 +5,7 @@ import type { Attribution } from "../../schema/events";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
 import { withoutRequestIds } from "../proxy/tool-calls";
+import type { InFlight } from "./cancel";
 
 // An MCP tool call is an action of the agent's session, decided by its actor before the
 // upstream hears of it, exactly like POST /v1/sessions/:id/actions (allow and deny lists,
@@ -43,15 +44,23 @@ async function actorError(res: Response): Promise<McpError> {
   return new McpError(res.status >= 500 ? ErrorCode.InternalError : ErrorCode.InvalidRequest, message, { code, field: body.error?.field });
 }
 
+function whenAborted(signal: AbortSignal): Promise<undefined> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve(undefined);
+    else signal.addEventListener("abort", () => resolve(undefined), { once: true });
+  });
+}
+
 /**
  * Asks the session's actor, and while the answer is "review", keeps asking (the same
  * action id, so nothing is decided twice) until an operator or the approval timeout
- * decides, or the agent goes away.
+ * decides. An agent that stops waiting withdraws its call: the approval is denied in its
+ * name, so it can neither be charged nor run later.
  */
 export async function decideToolCall(
   ref: SessionRef,
   call: { action: string; args: Record<string, unknown>; costUsd: number },
-  opts: { signal: AbortSignal; onPending: (a: ActionAnswer) => Promise<void> | void },
+  opts: { signal: AbortSignal; call: InFlight; onPending: (a: ActionAnswer) => Promise<void> | void },
 ): Promise<ActionAnswer> {
   const id = crypto.randomUUID();
   const ask = async (waitMs: number): Promise<ActionAnswer> => {
@@ -67,11 +76,29 @@ export async function decideToolCall(
   };
   let answer = await ask(0);
   const until = Date.now() + MAX_WAIT_MS;
-  while (answer.decision === "review" && !opts.signal.aborted && Date.now() < until) {
+  while (answer.decision === "review") {
+    opts.call.approvalId = answer.approvalId;
+    if (opts.call.cancelled || opts.signal.aborted || Date.now() >= until) {
+      await withdrawApproval(ref, answer.approvalId!);
+      // Decided just before the withdrawal got there: that decision stands.
+      return ask(0);
+    }
     await opts.onPending(answer);
-    answer = await ask(WAIT_SLICE_MS);
+    answer = (await Promise.race([ask(WAIT_SLICE_MS), whenAborted(opts.signal)])) ?? answer;
   }
+  opts.call.approvalId = undefined;
   return answer;
+}
+
+/** Denies a pending approval in the agent's name: its call is withdrawn, never charged or run. */
+export async function withdrawApproval(ref: Pick<SessionRef, "lobby" | "principal" | "session">, approvalId: string): Promise<void> {
+  const res = await callSession(ref.lobby, ref.principal, ref.session, {
+    op: "approval",
+    approvalId,
+    decision: "deny",
+    note: "withdrawn: the MCP client stopped waiting for the decision",
+  });
+  await res.body?.cancel();
 }
 
 /** A refusal as the tool's result: the model reads why, and the rule that decided. */

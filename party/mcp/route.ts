@@ -8,7 +8,8 @@ import { McpPolicy, McpServerName, type McpServerConfig } from "../../schema/mcp
 import { requirePermission, type Principal } from "../auth";
 import { callSession } from "../calls";
 import { assertDepth, readText } from "../http";
-import type { SessionRef } from "./govern";
+import { callKey, cancel } from "./cancel";
+import { withdrawApproval, type SessionRef } from "./govern";
 import { buildServer } from "./server";
 import { connectUpstream, type Upstream } from "./upstream";
 
@@ -126,8 +127,15 @@ export async function mcpRoute(req: Request, serverName: string | undefined, res
   const cfg = serverConfig(await c.tenantPolicy(), server);
   const { messages, batch } = messagesOf(await readText(req));
   const requests = messages.filter(isJSONRPCRequest);
-  // Notifications and responses have nobody to go to: the upstream connection of the
-  // request they refer to is gone (see README, "MCP").
+  // A cancel reaches the call it names (cancel.ts); other notifications and responses have
+  // nobody to go to: the upstream connection of the request they refer to is gone.
+  for (const m of messages) {
+    if ("method" in m && m.method === "notifications/cancelled" && !("id" in m)) {
+      const id = (m.params as { requestId?: unknown } | undefined)?.requestId;
+      if (typeof id !== "string" && typeof id !== "number") continue;
+      for (const approvalId of cancel(callKey(c.principal.tenant, session, id))) await withdrawApproval({ lobby: c.lobby, principal: c.principal, session }, approvalId);
+    }
+  }
   if (!requests.length) return new Response(null, { status: 202 });
 
   const ref: SessionRef = { lobby: c.lobby, principal: c.principal, session, attribution: attributionOf(req) };

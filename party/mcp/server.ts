@@ -21,6 +21,7 @@ import {
   type ServerCapabilities,
 } from "@modelcontextprotocol/sdk/types.js";
 import { mcpActionName, type McpServerConfig } from "../../schema/mcp";
+import { callKey, track } from "./cancel";
 import { decideToolCall, listedActions, refusal, reportError, resultText, type SessionRef } from "./govern";
 import { failureCode, passThroughValidator, upstreamFailure, type Upstream } from "./upstream";
 
@@ -90,23 +91,32 @@ export function buildServer(parts: ServerParts): McpServer {
       const tool = action.slice(prefix.length);
       const args = request.params.arguments ?? {};
       const relay = progress(extra as Extra);
-      let step = 0;
-      const answer = await decideToolCall(
-        ref,
-        { action, args, costUsd: cfg.tool_costs?.[tool] ?? 0 },
-        { signal: gone, onPending: (a) => relay?.({ progress: ++step, message: `awaiting approval ${a.approvalId} (${a.rule}): ${a.reason}` }) },
-      );
-      if (answer.decision !== "allow") return refusal(answer);
-      // Approved after the agent left: the upstream must not act for nobody.
-      if (gone.aborted) throw new McpError(ErrorCode.ConnectionClosed, "the request ended before the call was approved");
+      const { call, done } = track(callKey(ref.principal.tenant, ref.session, extra.requestId));
       try {
-        const result = await client.request({ method: "tools/call", params: { name: tool, arguments: args } }, CallToolResultSchema, { ...options, onprogress: relay, resetTimeoutOnProgress: true });
-        if (result.isError) await reportError(ref, answer.id, action, "tool_error", resultText(result));
-        return result;
-      } catch (e) {
-        const failure = upstreamFailure(name, e, cfg.timeout);
-        await reportError(ref, answer.id, action, failureCode(failure), failure.message);
-        throw failure;
+        let step = 0;
+        const answer = await decideToolCall(
+          ref,
+          { action, args, costUsd: cfg.tool_costs?.[tool] ?? 0 },
+          { signal: gone, call, onPending: (a) => relay?.({ progress: ++step, message: `awaiting approval ${a.approvalId} (${a.rule}): ${a.reason}` }) },
+        );
+        if (answer.decision !== "allow") return refusal(answer);
+        // Approved after the agent left: the upstream must not act for nobody.
+        if (call.cancelled || gone.aborted) throw new McpError(ErrorCode.ConnectionClosed, "the call was cancelled before it went upstream");
+        try {
+          const result = await client.request(
+            { method: "tools/call", params: { name: tool, arguments: args } },
+            CallToolResultSchema,
+            { ...options, onprogress: relay, resetTimeoutOnProgress: true },
+          );
+          if (result.isError) await reportError(ref, answer.id, action, "tool_error", resultText(result));
+          return result;
+        } catch (e) {
+          const failure = upstreamFailure(name, e, cfg.timeout);
+          await reportError(ref, answer.id, action, failureCode(failure), failure.message);
+          throw failure;
+        }
+      } finally {
+        done();
       }
     });
   }

@@ -147,6 +147,34 @@ describe("MCP endpoint", () => {
     expect((await op(`/v1/sessions/${id}`)).json.spentUsd).toBeCloseTo(0.25, 9);
   });
 
+  it("a call the agent stops waiting for is withdrawn: never approved, charged or sent upstream", async () => {
+    const id = sid("withdraw");
+    await open(id);
+    const c = await connect(id);
+    const stop = new AbortController();
+    const pending = c.callTool({ name: "mcp.tools.refund", arguments: { amount: 800, account: "AC8" } }, undefined, { signal: stop.signal });
+    let approvalId: string | undefined;
+    for (let i = 0; i < 100 && !approvalId; i++) {
+      approvalId = (await op(`/v1/sessions/${id}`)).json.pendingApprovals[0]?.approvalId;
+      if (!approvalId) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(approvalId).toBeDefined();
+    stop.abort();
+    await expect(pending).rejects.toThrow();
+    let left = 1;
+    for (let i = 0; i < 100 && left; i++) {
+      left = (await op(`/v1/sessions/${id}`)).json.pendingApprovals.length;
+      if (left) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(left).toBe(0);
+    const denied = (await logOf(id)).find((e) => e.type === "approval.denied");
+    expect(denied?.data).toMatchObject({ approvalId, by: "agent-1", note: expect.stringContaining("withdrawn") });
+    // An operator who approves afterwards gets the decision that stands.
+    expect((await op(`/v1/sessions/${id}/approvals/${approvalId}`, { body: { decision: "approve" } })).json).toMatchObject({ decision: "deny" });
+    expect(callsOf("refund").filter((x) => x.args.account === "AC8")).toHaveLength(0);
+    expect((await op(`/v1/sessions/${id}`)).json.spentUsd).toBe(0);
+  });
+
   it("the 5th identical call trips same_call: 5, and the kill stops the next call before the upstream", async () => {
     const id = sid("loop");
     await open(id, { runaway: { repeat: { same_call: 5, on_detect: "kill" } } });
