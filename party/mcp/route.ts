@@ -1,6 +1,7 @@
 import type * as Party from "partykit/server";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { isJSONRPCRequest, JSONRPCMessageSchema, type JSONRPCMessage, type JSONRPCRequest } from "@modelcontextprotocol/sdk/types.js";
+import { canonicalJson, sha256Hex } from "../../lib/chain";
 import { BadRequestError, GovernorError, NotFoundError } from "../../lib/errors";
 import { SessionId } from "../../schema/api";
 import type { Attribution } from "../../schema/events";
@@ -153,7 +154,8 @@ export async function mcpRoute(req: Request, serverName: string | undefined, res
   let upstream: Upstream | undefined;
   if (requests.some((r) => r.method !== "ping")) {
     try {
-      upstream = await connectUpstream(server, cfg, gone.signal);
+      const key = `${c.principal.tenant}\n${server}\n${sha256Hex(canonicalJson(cfg))}`;
+      upstream = await connectUpstream(key, server, cfg, gone.signal, (p) => c.ctx.waitUntil(p));
     } catch (e) {
       return errorsFor(requests, e as { code: number; message: string; data?: unknown });
     }

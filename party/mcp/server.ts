@@ -54,11 +54,11 @@ function relayed(up: ServerCapabilities | undefined): ServerCapabilities {
 
 export function buildServer(parts: ServerParts): McpServer {
   const { name, cfg, upstream, ref, gone } = parts;
-  const caps = relayed(upstream?.client.getServerCapabilities());
-  const instructions = upstream?.client.getInstructions();
+  const caps = relayed(upstream?.capabilities);
+  const instructions = upstream?.instructions;
   const mcp = new McpServer({ name: `governor/${name}`, version: "1.0.0" }, { capabilities: caps, instructions, jsonSchemaValidator: passThroughValidator });
   if (!upstream) return mcp;
-  const client = upstream.client;
+  const client = upstream;
   const options = { timeout: cfg.timeout, signal: gone };
   const forward = async <T>(run: () => Promise<T>): Promise<T> => {
     try {

@@ -269,9 +269,21 @@ describe("MCP pass-through and bad requests", () => {
     expect((await c.readResource({ uri: "doc://readme" })).contents[0]).toMatchObject({ text: "hello from the upstream" });
     expect((await c.getPrompt({ name: "greet", arguments: { name: "Ada" } })).messages[0].content).toMatchObject({ text: "Hello, Ada" });
     await expect(c.ping()).resolves.toBeDefined();
-    // Each request's upstream session is ended once its answer is out.
-    for (let i = 0; i < 100 && up.sessionsDeleted < up.sessionsOpened; i++) await new Promise((r) => setTimeout(r, 50));
-    expect(up.sessionsDeleted).toBe(up.sessionsOpened);
+  });
+
+  it("initializes the upstream once and reuses its session; a session the upstream forgot is replaced without the agent noticing", async () => {
+    const id = sid("reuse");
+    await open(id);
+    const c = await connect(id);
+    await c.callTool({ name: "mcp.tools.search", arguments: { query: "warm" } });
+    const opened = up.sessionsOpened;
+    for (let i = 0; i < 4; i++) await c.callTool({ name: "mcp.tools.search", arguments: { query: `reuse-${i}` } });
+    expect(up.sessionsOpened).toBe(opened);
+    up.forgetSessions();
+    const r = await c.callTool({ name: "mcp.tools.search", arguments: { query: "after-restart" } });
+    expect(text(r)).toBe("results for after-restart");
+    expect(up.sessionsOpened).toBe(opened + 1);
+    expect(callsOf("search").filter((x) => x.args.query === "after-restart")).toHaveLength(1);
   });
 
   it("names what is wrong: no session, a session never opened, GET, an unknown server, the wrong role", async () => {

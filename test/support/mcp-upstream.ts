@@ -21,6 +21,8 @@ export interface McpUpstream {
   headers: http.IncomingHttpHeaders[];
   sessionsOpened: number;
   sessionsDeleted: number;
+  /** As after a restart: every session is unknown from now on. */
+  forgetSessions(): void;
   close(): Promise<void>;
 }
 
@@ -60,6 +62,7 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
     headers: [],
     sessionsOpened: 0,
     sessionsDeleted: 0,
+    forgetSessions: () => transports.clear(),
     close: async () => undefined,
   };
   const httpServer = http.createServer(async (req, res) => {
