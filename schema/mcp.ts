@@ -16,7 +16,7 @@ const HeaderName = z
   .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$/, "not a valid header name")
   .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), "set by the MCP transport itself");
 
-const HeaderValue = z.string().max(8192).regex(/^[^\r\n\0]*$/, "a header value may not hold line breaks");
+const HeaderValue = z.string().max(4096).regex(/^[^\r\n\0]*$/, "a header value may not hold line breaks");
 
 export const McpServerConfig = z.strictObject({
   url: z.url({ protocol: /^https?$/, error: "an http(s) URL" }),

@@ -26,6 +26,8 @@ const MAX_RUNAWAY_WINDOW = 1000;
 const MAX_DURATION_MS = 366 * 86_400_000; // alarms and deadlines stay real dates
 const MAX_OUTPUT_TOKENS = 10_000_000;
 const MAX_STRING = 4096; // any other string in a policy
+const MAX_MCP_SERVERS = 64;
+const MAX_MCP_HEADERS = 32;
 
 type Path = Array<string | number>;
 
@@ -68,12 +70,33 @@ export function checkPolicyLimits(policy: Policy, ctx: z.RefinementCtx): void {
   if (policy.runaway.consecutive > MAX_RUNAWAY_WINDOW) issue(["runaway", "consecutive"], `at most ${MAX_RUNAWAY_WINDOW}`);
   if (!Number.isFinite(policy.runaway.growth_ratio)) issue(["runaway", "growth_ratio"], "must be a finite number");
   if (policy.approval.timeout > MAX_DURATION_MS) issue(["approval", "timeout"], "at most 366 days");
+  // The actor holds the repeat window per session.
+  const repeat = policy.runaway.repeat;
+  for (const k of ["same_call", "same_error", "window"] as const) {
+    const v = repeat?.[k];
+    if (v !== undefined && v > MAX_RUNAWAY_WINDOW) issue(["runaway", "repeat", k], `at most ${MAX_RUNAWAY_WINDOW}`);
+  }
+  checkMcp(policy.mcp, issue);
 
   if (policy.notify.length > MAX_NOTIFY) issue(["notify"], `at most ${MAX_NOTIFY} targets`);
   policy.notify.forEach((t, i) => {
     const url = "slack" in t ? t.slack : t.webhook;
     if (url.length > MAX_URL) issue(["notify", i, "slack" in t ? "slack" : "webhook"], `at most ${MAX_URL} characters`);
   });
+}
+
+function checkMcp(mcp: Policy["mcp"], issue: (path: Path, message: string) => void) {
+  const servers = Object.entries(mcp?.servers ?? {});
+  if (servers.length > MAX_MCP_SERVERS) issue(["mcp", "servers"], `at most ${MAX_MCP_SERVERS} servers`);
+  for (const [name, s] of servers) {
+    const at: Path = ["mcp", "servers", name];
+    if (s.url.length > MAX_URL) issue([...at, "url"], `at most ${MAX_URL} characters`);
+    if (Object.keys(s.headers ?? {}).length > MAX_MCP_HEADERS) issue([...at, "headers"], `at most ${MAX_MCP_HEADERS} headers`);
+    const costs = Object.entries(s.tool_costs ?? {});
+    if (costs.length > MAX_RULE_ACTIONS) issue([...at, "tool_costs"], `at most ${MAX_RULE_ACTIONS} tools`);
+    for (const [tool, usd] of costs) if (usd > MAX_SESSION_USD) issue([...at, "tool_costs", tool], `at most ${MAX_SESSION_USD}`);
+    if (s.timeout > MAX_DURATION_MS) issue([...at, "timeout"], "at most 366 days");
+  }
 }
 
 function checkActions(actions: Policy["actions"], issue: (path: Path, message: string) => void) {

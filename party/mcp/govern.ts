@@ -1,7 +1,9 @@
 import type * as Party from "partykit/server";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
+import { ActionBody } from "../../schema/api";
 import type { Attribution } from "../../schema/events";
+import { describeIssue, issuePath } from "../../schema/policy";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
 import { withoutRequestIds } from "../proxy/tool-calls";
@@ -63,10 +65,17 @@ export async function decideToolCall(
   opts: { signal: AbortSignal; call: InFlight; onPending: (a: ActionAnswer) => Promise<void> | void },
 ): Promise<ActionAnswer> {
   const id = crypto.randomUUID();
+  // The same bounds as an action over HTTP (name length, argument size and shape).
+  const checked = ActionBody.safeParse({ id, action: call.action, args: call.args, costUsd: call.costUsd });
+  if (!checked.success) {
+    const mcpName = (t: string) => t.replace(/^params\.args\b/, "params.arguments").replace(/^params\.action\b/, "params.name");
+    throw new McpError(ErrorCode.InvalidParams, mcpName(describeIssue(checked.error, "params")), { code: "bad_request", field: mcpName(issuePath(checked.error, "params")) });
+  }
+  const body = checked.data;
   const ask = async (waitMs: number): Promise<ActionAnswer> => {
     const res = await callSession(ref.lobby, ref.principal, ref.session, {
       op: "action",
-      body: { id, action: call.action, args: call.args, costUsd: call.costUsd },
+      body,
       attribution: ref.attribution,
       waitMs,
       source: "mcp",

@@ -4,11 +4,10 @@ import { isJSONRPCRequest, JSONRPCMessageSchema, type JSONRPCMessage, type JSONR
 import { canonicalJson, sha256Hex } from "../../lib/chain";
 import { BadRequestError, GovernorError, NotFoundError } from "../../lib/errors";
 import { SessionId } from "../../schema/api";
-import type { Attribution } from "../../schema/events";
 import { McpPolicy, McpServerName, type McpServerConfig } from "../../schema/mcp";
 import { requirePermission, type Principal } from "../auth";
 import { callSession } from "../calls";
-import { assertDepth, readText } from "../http";
+import { assertDepth, assertWellFormed, attributionOf, readText } from "../http";
 import { callKey, cancel } from "./cancel";
 import { withdrawApproval, type SessionRef } from "./govern";
 import { buildServer } from "./server";
@@ -54,11 +53,6 @@ function sessionOf(req: Request, url: URL): string {
   return r.data;
 }
 
-function attributionOf(req: Request): Attribution {
-  const h = (name: string) => req.headers.get(name)?.slice(0, 1024) || undefined;
-  return { agent: h("x-agent-id"), user: h("x-user-id"), run: h("x-run-id"), task: h("x-task-context") };
-}
-
 function messagesOf(text: string): { messages: JSONRPCMessage[]; batch: boolean } {
   let raw: unknown;
   try {
@@ -67,6 +61,7 @@ function messagesOf(text: string): { messages: JSONRPCMessage[]; batch: boolean 
     throw new BadRequestError(`body is not valid JSON: ${(e as Error).message}`, "body");
   }
   assertDepth(raw);
+  assertWellFormed(raw);
   const batch = Array.isArray(raw);
   const messages = (batch ? (raw as unknown[]) : [raw]).map((m, i) => {
     const r = JSONRPCMessageSchema.safeParse(m);
@@ -139,7 +134,9 @@ export async function mcpRoute(req: Request, serverName: string | undefined, res
   }
   if (!requests.length) return new Response(null, { status: 202 });
 
-  const ref: SessionRef = { lobby: c.lobby, principal: c.principal, session, attribution: attributionOf(req) };
+  // The tool is the action: X-Action names nothing here.
+  const { action: _action, ...attribution } = attributionOf(req).attribution;
+  const ref: SessionRef = { lobby: c.lobby, principal: c.principal, session, attribution };
   if (requests.some((r) => r.method === "initialize")) {
     // Fail the handshake, not the first call, when the session was never opened.
     const res = await callSession(c.lobby, c.principal, session, { op: "get" });

@@ -95,7 +95,8 @@ describe("repeated calls", () => {
     // Calls 2 and 3 show the first and second lookup; the fourth shows the third: refused.
     expect(outcomes).toEqual(["ok", "ok", "ok", "403"]);
     expect(up.requests.length - sentBefore).toBe(3);
-    expect((await anomalies(id))[0]).toMatchObject({ kind: "repeat_call", action: "lookup", count: 3, onDetect: "kill" });
+    // (A growing context may also raise the prompt-growth alert on the way: a different signal.)
+    expect((await anomalies(id)).find((a) => a.kind === "repeat_call")).toMatchObject({ action: "lookup", count: 3, onDetect: "kill" });
     const reserved = (await logOf(id)).filter((e) => e.type === "request.reserved");
     expect(reserved.map((e) => (e.type === "request.reserved" ? e.data.toolCalls?.map((t) => t.key) : undefined))).toEqual([undefined, ["call_0"], ["call_1"]]);
   });
