@@ -11,16 +11,24 @@ export const McpServerName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "use 1-64
 // The MCP transport sets these itself; a policy that set them would break the protocol.
 const RESERVED_HEADERS = new Set(["accept", "content-type", "content-length", "host", "connection", "transfer-encoding", "mcp-session-id", "mcp-protocol-version", "last-event-id"]);
 
-const HeaderName = z
-  .string()
-  .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$/, "not a valid header name")
-  .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), "set by the MCP transport itself");
+// Keys are checked here rather than by a key schema, so the refusal names the header and says why.
+function keysMatch(check: (key: string) => string | undefined) {
+  return (value: Record<string, unknown>, ctx: z.RefinementCtx) => {
+    for (const key of Object.keys(value)) {
+      const problem = check(key);
+      if (problem) ctx.addIssue({ code: "custom", path: [key], message: problem });
+    }
+  };
+}
+
+const headerProblem = (h: string) =>
+  !/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$/.test(h) ? "not a valid header name" : RESERVED_HEADERS.has(h.toLowerCase()) ? "set by the MCP transport itself" : undefined;
 
 const HeaderValue = z.string().max(4096).regex(/^[^\r\n\0]*$/, "a header value may not hold line breaks");
 
 export const McpServerConfig = z.strictObject({
   url: z.url({ protocol: /^https?$/, error: "an http(s) URL" }),
-  headers: z.record(HeaderName, HeaderValue).optional(),
+  headers: z.record(z.string(), HeaderValue).superRefine(keysMatch(headerProblem)).optional(),
   /** USD charged per call of a tool (by the upstream's tool name), as an action's `costUsd`. */
   tool_costs: z.record(z.string().min(1).max(128), z.number().finite().nonnegative()).optional(),
   /** How long one upstream request may take before the agent gets an MCP error. */
@@ -28,7 +36,10 @@ export const McpServerConfig = z.strictObject({
 });
 
 export const McpPolicy = z.strictObject({
-  servers: z.record(McpServerName, McpServerConfig).default({}),
+  servers: z
+    .record(z.string(), McpServerConfig)
+    .superRefine(keysMatch((name) => (McpServerName.safeParse(name).success ? undefined : "server names are 1-64 letters, digits, '_' or '-'")))
+    .default({}),
 });
 
 export type McpServerConfig = z.infer<typeof McpServerConfig>;
