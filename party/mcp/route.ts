@@ -129,7 +129,10 @@ export async function mcpRoute(req: Request, serverName: string | undefined, res
     if ("method" in m && m.method === "notifications/cancelled" && !("id" in m)) {
       const id = (m.params as { requestId?: unknown } | undefined)?.requestId;
       if (typeof id !== "string" && typeof id !== "number") continue;
-      for (const approvalId of cancel(callKey(c.principal.tenant, session, id))) await withdrawApproval({ lobby: c.lobby, principal: c.principal, session }, approvalId);
+      for (const approvalId of cancel(callKey(c.principal.tenant, session, id))) {
+        // Best effort: the waiting call also withdraws when its own request ends.
+        await withdrawApproval({ lobby: c.lobby, principal: c.principal, session }, approvalId).catch((e) => console.error("could not withdraw a cancelled call", e));
+      }
     }
   }
   if (!requests.length) return new Response(null, { status: 202 });
