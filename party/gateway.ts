@@ -12,6 +12,7 @@ import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";
 import { wakeOnce } from "./wake";
 import { mcpErrorResponse, mcpRoute } from "./mcp/route";
+import { auditRoute } from "./audit-proxy";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
@@ -111,6 +112,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   const p = authenticate(tokenFrom(req), env.GOVERNOR_TOKENS as string | undefined);
   const method = req.method.toUpperCase();
   const [, resource, id, sub, subId] = parts;
+  if (resource === "audit") return auditRoute(req, env, p, url);
 
   if (resource === "proxy") {
     requirePermission(p, "proxy");

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 // `npm start`: Governor on the real Workers runtime (partykit dev), state persisted under
-// .governor/state, with the settings below taken from this shell's environment.
+// .governor/state, with the settings below taken from this shell's environment; beside it
+// the audit service and its sync (`governor audit serve`), storing every session's log
+// under .governor/audit (or in Postgres with DATABASE_URL).
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
+import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -11,6 +15,25 @@ const port = process.env.PORT ?? "1999";
 const persist = process.env.GOVERNOR_STATE_DIR ?? join(root, ".governor", "state");
 mkdirSync(persist, { recursive: true });
 
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once("error", fail);
+    s.listen(0, "127.0.0.1", () => {
+      const p = s.address().port;
+      s.close(() => ok(p));
+    });
+  });
+}
+
+// The audit service runs here unless GOVERNOR_AUDIT_URL points at one elsewhere, or
+// GOVERNOR_AUDIT=off. The secret is made per start unless one is given.
+const auditHere = process.env.GOVERNOR_AUDIT !== "off" && !process.env.GOVERNOR_AUDIT_URL;
+const auditPort = process.env.GOVERNOR_AUDIT_PORT ?? String(auditHere ? await freePort() : 0);
+const auditSecret = process.env.GOVERNOR_AUDIT_SECRET ?? randomBytes(32).toString("hex");
+const auditUrl = process.env.GOVERNOR_AUDIT_URL ?? (auditHere ? `http://127.0.0.1:${auditPort}` : undefined);
+const auditDir = process.env.GOVERNOR_AUDIT_DIR ?? join(root, ".governor", "audit");
+
 const PASSED = ["GOVERNOR_TOKENS", "GOVERNOR_DEFAULT_POLICY", "GOVERNOR_PUBLIC_URL", "GOVERNOR_UPSTREAM_TIMEOUT_MS", "GOVERNOR_STREAM_STALL_MS", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"];
 const args = ["dev", "--port", port, "--persist", persist, "--disable-request-cf-fetch"];
 const publicUrl = process.env.GOVERNOR_PUBLIC_URL ?? `http://127.0.0.1:${port}`;
@@ -18,8 +41,17 @@ for (const k of PASSED) {
   const v = k === "GOVERNOR_PUBLIC_URL" ? publicUrl : process.env[k];
   if (v) args.push("--var", `${k}=${v}`);
 }
+if (auditUrl) args.push("--var", `GOVERNOR_AUDIT_URL=${auditUrl}`, "--var", `GOVERNOR_AUDIT_SECRET=${auditSecret}`);
+
+const children = [];
+let stopping = false;
+function stopAll(sig = "SIGTERM") {
+  stopping = true;
+  for (const c of children) if (c.exitCode === null) c.kill(sig);
+}
 
 const child = spawn(join(root, "node_modules", ".bin", "partykit"), args, { cwd: root, stdio: ["inherit", "pipe", "inherit"] });
+children.push(child);
 let announced = false;
 child.stdout.on("data", (d) => {
   process.stdout.write(d);
@@ -29,11 +61,33 @@ child.stdout.on("data", (d) => {
       ? "tokens:  from GOVERNOR_TOKENS"
       : 'token:   dev  (operator of tenant "local"; set GOVERNOR_TOKENS to use your own)';
     const consoleUrl = process.env.GOVERNOR_TOKENS ? `${publicUrl}/` : `${publicUrl}/?token=dev&tenant=local`;
-    console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n`);
+    const audit = auditHere ? `http://127.0.0.1:${port}/v1/audit/events  (store: ${process.env.DATABASE_URL ? "DATABASE_URL" : auditDir})` : auditUrl ? `via ${auditUrl}` : "off";
+    console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n  audit:   ${audit}\n`);
     // The first request after a start wakes the sessions with something due (open
     // reservations, pending approvals), whose alarms the local runtime does not fire on its own.
     fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.body?.cancel(), () => undefined);
   }
 });
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));
-child.on("exit", (code) => process.exit(code ?? 0));
+
+if (auditHere) {
+  const audit = spawn(
+    process.execPath,
+    [join(root, "sdk", "bin", "governor.js"), "--url", `http://127.0.0.1:${port}`, "audit", "serve", "--port", auditPort, "--dir", auditDir],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, GOVERNOR_AUDIT_SECRET: auditSecret } },
+  );
+  children.push(audit);
+  const prefix = (stream) => (d) => {
+    for (const line of String(d).split("\n")) if (line.trim()) stream.write(`[audit] ${line}\n`);
+  };
+  audit.stdout.on("data", prefix(process.stdout));
+  audit.stderr.on("data", prefix(process.stderr));
+  audit.on("exit", (code) => {
+    if (!stopping) console.error(`[audit] the audit service stopped (${code}); Governor keeps running, /v1/audit answers 503 until it is back`);
+  });
+}
+
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => stopAll(sig));
+child.on("exit", (code) => {
+  stopAll();
+  process.exitCode = code ?? 0;
+});

@@ -5,6 +5,7 @@ import { Governor } from "./client";
 import { GovernorApiError } from "./errors";
 import { formatApproval, formatAudit, formatError, formatSession, formatSessionPage, usd, type ActionChecked } from "./cli/format";
 import type { SessionPage, SessionState, SessionSummary } from "./types";
+import { registerAudit } from "./cli/audit";
 
 // `governor`: exit 0 on success, 1 when the answer is bad (a broken log, a refusal, an
 // unreachable server), 2 when the command line itself is wrong.
@@ -179,6 +180,7 @@ function program(): { p: Command; result: () => number } {
       for (const e of await gov.exportLog(session, { after: opts.after })) out(JSON.stringify(e));
     });
 
+  registerAudit(p, { out, err, setCode: (c) => (code = c) });
   return { p, result };
 }
 

@@ -1,0 +1,93 @@
+import { Readable } from "node:stream";
+import { stringify } from "csv-stringify";
+import type { AuditEventItem } from "./query";
+
+// Exports of any size: rows are pulled from the store a page at a time and pushed out
+// through a stream, so memory stays flat and a slow reader slows the reads, not the heap.
+
+/** The CSV's columns, in this order, for good: spreadsheets and scripts index by them. */
+export const CSV_COLUMNS = [
+  "tenant",
+  "session",
+  "seq",
+  "ts",
+  "time",
+  "type",
+  "event_id",
+  "user",
+  "agent",
+  "task",
+  "run",
+  "action",
+  "model",
+  "decision",
+  "code",
+  "rule",
+  "cost_usd",
+  "estimate_usd",
+  "hash",
+  "prev",
+  "data",
+] as const;
+
+export function csvRecord(e: AuditEventItem): Record<(typeof CSV_COLUMNS)[number], string | number | null> {
+  return {
+    tenant: e.tenant,
+    session: e.session,
+    seq: e.seq,
+    ts: e.ts,
+    time: new Date(e.ts).toISOString(),
+    type: e.type,
+    event_id: e.eventId,
+    user: e.user,
+    agent: e.agent,
+    task: e.task,
+    run: e.run,
+    action: e.action,
+    model: e.model,
+    decision: e.decision,
+    code: e.code,
+    rule: e.rule,
+    cost_usd: e.costUsd,
+    estimate_usd: e.estimateUsd,
+    hash: e.hash,
+    prev: e.prev,
+    data: JSON.stringify((e.event as { data?: unknown } | null)?.data ?? null),
+  };
+}
+
+export type ExportFormat = "csv" | "json" | "ndjson";
+
+export const CONTENT_TYPES: Record<ExportFormat, string> = {
+  csv: "text/csv; charset=utf-8",
+  json: "application/json",
+  ndjson: "application/x-ndjson",
+};
+
+/** A readable of the export's text; `rows` is consumed only as fast as it is read. */
+export function exportStream(format: ExportFormat, rows: AsyncIterable<AuditEventItem>): Readable {
+  if (format === "csv") {
+    // A cell that starts with = + - @ would run as a formula in a spreadsheet, and user
+    // ids and reasons come from agents: such cells get a leading apostrophe.
+    const csv = stringify({ header: true, columns: [...CSV_COLUMNS], escape_formulas: true, cast: { number: (n) => String(n) } });
+    const source = Readable.from(mapAsync(rows, csvRecord));
+    source.on("error", (e) => csv.destroy(e));
+    return source.pipe(csv);
+  }
+  if (format === "ndjson") return Readable.from(mapAsync(rows, (e) => `${JSON.stringify(e)}\n`));
+  return Readable.from(jsonArray(rows));
+}
+
+async function* mapAsync<T, U>(it: AsyncIterable<T>, f: (t: T) => U): AsyncGenerator<U> {
+  for await (const x of it) yield f(x);
+}
+
+async function* jsonArray(rows: AsyncIterable<AuditEventItem>): AsyncGenerator<string> {
+  let first = true;
+  yield "[";
+  for await (const e of rows) {
+    yield `${first ? "\n" : ",\n"}${JSON.stringify(e)}`;
+    first = false;
+  }
+  yield first ? "]\n" : "\n]\n";
+}

@@ -1,0 +1,142 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { pipeline } from "node:stream/promises";
+import { ForbiddenError, GovernorError, NotFoundError, UnauthorizedError } from "../lib/errors";
+import { toUsd } from "../lib/money";
+import { CONTENT_TYPES, exportStream } from "./export";
+import { parseEventQuery, parseExportQuery, parseSpendQuery } from "./filters";
+import { eachEvent, eventPage, spend } from "./query";
+import type { AuditStore } from "./store";
+
+// The audit service: answers /v1/audit/* for the gateway, which has already checked the
+// caller's token and passes the caller's tenant and role with a shared secret. It never
+// sees a client token, and it answers only on the loopback address unless told otherwise.
+
+export const AUDIT_HEADERS = {
+  secret: "x-governor-audit-secret",
+  tenant: "x-governor-tenant",
+  role: "x-governor-role",
+  name: "x-governor-name",
+} as const;
+
+const READERS = new Set(["operator", "auditor"]);
+
+export interface ServiceOptions {
+  store: AuditStore;
+  secret: string;
+  host?: string;
+  port?: number;
+  /** Sync state per tenant, for GET /v1/audit/sessions. */
+  syncStatus?: (tenant: string) => unknown;
+}
+
+export interface AuditService {
+  url: string;
+  close(): Promise<void>;
+}
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/** Equal-length digests, compared without an early exit. */
+function secretMatches(given: string | undefined, expected: Buffer): boolean {
+  return timingSafeEqual(digest(given ?? ""), expected) && given !== undefined;
+}
+
+function send(res: ServerResponse, status: number, body: unknown) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, e: unknown) {
+  if (res.headersSent) {
+    // Mid-stream: cut the connection so the reader sees a failed transfer, not a short file.
+    res.destroy(e instanceof Error ? e : undefined);
+    return;
+  }
+  if (e instanceof GovernorError) return send(res, e.status, { error: e.toJSON() });
+  console.error("audit service: unexpected error", e instanceof Error ? e.stack : e);
+  send(res, 500, { error: { code: "internal_error", message: "internal error" } });
+}
+
+function caller(req: IncomingMessage, secret: Buffer): { tenant: string; role: string; name: string } {
+  const h = (n: string) => {
+    const v = req.headers[n];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  if (!secretMatches(h(AUDIT_HEADERS.secret), secret)) throw new UnauthorizedError("the audit service answers the gateway only");
+  const tenant = h(AUDIT_HEADERS.tenant);
+  const role = h(AUDIT_HEADERS.role) ?? "";
+  if (!tenant) throw new UnauthorizedError("no tenant");
+  if (!READERS.has(role)) throw new ForbiddenError(`role "${role}" may not read the audit store`);
+  return { tenant, role, name: h(AUDIT_HEADERS.name) ?? "" };
+}
+
+export async function startAuditService(opts: ServiceOptions): Promise<AuditService> {
+  if (!opts.secret) throw new Error("the audit service needs a secret (GOVERNOR_AUDIT_SECRET)");
+  const secret = digest(opts.secret);
+  const { store } = opts;
+
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    const url = new URL(req.url ?? "/", "http://audit");
+    if (url.pathname === "/healthz") return send(res, 200, { ok: true, store: store.database.describe });
+    const who = caller(req, secret);
+    const route = `${req.method} ${url.pathname.replace(/\/+$/, "")}`;
+    switch (route) {
+      case "GET /v1/audit/events":
+        return send(res, 200, await eventPage(store.db, who.tenant, parseEventQuery(url.searchParams)));
+      case "GET /v1/audit/spend": {
+        const { by, ...filter } = parseSpendQuery(url.searchParams);
+        return send(res, 200, await spend(store.db, who.tenant, by, filter));
+      }
+      case "GET /v1/audit/export": {
+        const { format, ...filter } = parseExportQuery(url.searchParams);
+        res.writeHead(200, {
+          "content-type": CONTENT_TYPES[format],
+          "content-disposition": `attachment; filename="governor-audit-${who.tenant}.${format}"`,
+          "cache-control": "no-store",
+        });
+        await pipeline(exportStream(format, eachEvent(store.db, who.tenant, filter)), res);
+        return;
+      }
+      case "GET /v1/audit/sessions": {
+        const rows = await store.sessions(who.tenant);
+        return send(res, 200, {
+          sessions: rows.map((r) => ({
+            session: r.session,
+            state: r.state,
+            storedSeq: r.seq,
+            knownSeq: r.knownSeq,
+            spentUsd: toUsd(r.spentNanos),
+            user: r.user,
+            agent: r.agent,
+            ...(r.problemSeq !== null && { problem: { seq: r.problemSeq, reason: r.problem, at: r.problemAt } }),
+          })),
+          sync: opts.syncStatus?.(who.tenant) ?? null,
+        });
+      }
+      case "POST /v1/audit/erasures":
+        throw new GovernorError("not_implemented", 501, "erasure is not available yet");
+    }
+    throw new NotFoundError(`no audit route ${req.method} ${url.pathname}`);
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e) => sendError(res, e));
+  });
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => ok());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  return {
+    url: `http://${host}:${addr.port}`,
+    close: () =>
+      new Promise<void>((ok) => {
+        server.close(() => ok());
+        server.closeAllConnections();
+      }),
+  };
+}

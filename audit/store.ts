@@ -1,0 +1,152 @@
+import { and, eq, getTableColumns, sql } from "drizzle-orm";
+import { auditEvents, auditSessions, type AuditSessionRow, type NewAuditEventRow } from "../schema/audit";
+import type { AuditDatabase, AuditDb } from "./db";
+import { emptyCursor, type Cursor, type Prepared, type Refusal } from "./ingest";
+import type { FoldState } from "./rows";
+
+// Writes of the audit store. A batch of verified events and the session's new head go in
+// one transaction, and the head only moves from where the batch was verified against:
+// two writers (a restarted sync racing its predecessor, two syncs on one Postgres) can
+// never store a fork or move the head back.
+
+const INSERT_CHUNK = 1000;
+
+// Rows go in as one JSON document per chunk (json_populate_recordset): a thousand rows of
+// twenty columns as bind parameters cost PGlite twice the time of parsing one document.
+// The keys are the schema's own column names, so this follows every migration.
+const COLUMNS = Object.entries(getTableColumns(auditEvents)).map(([key, col]) => [key, col.name] as const);
+
+function asRecord(r: NewAuditEventRow): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, name] of COLUMNS) out[name] = (r as Record<string, unknown>)[key] ?? null;
+  return out;
+}
+
+export class HeadMovedError extends Error {
+  constructor(readonly tenant: string, readonly session: string) {
+    super(`the stored head of ${tenant}:${session} moved while this batch was verified`);
+  }
+}
+
+export interface IndexNote {
+  session: string;
+  seq: number;
+  state?: string;
+  user?: string;
+  agent?: string;
+  task?: string;
+  openedAt?: number;
+}
+
+export class AuditStore {
+  readonly db: AuditDb;
+  constructor(readonly database: AuditDatabase) {
+    this.db = database.db;
+  }
+
+  close() {
+    return this.database.close();
+  }
+
+  async session(tenant: string, session: string): Promise<AuditSessionRow | undefined> {
+    const [row] = await this.db.select().from(auditSessions).where(and(eq(auditSessions.tenant, tenant), eq(auditSessions.session, session)));
+    return row;
+  }
+
+  async sessions(tenant: string): Promise<AuditSessionRow[]> {
+    return this.db.select().from(auditSessions).where(eq(auditSessions.tenant, tenant)).orderBy(auditSessions.session);
+  }
+
+  /** Where the stored chain of a session ends, with the fold to continue from. */
+  async cursor(tenant: string, session: string): Promise<Cursor> {
+    const row = await this.session(tenant, session);
+    if (!row || row.seq === 0) return emptyCursor();
+    if (!row.fold) throw new Error(`session ${tenant}:${session} has stored events but no fold`);
+    return { seq: row.seq, hash: row.headHash, fold: row.fold as FoldState };
+  }
+
+  /**
+   * Stores verified rows and moves the head from `from` to `p.cursor`. Rows already
+   * stored are left as they are (the primary key holds each event once); a head that
+   * moved meanwhile rolls the batch back with HeadMovedError.
+   */
+  async append(tenant: string, session: string, from: number, p: Prepared): Promise<void> {
+    if (!p.rows.length) return;
+    const ctx = p.cursor.fold.context;
+    const now = Date.now();
+    const head = {
+      seq: p.cursor.seq,
+      headHash: p.cursor.hash,
+      fold: p.cursor.fold,
+      spentNanos: ctx.spentNanos,
+      lastTs: ctx.lastActivity,
+      openedAt: ctx.openedAt,
+      user: ctx.user ?? null,
+      agent: ctx.agent ?? null,
+      task: ctx.task ?? null,
+      updatedAt: now,
+    };
+    await this.db.transaction(async (tx) => {
+      const moved = await tx
+        .insert(auditSessions)
+        .values({ tenant, session, ...head, knownSeq: p.cursor.seq })
+        .onConflictDoUpdate({
+          target: [auditSessions.tenant, auditSessions.session],
+          set: { ...head, knownSeq: sql`greatest(${auditSessions.knownSeq}, ${p.cursor.seq})` },
+          setWhere: eq(auditSessions.seq, from),
+        })
+        .returning({ seq: auditSessions.seq });
+      if (!moved.length) throw new HeadMovedError(tenant, session);
+      for (let i = 0; i < p.rows.length; i += INSERT_CHUNK) {
+        const doc = JSON.stringify(p.rows.slice(i, i + INSERT_CHUNK).map(asRecord));
+        await tx.execute(sql`insert into ${auditEvents} select * from json_populate_recordset(null::${auditEvents}, ${doc}::json) on conflict do nothing`);
+      }
+    });
+  }
+
+  /** A refused event: kept on the session's row until an event past it verifies. */
+  async recordProblem(tenant: string, session: string, r: Refusal): Promise<void> {
+    const now = Date.now();
+    await this.db
+      .insert(auditSessions)
+      .values({ tenant, session, problemSeq: r.seq, problem: r.reason, problemAt: now, updatedAt: now })
+      .onConflictDoUpdate({ target: [auditSessions.tenant, auditSessions.session], set: { problemSeq: r.seq, problem: r.reason, problemAt: now, updatedAt: now } });
+  }
+
+  async clearProblem(tenant: string, session: string): Promise<void> {
+    await this.db
+      .update(auditSessions)
+      .set({ problemSeq: null, problem: null, problemAt: null })
+      .where(and(eq(auditSessions.tenant, tenant), eq(auditSessions.session, session)));
+  }
+
+  /** What the tenant index says of a session: its head (for lag) and its state. */
+  async noteIndex(tenant: string, notes: IndexNote[]): Promise<void> {
+    if (!notes.length) return;
+    const now = Date.now();
+    for (let i = 0; i < notes.length; i += INSERT_CHUNK) {
+      const values = notes.slice(i, i + INSERT_CHUNK).map((n) => ({
+        tenant,
+        session: n.session,
+        knownSeq: n.seq,
+        state: n.state ?? null,
+        user: n.user ?? null,
+        agent: n.agent ?? null,
+        task: n.task ?? null,
+        openedAt: n.openedAt ?? null,
+        updatedAt: now,
+      }));
+      await this.db
+        .insert(auditSessions)
+        .values(values)
+        .onConflictDoUpdate({
+          target: [auditSessions.tenant, auditSessions.session],
+          set: {
+            knownSeq: sql`greatest(${auditSessions.knownSeq}, excluded.known_seq)`,
+            state: sql`coalesce(excluded.state, ${auditSessions.state})`,
+            updatedAt: now,
+          },
+        });
+    }
+  }
+}
