@@ -1,0 +1,343 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parse as parseCsv } from "csv-parse/sync";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CSV_COLUMNS } from "../../audit/export";
+import { verifyChain, type Hashable } from "../../lib/chain";
+import type { GovernorEvent } from "../../schema/events";
+import type { SessionSummary } from "../../schema/protocol";
+import { startPostgres } from "../support/postgres";
+import { client, freePort, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
+import { startTamperProxy } from "../support/tamper";
+import { startUpstream, type Upstream } from "../support/upstream";
+
+// The audit store against a real Governor: the audit service (`governor audit serve`, as
+// npm start runs it) follows tenant acme while 50 sessions are driven over HTTP and the
+// proxy; it is killed mid-way and restarted; the gateway's /v1/audit routes answer.
+
+const BIN = join(ROOT, "sdk/bin/governor.js");
+const SECRET = randomBytes(16).toString("hex");
+const SESSIONS = 50;
+const ACTIONS = 8;
+
+let up: Upstream;
+let gov: Governor;
+let auditPort: number;
+let auditDir: string;
+let audit: ChildProcess | undefined;
+const op = () => client(gov.url, TOKENS.operator);
+const auditor = () => client(gov.url, TOKENS.auditor);
+
+function startAudit(): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [BIN, "--url", govUrl, "--token", TOKENS.auditor, "--tenant", "acme", "audit", "serve", "--port", String(auditPort), "--dir", auditDir], {
+    cwd: ROOT,
+    env: { ...process.env, GOVERNOR_AUDIT_SECRET: SECRET },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  return new Promise((ok, fail) => {
+    child.stdout!.on("data", (d) => {
+      out += d;
+      if (/audit service listening/.test(out)) ok(child);
+    });
+    child.stderr!.on("data", (d) => (out += d));
+    child.once("exit", (code) => fail(new Error(`audit serve exited (${code}):\n${out}`)));
+  });
+}
+
+async function stopAudit(signal: NodeJS.Signals) {
+  const child = audit;
+  audit = undefined;
+  if (!child || child.exitCode !== null) return;
+  const gone = new Promise((r) => child.once("exit", r));
+  child.kill(signal);
+  await gone;
+}
+
+let govUrl: string;
+
+beforeAll(async () => {
+  up = await startUpstream();
+  auditPort = await freePort();
+  const port = await freePort();
+  govUrl = `http://127.0.0.1:${port}`;
+  auditDir = mkdtempSync(join(tmpdir(), "governor-audit-"));
+  // Side by side: the audit service waits for Governor on its own.
+  [gov, audit] = await Promise.all([
+    startGovernor({
+      port,
+      vars: {
+        OPENAI_BASE_URL: `${up.url}/v1`,
+        OPENAI_API_KEY: "sk-provider-secret",
+        GOVERNOR_AUDIT_URL: `http://127.0.0.1:${auditPort}`,
+        GOVERNOR_AUDIT_SECRET: SECRET,
+      },
+    }),
+    startAudit(),
+  ]);
+});
+
+afterAll(async () => {
+  await stopAudit("SIGTERM");
+  await gov?.stop();
+  await up?.close();
+  if (auditDir) rmSync(auditDir, { recursive: true, force: true });
+});
+
+const ids = Array.from({ length: SESSIONS }, (_, i) => `au-${i}`);
+const userOf = (i: number) => `user-${i % 5}`;
+const agentOf = (i: number) => `agent-${i % 3}`;
+const logs = new Map<string, GovernorEvent[]>();
+const summaries = new Map<string, SessionSummary>();
+
+async function fullLog(id: string): Promise<GovernorEvent[]> {
+  const res = await op()(`/v1/sessions/${id}/log?limit=10000`);
+  expect(res.status).toBe(200);
+  return res.text.trim().split("\n").map((l) => JSON.parse(l));
+}
+
+async function storedEvents(query: string, token: string = TOKENS.auditor): Promise<any[]> {
+  const out: any[] = [];
+  let cursor = "";
+  for (;;) {
+    const res = await client(gov.url, token)(`/v1/audit/events?${query}&limit=1000${cursor ? `&cursor=${cursor}` : ""}`);
+    expect(res.status, res.text).toBe(200);
+    out.push(...res.json.events);
+    if (!res.json.nextCursor) return out;
+    cursor = res.json.nextCursor;
+  }
+}
+
+/** Every session stored up to its head, as the sessions route and the index agree. */
+async function caughtUp(timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const heads = (await op()("/v1/sessions")).json.sessions as SessionSummary[];
+    const res = await auditor()("/v1/audit/sessions");
+    if (res.status === 200) {
+      const stored = new Map((res.json.sessions as Array<{ session: string; storedSeq: number }>).map((s) => [s.session, s.storedSeq]));
+      if (heads.every((h) => stored.get(h.session) === h.seq)) return;
+    }
+    if (Date.now() > deadline) throw new Error(`not caught up: ${res.text.slice(0, 500)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function drive(i: number, onStep: () => void) {
+  const id = ids[i];
+  const o = op();
+  const agent = client(gov.url, TOKENS.agent);
+  const policy = { budget: { session_usd: i % 7 === 0 ? 0.05 : 5 } };
+  expect((await o("/v1/sessions", { body: { id, policy, user: userOf(i), agent: agentOf(i) } })).status).toBe(201);
+  for (let k = 0; k < ACTIONS; k++) {
+    // Every fourth action is a guest's, inside this user's session.
+    const body = { action: k % 2 ? "search" : "read_file", costUsd: 0.01 * (1 + (k % 3)), ...(k % 4 === 3 && { user: "guest" }) };
+    expect((await agent(`/v1/sessions/${id}/actions`, { body })).status).toBe(200);
+    onStep();
+    if (k === 3) {
+      const headers = { "x-session-id": id, "content-type": "application/json", ...(i % 2 && { "x-user-id": "caller" }) };
+      const res = await agent("/v1/proxy/openai/v1/chat/completions", { headers, raw: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: `hello ${i}` }], max_tokens: 20 }) });
+      expect([200, 402]).toContain(res.status);
+      onStep();
+    }
+  }
+  expect((await agent(`/v1/sessions/${id}/events`, { body: { type: "cost", usd: 0.003 } })).status).toBe(201);
+  if (i % 5 === 0) await o(`/v1/sessions/${id}/kill`, { body: { reason: "test over" } });
+  if (i % 5 === 1) await o(`/v1/sessions/${id}/close`, { body: {} });
+}
+
+describe("audit store following a live Governor", () => {
+  it("stores 50 sessions with traffic running, through a crash and a restart: every event once, chains verified", async () => {
+    let steps = 0;
+    const total = SESSIONS * (ACTIONS + 1);
+    let crashed: Promise<void> | undefined;
+    const onStep = () => {
+      // Half-way through the traffic, the audit service dies without warning.
+      if (++steps === Math.floor(total / 2)) {
+        crashed = (async () => {
+          await stopAudit("SIGKILL");
+          await new Promise((r) => setTimeout(r, 300));
+          audit = await startAudit();
+        })();
+      }
+    };
+    await Promise.all(ids.map((_, i) => drive(i, onStep)));
+    expect(crashed).toBeDefined();
+    await crashed;
+    await caughtUp();
+
+    for (const s of (await op()("/v1/sessions")).json.sessions as SessionSummary[]) summaries.set(s.session, s);
+    for (const id of ids) {
+      const log = await fullLog(id);
+      logs.set(id, log);
+      const stored = await storedEvents(`session=${id}`);
+      expect(stored.map((e) => e.seq)).toEqual(log.map((e) => e.seq));
+      expect(stored.map((e) => e.event)).toEqual(log);
+      expect(verifyChain(stored.map((e) => e.event as Hashable & { hash: string }))).toBeUndefined();
+    }
+    expect([...logs.values()].reduce((n, l) => n + l.length, 0)).toBeGreaterThan(SESSIONS * (ACTIONS + 2));
+  }, 120_000);
+
+  it("has an appended event queryable within a second", async () => {
+    const id = ids[3];
+    const lags: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const res = await client(gov.url, TOKENS.agent)(`/v1/sessions/${id}/actions`, { body: { id: `live-${k}`, action: "search", costUsd: 0 } });
+      expect(res.status).toBe(200);
+      const appended = Date.now();
+      for (;;) {
+        const page = await auditor()(`/v1/audit/events?session=${id}&type=action.checked&since=${appended - 60_000}&limit=1000`);
+        if (page.json.events.some((e: any) => e.event.data.requestId === `live-${k}`)) break;
+        expect(Date.now() - appended).toBeLessThan(1000);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      lags.push(Date.now() - appended);
+    }
+    expect(Math.max(...lags)).toBeLessThan(1000);
+    logs.set(id, await fullLog(id));
+    await caughtUp();
+  });
+
+  it("answers queries by user, agent and time with exactly the matching events", async () => {
+    const all = ids.flatMap((id, i) => attributed(logs.get(id)!, userOf(i), agentOf(i)).map((x) => ({ ...x, session: id })));
+    const keys = (xs: Array<{ session: string; seq: number }>) => xs.map((x) => `${x.session}#${x.seq}`).sort();
+    for (const user of ["user-1", "guest", "caller"]) {
+      const want = all.filter((x) => x.user === user);
+      expect(want.length).toBeGreaterThan(0);
+      expect(keys(await storedEvents(`user=${user}`))).toEqual(keys(want));
+    }
+    const want = all.filter((x) => x.agent === "agent-2");
+    expect(keys(await storedEvents("agent=agent-2"))).toEqual(keys(want));
+    const times = all.map((x) => x.ts).sort((a, b) => a - b);
+    const since = times[Math.floor(times.length / 4)];
+    const until = times[Math.floor((times.length * 3) / 4)];
+    const inWindow = all.filter((x) => x.ts >= since && x.ts < until && x.user === "user-2");
+    expect(keys(await storedEvents(`user=user-2&since=${since}&until=${until}`))).toEqual(keys(inWindow));
+    expect(keys(await storedEvents("user=user-2&since=30d"))).toEqual(keys(all.filter((x) => x.user === "user-2")));
+  });
+
+  it("rolls spend up to the sessions' own totals", async () => {
+    const spendBy = async (by: string) => (await auditor()(`/v1/audit/spend?by=${by}&since=1d`)).json.rows as Array<{ key: string; spentUsd: number; calls: number }>;
+    const bySession = Object.fromEntries((await spendBy("session")).map((r) => [r.key, r.spentUsd]));
+    const nanos = (usd: number) => Math.round(usd * 1e9);
+    let total = 0;
+    for (const id of ids) {
+      const s = (await op()(`/v1/sessions/${id}`)).json as SessionSummary;
+      expect(nanos(bySession[id] ?? 0)).toBe(nanos(s.spentUsd));
+      total += nanos(s.spentUsd);
+    }
+    for (const by of ["user", "agent", "model", "day"]) {
+      expect((await spendBy(by)).reduce((n, r) => n + nanos(r.spentUsd), 0)).toBe(total);
+    }
+    const models = await spendBy("model");
+    expect(models.find((r) => r.key === "gpt-4o-mini")?.spentUsd).toBeGreaterThan(0);
+  });
+
+  it("exports CSV that parses back to the NDJSON export's rows", async () => {
+    const csvRes = await fetch(`${gov.url}/v1/audit/export?format=csv&user=user-1`, { headers: { authorization: `Bearer ${TOKENS.auditor}` } });
+    expect(csvRes.status).toBe(200);
+    expect(csvRes.headers.get("content-type")).toMatch(/text\/csv/);
+    const records = parseCsv(await csvRes.text(), { columns: true }) as Array<Record<string, string>>;
+    const nd = (await auditor()("/v1/audit/export?format=ndjson&user=user-1")).text.trim().split("\n").map((l) => JSON.parse(l));
+    expect(records.length).toBe(nd.length);
+    expect(Object.keys(records[0])).toEqual([...CSV_COLUMNS]);
+    records.forEach((r, i) => {
+      expect([r.session, Number(r.seq), Number(r.ts), r.type, r.user, r.hash]).toEqual([nd[i].session, nd[i].seq, nd[i].ts, nd[i].type, nd[i].user, nd[i].hash]);
+      expect(Number(r.cost_usd)).toBe(nd[i].costUsd);
+      expect(JSON.parse(r.data)).toEqual(nd[i].event.data);
+    });
+    const json = (await op()("/v1/audit/export?format=json&user=user-1")).json;
+    expect(json).toEqual(nd);
+  });
+
+  it("shows another tenant nothing, refuses agents and anyone without the gateway's secret", async () => {
+    const foreign = client(gov.url, TOKENS.foreign);
+    for (const path of ["/v1/audit/events", "/v1/audit/events?user=user-1", `/v1/audit/events?session=${ids[0]}`]) {
+      const r = await foreign(path);
+      expect(r.status).toBe(200);
+      expect(r.json.events).toEqual([]);
+    }
+    expect((await foreign("/v1/audit/spend?by=user")).json.rows).toEqual([]);
+    expect((await foreign("/v1/audit/sessions")).json.sessions).toEqual([]);
+    expect((await foreign("/v1/audit/export?format=csv")).text.trim()).toBe(CSV_COLUMNS.join(","));
+    expect((await foreign("/v1/audit/export?format=ndjson")).text).toBe("");
+
+    const agent = client(gov.url, TOKENS.agent);
+    for (const path of ["/v1/audit/events", "/v1/audit/spend?by=user", "/v1/audit/export", "/v1/audit/sessions"]) {
+      expect((await agent(path)).status).toBe(403);
+      expect((await client(gov.url, "no-such-token")(path)).status).toBe(401);
+    }
+    expect((await op()("/v1/audit/events?since=yesterday")).json.error).toMatchObject({ code: "bad_request", field: "since" });
+    expect((await op()("/v1/audit/events", { method: "DELETE" })).status).toBe(405);
+
+    // The service itself: nothing without the secret, and the tenant comes from the gateway.
+    const direct = `http://127.0.0.1:${auditPort}/v1/audit/events`;
+    expect((await fetch(direct)).status).toBe(401);
+    expect((await fetch(direct, { headers: { "x-governor-audit-secret": "guess", "x-governor-tenant": "acme", "x-governor-role": "auditor" } })).status).toBe(401);
+    expect((await fetch(direct, { headers: { "x-governor-audit-secret": SECRET, "x-governor-tenant": "acme", "x-governor-role": "agent" } })).status).toBe(403);
+  });
+
+  it("refuses and reports a forged event, stores nothing from it on, and keeps syncing the other sessions", { timeout: 60_000 }, async () => {
+    const victim = ids[2];
+    const proxy = await startTamperProxy(gov.url, { session: victim, seq: 4, edit: (e) => ((e.data as { costUsd: number }).costUsd = 0) });
+    const pg = await startPostgres();
+    const dir = mkdtempSync(join(tmpdir(), "governor-audit-forged-"));
+    try {
+      const store = "skip" in pg ? ["--dir", dir] : ["--database-url", await pg.database("forged")];
+      if ("skip" in pg) console.warn(`[audit] forged-event sync runs on PGlite only: ${pg.skip}`);
+      const run = await governor(["--url", proxy.url, "--token", TOKENS.auditor, "--tenant", "acme", "audit", "sync", "--once", ...store]);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(new RegExp(`REFUSED session ${victim}: event seq 4 not stored: hash does not match`));
+
+      const { openDatabase } = await import("../../audit/db");
+      const { AuditStore } = await import("../../audit/store");
+      const { eventPage } = await import("../../audit/query");
+      const s = new AuditStore(await openDatabase("skip" in pg ? { dir } : { databaseUrl: store[1] }));
+      try {
+        const stored = (await eventPage(s.db, "acme", { session: victim, limit: 1000 })).events.map((e) => e.seq);
+        expect(stored).toEqual([1, 2, 3]);
+        expect(await s.session("acme", victim)).toMatchObject({ seq: 3, problemSeq: 4, problem: "hash does not match the event's content" });
+        for (const id of ids.filter((x) => x !== victim)) {
+          const row = await s.session("acme", id);
+          expect(row?.seq, id).toBe(logs.get(id)!.length);
+          expect(row?.problemSeq).toBeNull();
+        }
+      } finally {
+        await s.close();
+      }
+    } finally {
+      await proxy.close();
+      if (!("skip" in pg)) await pg.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Who each event belongs to, by the documented rules: its own attribution, else its call's, else the session's. */
+function attributed(log: GovernorEvent[], sessionUser: string, sessionAgent: string) {
+  const calls = new Map<string, { user?: string; agent?: string }>();
+  return log.map((e) => {
+    const d = e.data as { requestId?: string; attribution?: { user?: string; agent?: string } };
+    if (e.type === "request.reserved" && d.requestId) calls.set(d.requestId, d.attribution ?? {});
+    const own = e.type === "request.settled" && d.requestId ? { ...calls.get(d.requestId), ...stripEmpty(d.attribution) } : d.attribution ?? {};
+    return { seq: e.seq, ts: e.ts, user: own.user ?? sessionUser, agent: own.agent ?? sessionAgent };
+  });
+}
+
+function stripEmpty(a: { user?: string; agent?: string } | undefined) {
+  return Object.fromEntries(Object.entries(a ?? {}).filter(([, v]) => v !== undefined));
+}
+
+function governor(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((ok) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("exit", (code) => ok({ code: code ?? 1, stdout, stderr }));
+  });
+}
