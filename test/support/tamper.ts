@@ -25,7 +25,7 @@ export async function startTamperProxy(target: string, victim: { session: string
     const upstream = await fetch(url, { method: req.method, headers, body: chunks.length ? Buffer.concat(chunks) : undefined });
     let body = Buffer.from(await upstream.arrayBuffer());
     if (url.pathname === `/v1/sessions/${victim.session}/log` && upstream.ok) {
-      const lines = body.toString("utf8").split("\n").map((l) => (l.trim() ? JSON.stringify(forge(JSON.parse(l))) : l));
+      const lines = body.toString("utf8").split("\n").map((l: string) => (l.trim() ? JSON.stringify(forge(JSON.parse(l))) : l));
       body = Buffer.from(lines.join("\n"));
     }
     const out: Record<string, string> = {};

@@ -225,7 +225,7 @@ for (const engine of engines) {
         for await (const c of exportStream(format, eachEvent(store.db, "acme", { since: NOW - 60 * DAY }, 3))) chunks.push(Buffer.from(c));
         return Buffer.concat(chunks).toString("utf8");
       };
-      const ndjson = (await text("ndjson")).trim().split("\n").map((l) => JSON.parse(l) as AuditEventItem);
+      const ndjson = (await text("ndjson")).trim().split("\n").map((l: string) => JSON.parse(l) as AuditEventItem);
       expect(JSON.parse(await text("json"))).toEqual(ndjson);
       const csv = await text("csv");
       const records = parseCsv(csv, { columns: true }) as Array<Record<string, string>>;

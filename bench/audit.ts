@@ -1,0 +1,151 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { openDatabase } from "../audit/db";
+import { prepare } from "../audit/ingest";
+import { eventPage } from "../audit/query";
+import { AuditStore } from "../audit/store";
+import { eventHash, GENESIS } from "../lib/chain";
+import { parsePolicy } from "../schema/policy";
+import { gitState, log, writeResults } from "./harness";
+import { ms, rounded, summarize } from "./stats";
+
+// `npm run bench:audit`: the audit store's two goals.
+// 1. Ingest: events/s through the sync's own write path (schema check, chain link and
+//    hash, the session fold, one transaction per batch) into PGlite in a folder.
+// 2. "Every event of user X in the last 30 days" over 1M stored events: p50 of the whole
+//    answer (every page, limit 1000) for users picked at random.
+// Events are made here (valid, chained, spread over 60 days) rather than through a
+// running Governor: the actor's own rate would be the bottleneck, not the store's.
+// DATABASE_URL measures Postgres instead; AUDIT_BENCH_EVENTS scales the run down.
+
+const GOALS = { ingestPerSecond: 20_000, userQueryP50Ms: 50 };
+const EVENTS = Number(process.env.AUDIT_BENCH_EVENTS ?? 1_000_000);
+const PER_SESSION = 500;
+const SESSIONS = Math.ceil(EVENTS / PER_SESSION);
+const USERS = Math.max(1, Math.round(SESSIONS / 2));
+const AGENTS = 100;
+const DAY = 86_400_000;
+const QUERIES = 200;
+const TENANT = "bench";
+
+/** One session's log: opened, then allowed actions with costs, by the session's user. */
+function sessionLog(i: number, now: number): unknown[] {
+  const user = `user-${i % USERS}`;
+  const agent = `agent-${i % AGENTS}`;
+  const session = `s-${i}`;
+  // Sessions start across the last 60 days; each lasts a few minutes.
+  let ts = now - 60 * DAY + Math.floor((i / SESSIONS) * 60 * DAY);
+  let prev = GENESIS;
+  const out: unknown[] = [];
+  const push = (seq: number, id: string, type: string, data: unknown) => {
+    const base = { seq, id, ts: (ts += 250), type, data, prev };
+    const e = { ...base, hash: eventHash(base) };
+    prev = e.hash;
+    out.push(e);
+  };
+  push(1, `open:${session}`, "session.opened", { tenant: TENANT, session, policy: POLICY, user, agent });
+  for (let seq = 2; seq <= PER_SESSION; seq++) {
+    const action = ACTIONS[seq % ACTIONS.length];
+    push(seq, `action:${session}-${seq}`, "action.checked", {
+      requestId: `${session}-${seq}`,
+      action,
+      argsHash: "9f".repeat(32),
+      decision: "allow",
+      costUsd: 0.0001 * (1 + (seq % 7)),
+      attribution: { run: `run-${seq % 5}`, action },
+    });
+  }
+  return out;
+}
+
+const POLICY = parsePolicy({ budget: { session_usd: 100 } });
+const ACTIONS = ["search", "read_file", "send_email", "refund"];
+
+async function main() {
+  const started = performance.now();
+  const loadBefore = loadavg();
+  const dir = process.env.DATABASE_URL ? undefined : mkdtempSync(join(tmpdir(), "governor-audit-bench-"));
+  const store = new AuditStore(await openDatabase({ databaseUrl: process.env.DATABASE_URL, dir }));
+  log(`audit bench: ${EVENTS} events (${SESSIONS} sessions of ${PER_SESSION}, ${USERS} users) into ${store.database.describe}`);
+  const now = Date.now();
+  try {
+    // ---- ingest: verified batches, as the sync stores a page of a session's log
+    let ingestMs = 0;
+    let stored = 0;
+    let lastReport = performance.now();
+    for (let i = 0; i < SESSIONS; i++) {
+      const raws = sessionLog(i, now).slice(0, EVENTS - stored);
+      const t0 = performance.now();
+      const from = await store.cursor(TENANT, `s-${i}`);
+      const p = prepare(TENANT, `s-${i}`, from, raws);
+      if (p.refused) throw new Error(`bench log refused: ${JSON.stringify(p.refused)}`);
+      await store.append(TENANT, `s-${i}`, from.seq, p);
+      ingestMs += performance.now() - t0;
+      stored += p.rows.length;
+      if (performance.now() - lastReport > 10_000) {
+        lastReport = performance.now();
+        log(`  ${stored} events stored, ${Math.round(stored / (ingestMs / 1000))} events/s so far`);
+      }
+    }
+    const ingestPerSecond = stored / (ingestMs / 1000);
+
+    // ---- every event of user X in the last 30 days
+    const samples: number[] = [];
+    let rows = 0;
+    const since = now - 30 * DAY;
+    for (let q = 0; q < QUERIES + 10; q++) {
+      const user = `user-${Math.floor(Math.random() * USERS)}`;
+      const t0 = performance.now();
+      let cursor: string | undefined;
+      let n = 0;
+      do {
+        const page = await eventPage(store.db, TENANT, { user, since, limit: 1000, cursor });
+        n += page.events.length;
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor);
+      // The first few warm the caches, as a running service's would be.
+      if (q >= 10) {
+        samples.push(performance.now() - t0);
+        rows += n;
+      }
+    }
+    const query = summarize(samples);
+    const loadAfter = loadavg();
+    const yes = (b: boolean) => (b ? "met" : "NOT met");
+    console.log(
+      [
+        "",
+        `audit store (${store.database.describe.split(":")[0]}), ${stored} events`,
+        `  ingest (verify + fold + store, batches of ${PER_SESSION}): ${Math.round(ingestPerSecond)} events/s   goal >= ${GOALS.ingestPerSecond}: ${yes(ingestPerSecond >= GOALS.ingestPerSecond)}`,
+        `  every event of user X in 30 days (${(rows / samples.length).toFixed(0)} rows on average): p50 ${ms(query.p50)} ms, p90 ${ms(query.p90)} ms, p99 ${ms(query.p99)} ms   goal p50 <= ${GOALS.userQueryP50Ms} ms: ${yes(query.p50 <= GOALS.userQueryP50Ms)}`,
+        `  whole run ${((performance.now() - started) / 1000).toFixed(0)} s on ${cpus().length} cores; load average ${loadBefore[0].toFixed(2)} before, ${loadAfter[0].toFixed(2)} after (other work on the machine skews the figures)`,
+      ].join("\n"),
+    );
+    const path = writeResults(
+      "audit.json",
+      rounded({
+        benchmark: "audit",
+        at: new Date().toISOString(),
+        node: process.version,
+        git: gitState(),
+        engine: store.database.describe.split(":")[0],
+        events: stored,
+        sessions: SESSIONS,
+        users: USERS,
+        goals: GOALS,
+        ingest: { perSecond: ingestPerSecond, seconds: ingestMs / 1000, batch: PER_SESSION },
+        userQuery30d: { unit: "ms", ...query, rowsAverage: rows / samples.length },
+        machine: { cores: cpus().length, loadAverageBefore: loadBefore[0], loadAverageAfter: loadAfter[0] },
+        met: { ingest: ingestPerSecond >= GOALS.ingestPerSecond, userQueryP50: query.p50 <= GOALS.userQueryP50Ms },
+      }),
+    );
+    log(`results: ${path}`);
+  } finally {
+    await store.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
