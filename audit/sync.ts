@@ -42,6 +42,8 @@ interface Track {
   known: number;
   state?: string;
   broken?: Refusal;
+  /** The server refused to serve this log (401/403/404): not retried until restart. */
+  gaveUp?: string;
   /** Events from the tail socket not yet stored, by seq. */
   buffer: Map<number, unknown>;
   socket?: WebSocket;
@@ -62,6 +64,7 @@ export class TenantSync {
   private readonly opts: Required<Omit<SyncOptions, "onProblem" | "onProgress" | "log">> & SyncOptions;
   private tenantSocket?: WebSocket;
   private stopped = false;
+  private readonly abort = new AbortController();
   private reconnectMs = 500;
   private reconnectTimer?: ReturnType<typeof setTimeout>;
   private httpSlots: number;
@@ -107,6 +110,7 @@ export class TenantSync {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.abort.abort();
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.noteTimer);
     this.tenantSocket?.close();
@@ -130,15 +134,20 @@ export class TenantSync {
     const sessions = [...this.tracks.values()];
     return {
       sessions: sessions.length,
-      behind: sessions.filter((t) => !t.broken && this.stored(t) < t.known).length,
+      behind: sessions.filter((t) => this.following(t) && this.stored(t) < t.known).length,
       broken: sessions.filter((t) => t.broken).map((t) => ({ session: t.id, ...t.broken! })),
+      unreadable: sessions.filter((t) => t.gaveUp).map((t) => ({ session: t.id, reason: t.gaveUp! })),
       sockets: sessions.filter((t) => t.socket).length,
     };
   }
 
   private isIdle() {
-    for (const t of this.tracks.values()) if (t.running || (!t.broken && this.stored(t) < t.known)) return false;
+    for (const t of this.tracks.values()) if (t.running || (this.following(t) && this.stored(t) < t.known)) return false;
     return true;
+  }
+
+  private following(t: Track): boolean {
+    return !t.broken && !t.gaveUp;
   }
 
   private stored(t: Track): number {
@@ -223,7 +232,7 @@ export class TenantSync {
     t.state = s.state;
     this.notes.set(s.session, { session: s.session, seq: s.seq, state: s.state, user: s.user, agent: s.agent, task: s.task, openedAt: s.openedAt });
     this.noteTimer ??= setTimeout(() => void this.flushNotes(), NOTE_EVERY_MS);
-    if ((t.cursor?.seq ?? -1) < t.known || (!t.socket && !ENDED.has(s.state))) this.kick(t);
+    if (this.stored(t) < t.known || (!t.socket && !ENDED.has(s.state))) this.kick(t);
   }
 
   private async flushNotes() {
@@ -241,7 +250,7 @@ export class TenantSync {
 
   /** Runs the session's drain, once at a time; a kick while it runs makes it go again. */
   private kick(t: Track) {
-    if (this.stopped || t.broken) return;
+    if (this.stopped || !this.following(t)) return;
     if (t.running) {
       t.again = true;
       return;
@@ -259,13 +268,24 @@ export class TenantSync {
 
   private async drain(t: Track) {
     try {
-      t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
-      const start = t.cursor.seq;
-      await this.storeBuffered(t);
-      if (!t.broken && t.cursor.seq < t.known) await this.pull(t);
-      if (!t.broken) this.maybeTail(t, t.cursor.seq > start);
-      // An ended session's tail has nothing more to say once its log is stored.
-      if (t.socket && t.state && ENDED.has(t.state) && t.cursor.seq >= t.known) t.socket.close();
+      const start = this.stored(t);
+      if (t.buffer.size) {
+        t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
+        await this.storeBuffered(t);
+      }
+      // The cursor (with its fold) is loaded only once a read slot is held, so a tenant
+      // of many sessions keeps few of them in memory during a backfill.
+      if (!t.broken && this.stored(t) < t.known) await this.pull(t);
+      if (t.broken) return;
+      const busy = this.stored(t) > start;
+      this.maybeTail(t, busy);
+      if (t.state && ENDED.has(t.state) && this.stored(t) >= t.known) {
+        // An ended session's tail has nothing more to say once its log is stored; its
+        // cursor is reloaded if a late settle ever arrives.
+        t.socket?.close();
+        if (t.cursor) t.storedHint = t.cursor.seq;
+        if (!t.socket && !t.buffer.size) t.cursor = undefined;
+      }
       t.retryMs = 500;
     } catch (e) {
       if (e instanceof HeadMovedError) {
@@ -277,7 +297,10 @@ export class TenantSync {
       if (this.stopped) return;
       const final = e instanceof SourceError && e.final;
       this.log(`session ${t.id}: ${(e as Error).message}${final ? "" : `; retrying in ${t.retryMs} ms`}`);
-      if (final) return;
+      if (final) {
+        t.gaveUp = (e as Error).message;
+        return;
+      }
       clearTimeout(t.retryTimer);
       t.retryTimer = setTimeout(() => this.kick(t), t.retryMs);
       t.retryMs = Math.min(t.retryMs * 2, RETRY_MAX_MS);
@@ -299,8 +322,9 @@ export class TenantSync {
   private async pull(t: Track) {
     await this.acquireHttp();
     try {
+      t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
       while (!this.stopped && !t.broken && t.cursor!.seq < t.known) {
-        const page = await fetchLog(this.opts, t.id, t.cursor!.seq, this.opts.pageSize);
+        const page = await fetchLog(this.opts, t.id, t.cursor!.seq, this.opts.pageSize, this.abort.signal);
         if (page.headSeq !== undefined) t.known = Math.max(t.known, page.headSeq);
         const before = t.cursor!.seq;
         await this.apply(t, page.events);
@@ -336,7 +360,7 @@ export class TenantSync {
     this.log(`session ${t.id}: event seq ${r.seq} refused, not stored: ${r.reason}`);
     this.opts.onProblem?.({ session: t.id, ...r });
     // A refused session no longer counts toward the backfill's total.
-    this.progressed(t.id, t.cursor?.seq ?? 0, Math.max(t.cursor?.seq ?? 0, this.backfill?.targets.get(t.id) ?? 0));
+    this.progressed(t.id, this.stored(t), Math.max(this.stored(t), this.backfill?.targets.get(t.id) ?? 0));
   }
 
   private progressed(session: string, from: number, to: number) {
@@ -368,7 +392,7 @@ export class TenantSync {
     t.evicted = false;
     t.lastEventAt = Date.now();
     t.socketOpening = true;
-    const url = socketUrl(this.opts, `/parties/session/${encodeURIComponent(this.opts.tenant)}:${encodeURIComponent(t.id)}`, { after: String(t.cursor!.seq) });
+    const url = socketUrl(this.opts, `/parties/session/${encodeURIComponent(this.opts.tenant)}:${encodeURIComponent(t.id)}`, { after: String(this.stored(t)) });
     openSocket(
       url,
       (m) => this.onTail(t, m),
@@ -396,13 +420,13 @@ export class TenantSync {
       if (typeof seq !== "number") return;
       t.lastEventAt = Date.now();
       t.known = Math.max(t.known, seq);
-      if (seq > (t.cursor?.seq ?? 0) && t.buffer.size < BUFFER_LIMIT) t.buffer.set(seq, m.event);
+      if (seq > this.stored(t) && t.buffer.size < BUFFER_LIMIT) t.buffer.set(seq, m.event);
       this.kick(t);
     } else if (m.type === "state" && typeof m.seq === "number") {
       t.known = Math.max(t.known, m.seq);
       const state = (m.summary as { state?: string } | undefined)?.state;
       if (state) t.state = state;
-      if ((t.cursor?.seq ?? 0) < t.known) this.kick(t);
+      if (this.stored(t) < t.known) this.kick(t);
     } else if (m.type === "error" && m.code === "forbidden") {
       // This token may not read tails: the index and the log route carry on alone.
       this.socketsRefused = true;

@@ -70,6 +70,4 @@ CREATE INDEX "audit_erasures_tenant" ON "audit_erasures" USING btree ("tenant","
 CREATE INDEX "audit_events_tenant_ts" ON "audit_events" USING btree ("tenant","ts","session","seq");--> statement-breakpoint
 CREATE INDEX "audit_events_tenant_user_ts" ON "audit_events" USING btree ("tenant","user","ts","session","seq");--> statement-breakpoint
 CREATE INDEX "audit_events_tenant_agent_ts" ON "audit_events" USING btree ("tenant","agent","ts","session","seq");--> statement-breakpoint
-CREATE INDEX "audit_events_tenant_run_ts" ON "audit_events" USING btree ("tenant","run","ts");--> statement-breakpoint
-CREATE INDEX "audit_events_tenant_model_ts" ON "audit_events" USING btree ("tenant","model","ts");--> statement-breakpoint
 CREATE INDEX "audit_sessions_tenant_user" ON "audit_sessions" USING btree ("tenant","user");

@@ -9,6 +9,7 @@ import { CSV_COLUMNS } from "../../audit/export";
 import { verifyChain, type Hashable } from "../../lib/chain";
 import type { GovernorEvent } from "../../schema/events";
 import type { SessionSummary } from "../../schema/protocol";
+import { freshStoreDir } from "../support/audit-template";
 import { startPostgres } from "../support/postgres";
 import { client, freePort, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
 import { startTamperProxy } from "../support/tamper";
@@ -27,12 +28,13 @@ let up: Upstream;
 let gov: Governor;
 let auditPort: number;
 let auditDir: string;
+let storeDir: string;
 let audit: ChildProcess | undefined;
 const op = () => client(gov.url, TOKENS.operator);
 const auditor = () => client(gov.url, TOKENS.auditor);
 
 function startAudit(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, "--url", govUrl, "--token", TOKENS.auditor, "--tenant", "acme", "audit", "serve", "--port", String(auditPort), "--dir", auditDir], {
+  const child = spawn(process.execPath, [BIN, "--url", govUrl, "--token", TOKENS.auditor, "--tenant", "acme", "audit", "serve", "--port", String(auditPort), "--dir", storeDir], {
     cwd: ROOT,
     env: { ...process.env, GOVERNOR_AUDIT_SECRET: SECRET },
     stdio: ["ignore", "pipe", "pipe"],
@@ -76,7 +78,10 @@ beforeAll(async () => {
         GOVERNOR_AUDIT_SECRET: SECRET,
       },
     }),
-    startAudit(),
+    freshStoreDir(auditDir).then((dir) => {
+      storeDir = dir;
+      return startAudit();
+    }),
   ]);
 });
 
@@ -284,7 +289,8 @@ describe("audit store following a live Governor", () => {
     const victim = ids[2];
     const proxy = await startTamperProxy(gov.url, { session: victim, seq: 4, edit: (e) => ((e.data as { costUsd: number }).costUsd = 0) });
     const pg = await startPostgres();
-    const dir = mkdtempSync(join(tmpdir(), "governor-audit-forged-"));
+    const scratch = mkdtempSync(join(tmpdir(), "governor-audit-forged-"));
+    const dir = await freshStoreDir(scratch);
     try {
       const store = "skip" in pg ? ["--dir", dir] : ["--database-url", await pg.database("forged")];
       if ("skip" in pg) console.warn(`[audit] forged-event sync runs on PGlite only: ${pg.skip}`);
@@ -311,7 +317,7 @@ describe("audit store following a live Governor", () => {
     } finally {
       await proxy.close();
       if (!("skip" in pg)) await pg.stop();
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(scratch, { recursive: true, force: true });
     }
   });
 });

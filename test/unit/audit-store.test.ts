@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parse as parseCsv } from "csv-parse/sync";
 import { stringify as stringifyCsv } from "csv-stringify/sync";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,6 +12,7 @@ import { eachEvent, eventPage, spend, type AuditEventItem } from "../../audit/qu
 import { AuditStore, HeadMovedError } from "../../audit/store";
 import { verifyChain, type Hashable } from "../../lib/chain";
 import { BadRequestError } from "../../lib/errors";
+import { freshStoreDir } from "../support/audit-template";
 import { SessionLog } from "../support/logs";
 import { startPostgres, type TestPostgres } from "../support/postgres";
 
@@ -20,6 +24,7 @@ const DAY = 86_400_000;
 const NOW = Date.now();
 
 const pg = await startPostgres();
+const scratch = mkdtempSync(join(tmpdir(), "governor-audit-unit-"));
 if ("skip" in pg) console.warn(`\n[audit-store] Postgres tests SKIPPED: ${pg.skip}\n`);
 
 /** Stores a log in batches of `size`, each batch from the store's own cursor. */
@@ -85,7 +90,7 @@ function scenario() {
 }
 
 const engines: Array<{ name: string; open: () => Promise<AuditStore>; skip?: string }> = [
-  { name: "PGlite", open: async () => new AuditStore(await openDatabase({ dir: "memory" })) },
+  { name: "PGlite", open: async () => new AuditStore(await openDatabase({ dir: await freshStoreDir(scratch) })) },
   {
     name: "Postgres",
     skip: "skip" in pg ? pg.skip : undefined,
@@ -95,6 +100,7 @@ const engines: Array<{ name: string; open: () => Promise<AuditStore>; skip?: str
 
 afterAll(async () => {
   if (!("skip" in pg)) await pg.stop();
+  rmSync(scratch, { recursive: true, force: true });
 });
 
 for (const engine of engines) {
