@@ -158,6 +158,7 @@ export function registerAudit(program: Command, io: Io) {
       import("../../audit/sync"),
       import("cli-progress"),
     ]);
+    io.err(opts.databaseUrl ? "opening the audit store (Postgres)..." : `opening the audit store at ${opts.dir} (a new one takes a few seconds to create)...`);
     const store = new AuditStore(await openDatabase({ dir: opts.dir, databaseUrl: opts.databaseUrl }));
     const bar = progressBar(progress, io.err);
     let problems = 0;
