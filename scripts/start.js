@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm start`: Governor on the real Workers runtime (partykit dev), state persisted under
 // .governor/state, with the settings below taken from this shell's environment; beside it
-// the audit service and its sync (`governor audit serve`), storing every session's log
+// the audit service and its sync (`npm run audit -- serve`), storing every session's log
 // under .governor/audit (or in Postgres with DATABASE_URL).
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -72,7 +72,7 @@ child.stdout.on("data", (d) => {
 if (auditHere) {
   const audit = spawn(
     process.execPath,
-    [join(root, "sdk", "bin", "governor.js"), "--url", `http://127.0.0.1:${port}`, "audit", "serve", "--port", auditPort, "--dir", auditDir],
+    ["--import", "tsx", join(root, "audit", "cli.ts"), "--url", `http://127.0.0.1:${port}`, "serve", "--port", auditPort, "--dir", auditDir],
     { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, GOVERNOR_AUDIT_SECRET: auditSecret } },
   );
   children.push(audit);

@@ -180,7 +180,7 @@ function program(): { p: Command; result: () => number } {
       for (const e of await gov.exportLog(session, { after: opts.after })) out(JSON.stringify(e));
     });
 
-  registerAudit(p, { out, err, setCode: (c) => (code = c) });
+  registerAudit(p, { out });
   return { p, result };
 }
 

@@ -6,10 +6,10 @@ import { Option, type Command } from "commander";
 import { errorFromResponse } from "../errors";
 import { usd } from "./format";
 
-// `governor audit …`: the audit store. `sync` and `serve` write the store (they open it);
-// `query`, `spend`, `export` and `sessions` read it through the gateway's /v1/audit
-// routes with the caller's token, like every other command, so tenancy and roles hold.
-// The store's code is loaded only by the commands that open it.
+// `governor audit …`: reads of the audit store (`query`, `spend`, `export`, `sessions`)
+// through the gateway's /v1/audit routes with the caller's token, like every other
+// command, so tenancy and roles hold. Writing the store (the sync, the audit service) is
+// the server's: `npm run audit -- sync|serve` in the Governor repository.
 
 interface Globals {
   url: string;
@@ -20,8 +20,6 @@ interface Globals {
 
 interface Io {
   out: (s: string) => void;
-  err: (s: string) => void;
-  setCode: (code: number) => void;
 }
 
 const FILTERS = ["user", "agent", "session", "run", "type", "decision", "model", "since", "until"] as const;
@@ -87,144 +85,11 @@ function positiveInt(v: string): number {
   return n;
 }
 
-/** Store options shared by sync and serve. */
-function storeOptions(cmd: Command): Command {
-  return cmd
-    .option("--dir <folder>", "PGlite folder of the store (when DATABASE_URL is not set)", process.env.GOVERNOR_AUDIT_DIR || ".governor/audit")
-    .option("--database-url <url>", "Postgres instead of PGlite (or DATABASE_URL)", process.env.DATABASE_URL)
-    .option("--concurrency <n>", "sessions read over HTTP at once", positiveInt, 4)
-    .addOption(new Option("--sockets <n>", "live tail sockets at once (0: none)").default(32).argParser((v) => Number(v)));
-}
-
-function untilSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    const on = (sig: string) => {
-      process.off("SIGINT", on);
-      process.off("SIGTERM", on);
-      resolve(sig);
-    };
-    process.once("SIGINT", on);
-    process.once("SIGTERM", on);
-  });
-}
-
-type Progress = typeof import("cli-progress");
-
-/** The backfill's bar on a terminal (stderr), with log lines printed above it. */
-function progressBar(progress: Progress, err: (s: string) => void) {
-  const multi = new progress.MultiBar(
-    { format: "backfill |{bar}| {value}/{total} events | {percentage}% | eta {eta_formatted}", stream: process.stderr, hideCursor: true, etaBuffer: 50 },
-    progress.Presets.shades_classic,
-  );
-  let bar: ReturnType<typeof multi.create> | undefined;
-  let done = false;
-  const stop = () => {
-    if (bar) multi.stop();
-    bar = undefined;
-  };
-  return {
-    update(value: number, total: number) {
-      if (done || total <= 0 || !process.stderr.isTTY) return;
-      bar ??= multi.create(total, value);
-      bar.setTotal(total);
-      bar.update(value);
-      if (value >= total) {
-        done = true;
-        stop();
-      }
-    },
-    log(line: string) {
-      if (bar) multi.log(`${line}\n`);
-      else err(line);
-    },
-    stop,
-  };
-}
-
 export function registerAudit(program: Command, io: Io) {
-  const audit = program.command("audit").description("the audit store: every session's log in SQL; sync, query, spend and export");
+  const audit = program
+    .command("audit")
+    .description("the audit store (every session's log in SQL): query, spend and export; the server's `npm run audit -- sync|serve` fills it");
   const globals = (cmd: Command) => cmd.optsWithGlobals<Globals>();
-
-  storeOptions(
-    audit
-      .command("sync")
-      .description("follow the tenant's sessions into the audit store (verifying every event's chain link)")
-      .option("--once", "stop when every session is stored up to where the index said it was"),
-  ).action(async (opts: { dir: string; databaseUrl?: string; concurrency: number; sockets: number; once?: boolean }, cmd: Command) => {
-    const g = globals(cmd);
-    const [{ openDatabase }, { AuditStore }, { TenantSync }, { default: progress }] = await Promise.all([
-      import("../../audit/db"),
-      import("../../audit/store"),
-      import("../../audit/sync"),
-      import("cli-progress"),
-    ]);
-    io.err(opts.databaseUrl ? "opening the audit store (Postgres)..." : `opening the audit store at ${opts.dir} (a new one takes a few seconds to create)...`);
-    const store = new AuditStore(await openDatabase({ dir: opts.dir, databaseUrl: opts.databaseUrl }));
-    const bar = progressBar(progress, io.err);
-    let problems = 0;
-    const sync = new TenantSync({
-      store,
-      url: g.url,
-      token: g.token,
-      tenant: g.tenant,
-      concurrency: opts.concurrency,
-      sockets: opts.sockets,
-      log: bar.log,
-      onProblem: (p) => {
-        problems++;
-        bar.log(`REFUSED session ${p.session}: event seq ${p.seq} not stored: ${p.reason}`);
-      },
-      onProgress: bar.update,
-    });
-    try {
-      await sync.start();
-      io.err(`following tenant ${g.tenant} at ${g.url} into ${store.database.describe}`);
-      if (opts.once) await sync.idle();
-      else {
-        await Promise.race([sync.idle().then(() => io.err("caught up; following live (Ctrl-C stops)")), untilSignal()]);
-        await untilSignal();
-      }
-    } finally {
-      bar.stop();
-      await sync.stop();
-      const s = sync.status();
-      io.err(`${s.sessions} sessions, ${s.behind} behind, ${s.broken.length} refused`);
-      await store.close();
-    }
-    if (problems) io.setCode(1);
-  });
-
-  storeOptions(
-    audit
-      .command("serve")
-      .description("the audit service for the gateway's /v1/audit routes, with the sync that feeds it (npm start runs it)")
-      .option("--host <host>", "address to listen on", "127.0.0.1")
-      .option("--port <port>", "port (0: any free one)", process.env.GOVERNOR_AUDIT_PORT || "0"),
-  ).action(async (opts: { dir: string; databaseUrl?: string; concurrency: number; sockets: number; host: string; port: string }, cmd: Command) => {
-    const g = globals(cmd);
-    const secret = process.env.GOVERNOR_AUDIT_SECRET;
-    if (!secret) return void cmd.error("error: set GOVERNOR_AUDIT_SECRET (the gateway sends it with every audit request)", { exitCode: 2 });
-    const { serve, syncTargets } = await import("../../audit/serve");
-    // An explicit --token names one tenant to follow; else every tenant of GOVERNOR_TOKENS.
-    const explicit = cmd.getOptionValueSourceWithGlobals("token") === "cli";
-    const targets = explicit ? [{ tenant: g.tenant, token: g.token }] : syncTargets(process.env.GOVERNOR_TOKENS);
-    const running = await serve({
-      url: g.url,
-      targets,
-      secret,
-      host: opts.host,
-      port: Number(opts.port),
-      dir: opts.dir,
-      databaseUrl: opts.databaseUrl,
-      concurrency: opts.concurrency,
-      sockets: opts.sockets,
-      log: io.err,
-      onProblem: (tenant, p) => io.err(`[${tenant}] REFUSED session ${p.session}: event seq ${p.seq} not stored: ${p.reason}`),
-    });
-    io.out(`audit service listening on ${running.service.url} (store: ${running.store.database.describe}; following ${targets.map((t) => t.tenant).join(", ") || "no tenant"})`);
-    await untilSignal();
-    await running.stop();
-  });
 
   withFilters(audit.command("query").description("events matching the filters, a page at a time"))
     .option("--limit <n>", "events per page (1-1000)", positiveInt, 100)

@@ -1,6 +1,7 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseCsv } from "csv-parse/sync";
@@ -15,12 +16,14 @@ import { client, freePort, ROOT, startGovernor, TOKENS, type Governor } from "..
 import { startTamperProxy } from "../support/tamper";
 import { startUpstream, type Upstream } from "../support/upstream";
 
-// The audit store against a real Governor: the audit service (`governor audit serve`, as
+// The audit store against a real Governor: the audit service (`npm run audit -- serve`, as
 // npm start runs it) follows tenant acme while 50 sessions are driven over HTTP and the
 // proxy; it is killed mid-way and restarted; the gateway's /v1/audit routes answer.
 
-const BIN = join(ROOT, "sdk/bin/governor.js");
+// The server's audit CLI, as npm start runs it.
+const AUDIT_CLI = ["--import", "tsx", join(ROOT, "audit/cli.ts")];
 const SECRET = randomBytes(16).toString("hex");
+const run = promisify(execFile);
 const SESSIONS = 50;
 const ACTIONS = 8;
 
@@ -34,7 +37,7 @@ const op = () => client(gov.url, TOKENS.operator);
 const auditor = () => client(gov.url, TOKENS.auditor);
 
 function startAudit(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, "--url", govUrl, "--token", TOKENS.auditor, "--tenant", "acme", "audit", "serve", "--port", String(auditPort), "--dir", storeDir], {
+  const child = spawn(process.execPath, [...AUDIT_CLI, "--url", govUrl, "--token", TOKENS.auditor, "--tenant", "acme", "serve", "--port", String(auditPort), "--dir", storeDir], {
     cwd: ROOT,
     env: { ...process.env, GOVERNOR_AUDIT_SECRET: SECRET },
     stdio: ["ignore", "pipe", "pipe"],
@@ -258,6 +261,23 @@ describe("audit store following a live Governor", () => {
     expect(json).toEqual(nd);
   });
 
+  it("answers the same questions through the governor CLI", async () => {
+    const cli = (...args: string[]) => run(process.execPath, [join(ROOT, "sdk/bin/governor.js"), "--url", gov.url, "--token", TOKENS.auditor, "audit", ...args]);
+    const page = JSON.parse((await cli("query", "--user", "user-1", "--since", "30d", "--limit", "1000", "--json")).stdout);
+    expect(page.events.map((e: any) => `${e.session}#${e.seq}`)).toEqual((await storedEvents("user=user-1&since=30d")).map((e) => `${e.session}#${e.seq}`));
+    const table = (await cli("query", "--agent", "agent-2", "--limit", "3")).stdout;
+    expect(table).toMatch(/^TIME\s+SESSION\s+SEQ\s+TYPE/);
+    expect(table).toMatch(/more: --cursor \S+/);
+    const spendCli = JSON.parse((await cli("spend", "--by", "session", "--json")).stdout);
+    expect(spendCli).toEqual((await auditor()("/v1/audit/spend?by=session")).json);
+    const file = join(auditDir, "user-1.csv");
+    await cli("export", "--format", "csv", "--user", "user-1", "-o", file);
+    expect(readFileSync(file, "utf8")).toBe((await auditor()("/v1/audit/export?format=csv&user=user-1")).text);
+    const bad = await cli("query", "--since", "yesterday").catch((e) => e);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/since/);
+  });
+
   it("shows another tenant nothing, refuses agents and anyone without the gateway's secret", async () => {
     const foreign = client(gov.url, TOKENS.foreign);
     for (const path of ["/v1/audit/events", "/v1/audit/events?user=user-1", `/v1/audit/events?session=${ids[0]}`]) {
@@ -294,7 +314,7 @@ describe("audit store following a live Governor", () => {
     try {
       const store = "skip" in pg ? ["--dir", dir] : ["--database-url", await pg.database("forged")];
       if ("skip" in pg) console.warn(`[audit] forged-event sync runs on PGlite only: ${pg.skip}`);
-      const run = await governor(["--url", proxy.url, "--token", TOKENS.auditor, "--tenant", "acme", "audit", "sync", "--once", ...store]);
+      const run = await auditCli(["--url", proxy.url, "--token", TOKENS.auditor, "--tenant", "acme", "sync", "--once", ...store]);
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(new RegExp(`REFUSED session ${victim}: event seq 4 not stored: hash does not match`));
 
@@ -337,9 +357,9 @@ function stripEmpty(a: { user?: string; agent?: string } | undefined) {
   return Object.fromEntries(Object.entries(a ?? {}).filter(([, v]) => v !== undefined));
 }
 
-function governor(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function auditCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((ok) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...AUDIT_CLI, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
