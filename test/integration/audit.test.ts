@@ -46,6 +46,8 @@ function startAudit(): Promise<ChildProcess> {
     env: { ...process.env, GOVERNOR_AUDIT_SECRET: SECRET },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  // Known at once, so afterAll stops it even when the rest of the set-up fails.
+  audit = child;
   let out = "";
   return new Promise((ok, fail) => {
     child.stdout!.on("data", (d) => {
@@ -75,7 +77,7 @@ beforeAll(async () => {
   govUrl = `http://127.0.0.1:${port}`;
   auditDir = mkdtempSync(join(tmpdir(), "governor-audit-"));
   // Side by side: the audit service waits for Governor on its own.
-  [gov, audit] = await Promise.all([
+  [gov] = await Promise.all([
     startGovernor({
       port,
       vars: {
