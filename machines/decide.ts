@@ -4,7 +4,7 @@ import { sha256Hex } from "../lib/chain";
 import { moneyLimit, toNanos, toUsd } from "../lib/money";
 import { BadRequestError } from "../lib/errors";
 import { reduce, type SessionContext } from "./context";
-import { checkArgs, checkRate, type RateHit, type RuleHit } from "./rules";
+import { checkArgs, checkRate, type ArgVerdict, type RateHit, type RuleHit } from "./rules";
 import { afterError, withRepeatedCall } from "./loops";
 import type { SessionState } from "./session";
 
@@ -192,6 +192,8 @@ export interface ActionInput {
   costUsd: number;
   attribution: Attribution;
   source?: ActionSource;
+  /** The argument rules' verdict when the caller already knows it (a what-if over a log that kept only some arguments). */
+  argVerdict?: ArgVerdict;
 }
 
 export function decideAction(view: View, input: ActionInput, now: number, crossSession?: RateHit): Decision {
@@ -217,7 +219,7 @@ function decideActionRules(view: View, input: ActionInput, now: number, crossSes
   if (gate) return denial(gate);
   if (p.actions.deny?.includes(input.action)) return denial({ code: "policy_violation", rule: "actions.deny", reason: `action "${input.action}" is on the deny list` });
   if (p.actions.allow && !p.actions.allow.includes(input.action)) return denial({ code: "policy_violation", rule: "actions.allow", reason: `action "${input.action}" is not on the allow list` });
-  const args = checkArgs(p, input.action, input.args);
+  const args = input.argVerdict ?? checkArgs(p, input.action, input.args);
   if (args.deny) return denial({ code: "policy_violation", ...args.deny });
   if (p.limits.max_actions !== undefined && ctx.counters.actions >= p.limits.max_actions) {
     return denial({ code: "policy_violation", rule: "limits.max_actions", reason: `session reached its max_actions of ${p.limits.max_actions}` });

@@ -51,6 +51,30 @@ export interface ReserveInput {
   unpricedReason?: string;
   /** Tool calls of the request's newest assistant turn, for loop detection (machines/loops.ts). */
   toolCalls?: SeenToolCall[];
+  /** Choices asked for (`n`). */
+  choices?: number;
+  /** Whether the output cap per choice was the call's own or the policy's default_max_tokens, and what it was. */
+  capFrom?: "call" | "policy";
+  outputCap?: number;
+  /** USD per 1M output tokens the estimate used. */
+  outputPrice?: number;
+}
+
+/** What a reservation, or its refusal, records about the call, so a what-if can price and decide it again. */
+function callFacts(input: ReserveInput) {
+  return {
+    provider: input.provider,
+    path: input.path,
+    promptTokens: input.promptTokens,
+    maxOutputTokens: input.maxOutputTokens,
+    promptHash: input.promptHash,
+    ...(input.promptSize !== undefined && { promptSize: input.promptSize }),
+    ...(input.choices !== undefined && { choices: input.choices }),
+    ...(input.capFrom && { capFrom: input.capFrom }),
+    ...(input.outputCap !== undefined && { outputCap: input.outputCap }),
+    ...(input.outputPrice !== undefined && { outputPrice: input.outputPrice }),
+    ...(!input.priced && { unpriced: true as const }),
+  };
 }
 
 const fmt = (n: number) => `$${toUsd(n).toFixed(6).replace(/0+$/, "").replace(/\.$/, "")}`;
@@ -103,9 +127,9 @@ function decideReserveRules(view: View, input: ReserveInput, now: number, crossS
   const p = policyOf(ctx);
   const a = input.attribution;
   const id = `reserve:${input.requestId}`;
-  const denialFor = (r: Refusal, estimateUsd: number): Decision =>
-    refuse(r, { type: "request.denied", id, data: { requestId: input.requestId, kind: "llm", code: r.code, rule: r.rule, reason: r.reason, model: input.model, estimateUsd, attribution: a } }, id);
-  const denial = (r: Refusal) => denialFor(r, input.estimateUsd);
+  const denialFor = (r: Refusal, call: ReserveInput): Decision =>
+    refuse(r, { type: "request.denied", id, data: { requestId: input.requestId, kind: "llm", code: r.code, rule: r.rule, reason: r.reason, model: input.model, estimateUsd: call.estimateUsd, attribution: a, ...callFacts(call) } }, id);
+  const denial = (r: Refusal) => denialFor(r, input);
 
   const gate = stateRefusal(view);
   if (gate) return denial(gate);
@@ -143,7 +167,7 @@ function decideReserveRules(view: View, input: ReserveInput, now: number, crossS
       data: { kind: "runaway", reason: `${p.runaway.consecutive} consecutive prompts each grew more than ${p.runaway.growth_ratio}x`, promptTokens: window, onDetect: p.runaway.on_detect === "kill" ? "kill" : "alert" },
     };
     if (p.runaway.on_detect === "kill") {
-      const d = denialFor({ code: "session_killed", rule: "runaway", reason: "runaway loop detected: prompt keeps growing", kill: true }, estimateUsd);
+      const d = denialFor({ code: "session_killed", rule: "runaway", reason: "runaway loop detected: prompt keeps growing", kill: true }, fitted);
       return { ...d, drafts: [anomaly, ...d.drafts] };
     }
     return { drafts: [reservation(fitted, now + p.budget.reservation_ttl), anomaly], verdict: allow };
@@ -158,19 +182,14 @@ function reservation(input: ReserveInput & { fittedCap?: number }, expiresAt: nu
     data: {
       requestId: input.requestId,
       kind: "llm",
-      provider: input.provider,
       model: input.model,
-      path: input.path,
       estimateUsd: input.estimateUsd,
-      promptTokens: input.promptTokens,
-      maxOutputTokens: input.maxOutputTokens,
-      promptHash: input.promptHash,
       expiresAt,
       attribution: input.attribution,
+      ...callFacts(input),
       ...(input.inputMethod && { inputMethod: input.inputMethod }),
       ...(input.estimateTokens !== undefined && { estimateTokens: input.estimateTokens }),
       ...(input.inputRatio !== undefined && { inputRatio: input.inputRatio }),
-      ...(input.promptSize !== undefined && { promptSize: input.promptSize }),
       ...(input.profile && { profile: input.profile }),
       ...(input.fittedCap !== undefined && { fittedCap: input.fittedCap }),
     },

@@ -17,6 +17,21 @@ export const UsageData = z.object({
   serverTools: z.record(z.string().max(64), z.number().int().nonnegative()).optional(),
 });
 
+/**
+ * What a what-if replay needs to price a call again under another policy: how many choices
+ * it asked for, whether its output cap was its own or the policy's `default_max_tokens` (and
+ * what it was), the output price the estimate used (USD per 1M tokens), and whether the
+ * model had a price.
+ */
+const Repricing = {
+  choices: z.number().int().positive().optional(),
+  capFrom: z.enum(["call", "policy"]).optional(),
+  /** The output cap per choice before budget.fit_output lowered it (if it did). */
+  outputCap: z.number().int().nonnegative().optional(),
+  outputPrice: z.number().finite().nonnegative().optional(),
+  unpriced: z.literal(true).optional(),
+};
+
 /** Who asked: the attribution headers of a proxied call, or an action's caller. */
 export const Attribution = z.object({
   agent: Str.optional(),
@@ -73,6 +88,7 @@ export const EventData = {
     fittedCap: z.number().int().nonnegative().optional(),
     /** Tool calls the request's history shows for the first time (loop detection). */
     toolCalls: z.array(SeenToolCall).optional(),
+    ...Repricing,
   }),
   "request.settled": z.object({
     requestId: Id,
@@ -98,6 +114,14 @@ export const EventData = {
     model: Str.optional(),
     estimateUsd: Usd.optional(),
     attribution: Attribution.default({}),
+    // A refused call carries what its reservation would have, so a what-if can decide it again.
+    provider: z.enum(["openai", "anthropic"]).optional(),
+    path: Str.optional(),
+    promptTokens: z.number().int().nonnegative().optional(),
+    maxOutputTokens: z.number().int().nonnegative().optional(),
+    promptHash: Str.optional(),
+    promptSize: z.number().int().nonnegative().optional(),
+    ...Repricing,
   }),
   "action.checked": z.object({
     requestId: Id,

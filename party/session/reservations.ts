@@ -103,7 +103,7 @@ export class Reservations {
     const estimateTokens = req.prompt.counted ?? req.prompt.bound;
     const inputRatio = this.ratioFor(req.model, req.prompt.profile);
     const promptTokens = Math.ceil(estimateTokens * inputRatio);
-    const base = { requestId: req.requestId, provider: req.provider, model: req.model, path: req.path, promptHash: req.promptHash, attribution: req.attribution, toolCalls: req.toolCalls };
+    const base = { requestId: req.requestId, provider: req.provider, model: req.model, path: req.path, promptHash: req.promptHash, attribution: req.attribution, toolCalls: req.toolCalls, choices: req.choices, capFrom: req.maxOutputTokens === null ? ("policy" as const) : ("call" as const) };
     const facts = { promptTokens, estimateTokens, inputRatio, promptSize: req.prompt.size, profile: req.prompt.profile, inputMethod: (req.prompt.counted === undefined ? "bound" : "count") as "bound" | "count" };
     if (!req.price || req.unpriced) {
       return { ...base, ...facts, estimateUsd: 0, priced: false, maxOutputTokens: maxOut, outputCap, ...(req.unpriced && { unpricedReason: req.unpriced }) };
@@ -121,6 +121,7 @@ export class Reservations {
       outputCap,
       countable: req.prompt.counted === undefined,
       fit: { fixedNanos, outputNanosPerToken, choices: req.choices, cap: outputCap },
+      outputPrice: rate.output,
     };
   }
 

@@ -1,0 +1,116 @@
+import { decideAction, decideApproval, decideEnd, decideReport, decideReserve, decideSettle, decideTimers, type Decision } from "../../machines/decide";
+import { appendDrafts, EMPTY_HEAD, type Head } from "../../machines/log";
+import { initialSnapshot, stateOf, type SessionSnapshot } from "../../machines/session";
+import { summarize } from "../../machines/summary";
+import type { Attribution, GovernorEvent } from "../../schema/events";
+import { parsePolicy, type PolicyInput } from "../../schema/policy";
+
+// Builds a session's log with the functions the actor uses, in the order it uses them:
+// the actor minus storage and sockets. Prices follow the actor's worst case.
+
+export const PRICE = { input: 2.5, output: 10 };
+
+export class Recorder {
+  snapshot: SessionSnapshot = initialSnapshot();
+  head: Head = EMPTY_HEAD;
+  log: GovernorEvent[] = [];
+  now = 1_700_000_000_000;
+  private n = 0;
+
+  constructor(policy: PolicyInput = {}, who: { tenant?: string; session?: string } = {}) {
+    this.apply({ drafts: [{ type: "session.opened", id: "open:s", data: { tenant: who.tenant ?? "acme", session: who.session ?? "s", policy: parsePolicy(policy) } }], verdict: { decision: "allow" } });
+  }
+
+  get view() {
+    return { state: stateOf(this.snapshot), context: this.snapshot.context };
+  }
+
+  get summary() {
+    return summarize(this.snapshot);
+  }
+
+  apply(d: Decision) {
+    const r = appendDrafts(this.snapshot, this.head, d.drafts, this.now);
+    this.snapshot = r.snapshot;
+    this.head = r.head;
+    this.log.push(...r.events);
+    return d.verdict;
+  }
+
+  tick(ms = 1000) {
+    this.now += ms;
+    return this;
+  }
+
+  /** A proxied call: reserve its worst case, then (when allowed) settle what it produced. */
+  call(promptTokens: number, outputTokens: number, opts: { maxTokens?: number; attribution?: Attribution; model?: string } = {}) {
+    const requestId = `req-${++this.n}`;
+    const policy = this.snapshot.context.policy!;
+    const cap = opts.maxTokens ?? policy.budget.default_max_tokens;
+    const estimateUsd = (promptTokens * PRICE.input + cap * PRICE.output) / 1_000_000;
+    const verdict = this.apply(
+      decideReserve(
+        this.view,
+        {
+          requestId,
+          provider: "openai",
+          model: opts.model ?? "gpt-4o",
+          path: "v1/chat/completions",
+          estimateUsd,
+          priced: true,
+          promptTokens,
+          maxOutputTokens: cap,
+          attribution: opts.attribution ?? {},
+          choices: 1,
+          capFrom: opts.maxTokens === undefined ? "policy" : "call",
+          outputCap: cap,
+          outputPrice: PRICE.output,
+        },
+        this.now,
+      ),
+    );
+    this.tick(200);
+    if (verdict.decision === "allow") {
+      const costUsd = (promptTokens * PRICE.input + outputTokens * PRICE.output) / 1_000_000;
+      const d = decideSettle(this.view, { requestId, costUsd, outcome: "completed", usage: { inputTokens: promptTokens, outputTokens, cachedInputTokens: 0, cacheWriteTokens: 0 } }, this.now);
+      if (d) this.apply(d);
+    }
+    this.tick();
+    return { ...verdict, requestId };
+  }
+
+  action(action: string, costUsd = 0, args: Record<string, unknown> = {}) {
+    const id = `act-${++this.n}`;
+    const v = this.apply(decideAction(this.view, { id, action, args, argsHash: `h-${id}`, costUsd, attribution: {} }, this.now));
+    this.tick();
+    return { ...v, id };
+  }
+
+  cost(usd: number) {
+    this.apply(decideReport(this.view, { id: `c-${++this.n}`, type: "cost", usd }, this.now));
+    return this.tick();
+  }
+
+  violation(kind: string) {
+    this.apply(decideReport(this.view, { id: `v-${++this.n}`, type: "violation", kind }, this.now));
+    return this.tick();
+  }
+
+  approve(approvalId: string, decision: "approve" | "deny" = "approve") {
+    const d = decideApproval(this.view, { approvalId, decision, by: "alice" }, this.now);
+    if (!d) throw new Error(`no pending approval ${approvalId}`);
+    this.apply(d);
+    return this.tick();
+  }
+
+  timers() {
+    const drafts = decideTimers(this.view, this.now);
+    if (drafts.length) this.apply({ drafts, verdict: { decision: "allow" } });
+    return this.tick();
+  }
+
+  end(how: "kill" | "close", reason = "done") {
+    this.apply(decideEnd(this.view, { how, by: "alice", reason, id: `end-${++this.n}` }));
+    return this.tick();
+  }
+}
