@@ -60,6 +60,9 @@ export const EventData = {
     agent: Str.optional(),
     user: Str.optional(),
     task: Str.optional(),
+    // The key the actor signs this session's checkpoints with: an export of this log that
+    // ends without a checkpoint has lost its tail (lib/checkpoint.ts).
+    signingKid: Str.optional(),
   }),
   "request.reserved": z.object({
     requestId: Id,

@@ -1,9 +1,15 @@
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
-import { auditEvents, auditNdjson, LogIntegrityError, type AuditResult } from "./audit";
+import { LogIntegrityError, parseNdjson, type AuditBad, type Entry, type KeySource } from "../lib/audit";
+import { describeKey, generateSigningKey, importPublicKey } from "../lib/checkpoint";
+import { BadRequestError } from "../lib/errors";
+import { replayReport, type ReplayResult } from "../lib/replay";
+import { parseYamlText } from "../schema/policy";
 import { Governor } from "./client";
 import { GovernorApiError } from "./errors";
-import { formatApproval, formatAudit, formatError, formatSession, formatSessionPage, usd, type ActionChecked } from "./cli/format";
+import { formatApproval, formatError, formatSession, formatSessionPage, usd, type ActionChecked } from "./cli/format";
+import { formatReplay } from "./cli/replay-format";
 import type { SessionPage, SessionState, SessionSummary } from "./types";
 import { registerAudit } from "./cli/audit";
 
@@ -84,32 +90,48 @@ function program(): { p: Command; result: () => number } {
   const result = () => code;
 
   p.command("replay")
-    .description("verify a log's hash chain and fold it through the session machine")
+    .description("verify a log (hash chain, signed checkpoint) and fold it through the session machine; with --policy, decide it again under another policy")
     .argument("[file]", "an exported NDJSON log ('-' for stdin)")
     .option("--session <id>", "fetch the log of this session from the server instead of a file")
-    .action(async (file: string | undefined, opts: { session?: string }, cmd: Command) => {
+    .option("--policy <file>", "what-if: re-decide every recorded call and action under this policy (YAML or JSON)")
+    .option("--replace", "with --policy: take the file as the whole policy (default: it overrides the recorded policy field by field)")
+    .option("--key <key>", "public key to verify the checkpoint with: base64url, JWK, PEM, or a file holding one (default: the server's)")
+    .action(async (file: string | undefined, opts: { session?: string; policy?: string; replace?: boolean; key?: string }, cmd: Command) => {
       const { g, gov } = ctx(cmd);
       if ((file === undefined) === (opts.session === undefined)) throw new UsageError("replay takes a file or --session <id>, not both or neither");
-      let audit: AuditResult;
-      if (file !== undefined) {
-        let text: string;
+      if (opts.replace && !opts.policy) throw new UsageError("--replace goes with --policy <file>");
+      const other = opts.policy === undefined ? undefined : { policy: await readPolicy(opts.policy), mode: opts.replace ? ("replace" as const) : ("merge" as const) };
+      const keys = opts.key !== undefined ? await keysFromOption(opts.key) : () => keysFromServer(gov, g.url);
+      let result: ReplayResult;
+      const entries = file !== undefined ? parseNdjson(await readLog(file)) : await sessionEntries(gov, opts.session!);
+      if (!Array.isArray(entries)) result = entries;
+      else {
         try {
-          text = file === "-" ? await readStdin() : await readFile(file, "utf8");
+          result = await replayReport(entries, keys, other);
         } catch (e) {
-          throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
-        }
-        audit = auditNdjson(text);
-      } else {
-        try {
-          audit = auditEvents(await gov.exportLog(opts.session!));
-        } catch (e) {
-          if (!(e instanceof LogIntegrityError)) throw e;
-          audit = { ok: false, seq: e.seq, reason: e.reason };
+          if (e instanceof BadRequestError) throw new UsageError(`--policy ${opts.policy}: ${e.message}`);
+          throw e;
         }
       }
-      const data = audit.ok ? { ok: true, state: audit.state, spentUsd: audit.summary.spentUsd, events: audit.count, head: audit.head, summary: audit.summary } : audit;
-      print(g, data, () => formatAudit(audit));
-      if (!audit.ok) code = 1;
+      print(g, result, () => formatReplay(result, opts.policy));
+      if (!result.ok) code = 1;
+    });
+
+  p.command("keygen")
+    .description("make an Ed25519 key for GOVERNOR_SIGNING_KEY (the key that signs checkpoints)")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { g } = ctx(cmd);
+      const { key, jwk } = await generateSigningKey();
+      const pub = await describeKey(key);
+      print(g, { privateJwk: jwk, public: pub }, () =>
+        [
+          "# the private key: keep it secret, set it as a secret of the deployment",
+          `GOVERNOR_SIGNING_KEY='${JSON.stringify(jwk)}'`,
+          "",
+          `# the public key (kid ${pub.kid}): give it to whoever verifies logs (governor replay --key)`,
+          pub.x,
+        ].join("\n"),
+      );
     });
 
   p.command("sessions")
@@ -177,11 +199,67 @@ function program(): { p: Command; result: () => number } {
     .option("--after <seq>", "only events after this sequence number", nonNegativeInt)
     .action(async (session: string, opts: { after?: number }, cmd: Command) => {
       const { gov } = ctx(cmd);
-      for (const e of await gov.exportLog(session, { after: opts.after })) out(JSON.stringify(e));
+      const { events, checkpoint } = await gov.exportSigned(session, { after: opts.after });
+      for (const e of events) out(JSON.stringify(e));
+      // The signed head last, so the file proves itself: `governor replay <file>`.
+      if (checkpoint) out(JSON.stringify(checkpoint));
     });
 
   registerAudit(p, { out });
   return { p, result };
+}
+
+async function readLog(file: string): Promise<string> {
+  try {
+    return file === "-" ? await readStdin() : await readFile(file, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
+async function readPolicy(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read --policy ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return parseYamlText(text);
+  } catch (e) {
+    throw new UsageError(`--policy ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** The log and its checkpoint as lines, or what made the server's log unreadable. */
+async function sessionEntries(gov: Governor, session: string): Promise<Entry[] | AuditBad> {
+  try {
+    const { events, checkpoint } = await gov.exportSigned(session);
+    return [...events, ...(checkpoint ? [checkpoint] : [])].map((raw) => ({ raw }));
+  } catch (e) {
+    if (!(e instanceof LogIntegrityError)) throw e;
+    return { ok: false, problem: "chain", seq: e.seq, reason: e.reason };
+  }
+}
+
+/** --key: a key, or a file holding one. */
+async function keysFromOption(value: string): Promise<KeySource> {
+  let text = value;
+  if (existsSync(value)) text = await readFile(value, "utf8");
+  try {
+    return { keys: [await importPublicKey(text)], from: existsSync(value) ? `--key ${value}` : "--key" };
+  } catch (e) {
+    throw new UsageError(`--key: ${(e as Error).message}`);
+  }
+}
+
+async function keysFromServer(gov: Governor, url: string): Promise<KeySource> {
+  try {
+    return { keys: [await importPublicKey(JSON.stringify(await gov.checkpointKey()))], from: `the server at ${url}` };
+  } catch (e) {
+    const why = e instanceof GovernorApiError ? `${e.code}: ${e.message}` : (e as Error).message;
+    return { keys: [], error: `no --key was given, and the server at ${url} did not give its key (${why})` };
+  }
 }
 
 async function readStdin(): Promise<string> {

@@ -1,7 +1,8 @@
 import { isMap, parseDocument, stringify } from "yaml";
 import type { GovernorEvent } from "../schema/events";
 import type { SessionSummary } from "../schema/protocol";
-import { checkEvent, LogIntegrityError } from "./audit";
+import { checkEvent, LogIntegrityError } from "../lib/audit";
+import { isCheckpointLine, SignedCheckpoint } from "../lib/checkpoint";
 import { errorFromResponse, GovernorApiError } from "./errors";
 import { SessionHandle } from "./handle";
 import { BoundSession } from "./bound";
@@ -26,6 +27,8 @@ import type {
 
 export interface LogPage {
   events: GovernorEvent[];
+  /** The signed head, on the page that reaches it (lib/checkpoint.ts). */
+  checkpoint?: SignedCheckpoint;
   /** Set when the server has more events after this page. */
   nextAfter?: number;
   headSeq?: number;
@@ -177,6 +180,7 @@ export class Governor {
     const text = await res.text();
     let expected = (opts.after ?? 0) + 1;
     const events: GovernorEvent[] = [];
+    let checkpoint: SignedCheckpoint | undefined;
     for (const line of text.split("\n")) {
       if (!line.trim()) continue;
       let raw: unknown;
@@ -185,13 +189,19 @@ export class Governor {
       } catch (e) {
         throw new LogIntegrityError(expected, `line is not valid JSON (${(e as Error).message})`);
       }
+      if (isCheckpointLine(raw)) {
+        const c = SignedCheckpoint.safeParse(raw);
+        if (!c.success) throw new LogIntegrityError(expected, `the checkpoint line is malformed: ${c.error.issues[0]?.message}`);
+        checkpoint = c.data;
+        continue;
+      }
       const event = checkEvent(raw, expected);
       events.push(event);
       expected = event.seq + 1;
     }
     const next = res.headers.get("x-governor-next-after");
     const head = res.headers.get("x-governor-head-seq");
-    return { events, ...(next !== null && { nextAfter: Number(next) }), ...(head !== null && { headSeq: Number(head) }) };
+    return { events, ...(checkpoint && { checkpoint }), ...(next !== null && { nextAfter: Number(next) }), ...(head !== null && { headSeq: Number(head) }) };
   }
 
   async log(id: string, opts: { after?: number; limit?: number } = {}): Promise<GovernorEvent[]> {
@@ -200,13 +210,18 @@ export class Governor {
 
   /** The whole log after `after`, following x-governor-next-after page by page. */
   async exportLog(id: string, opts: { after?: number; pageSize?: number } = {}): Promise<GovernorEvent[]> {
+    return (await this.exportSigned(id, opts)).events;
+  }
+
+  /** The whole log and the checkpoint it ends with: what `governor replay --session` verifies. */
+  async exportSigned(id: string, opts: { after?: number; pageSize?: number } = {}): Promise<{ events: GovernorEvent[]; checkpoint?: SignedCheckpoint }> {
     const all: GovernorEvent[] = [];
     let after = opts.after ?? 0;
     for (;;) {
       const page = await this.logPage(id, { after, limit: opts.pageSize ?? 1000 });
       all.push(...page.events);
       // A header that does not move forward would loop forever; trust only progress.
-      if (page.nextAfter === undefined || page.nextAfter <= after || !page.events.length) return all;
+      if (page.nextAfter === undefined || page.nextAfter <= after || !page.events.length) return { events: all, ...(page.checkpoint && { checkpoint: page.checkpoint }) };
       after = page.nextAfter;
     }
   }
@@ -235,6 +250,17 @@ export class Governor {
   proxyOptions(provider: "openai" | "anthropic", headers: Record<string, string>): { apiKey: string; baseURL: string; defaultHeaders: Record<string, string> } {
     const baseURL = provider === "openai" ? `${this.baseUrl}/v1/proxy/openai/v1` : `${this.baseUrl}/v1/proxy/anthropic`;
     return { apiKey: this.token, baseURL, defaultHeaders: { ...headers } };
+  }
+
+  /** The deployment's public checkpoint key (GET /v1/checkpoints/key). */
+  checkpointKey(): Promise<{ alg: "Ed25519"; kid: string; x: string; jwk: JsonWebKey; pem: string; source: "env" | "generated" }> {
+    return this.call("GET", "/v1/checkpoints/key");
+  }
+
+  /** A recorded session decided again under another policy (POST /v1/sessions/:id/what-if). */
+  whatIf(id: string, policy: string | object, opts: { replace?: boolean } = {}): Promise<import("../lib/replay").ReplayResult> {
+    const path = this.sessionPath(id, `/what-if${opts.replace ? "?mode=replace" : ""}`);
+    return this.call("POST", path, typeof policy === "string" ? { yaml: policy } : { json: policy });
   }
 
   /** One socket per session, shared by every caller of this client until closed. */

@@ -1,4 +1,3 @@
-import type { AuditResult } from "../audit";
 import type { GovernorApiError } from "../errors";
 import type { ApprovalResult, GovernorEvent, SessionPage, SessionSummary } from "../types";
 
@@ -16,25 +15,13 @@ function time(ms: number): string {
   return ms ? new Date(ms).toISOString() : "-";
 }
 
-function table(rows: string[][]): string {
+export function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  ")).join("\n");
 }
 
 export function spendLine(s: Pick<SessionSummary, "spentUsd" | "budgetUsd" | "remainingUsd">): string {
   return s.budgetUsd === null ? `${usd(s.spentUsd)} (no budget)` : `${usd(s.spentUsd)} of ${usd(s.budgetUsd)} (remaining ${usd(s.remainingUsd)})`;
-}
-
-export function formatAudit(r: AuditResult): string {
-  if (!r.ok) return `log is NOT intact: first bad event is seq ${r.seq}${r.line ? ` (line ${r.line})` : ""}: ${r.reason}`;
-  return table([
-    ["verified", `hash chain intact over ${r.count} events`],
-    ["session", `${r.summary.tenant}:${r.summary.session}`],
-    ["state", r.state],
-    ["spent", spendLine(r.summary)],
-    ["events", String(r.count)],
-    ["head", `seq ${r.head.seq} ${r.head.hash}`],
-  ]);
 }
 
 export function formatSessions(list: SessionSummary[]): string {

@@ -17,8 +17,9 @@ export class Recorder {
   now = 1_700_000_000_000;
   private n = 0;
 
-  constructor(policy: PolicyInput = {}, who: { tenant?: string; session?: string } = {}) {
-    this.apply({ drafts: [{ type: "session.opened", id: "open:s", data: { tenant: who.tenant ?? "acme", session: who.session ?? "s", policy: parsePolicy(policy) } }], verdict: { decision: "allow" } });
+  constructor(policy: PolicyInput = {}, who: { tenant?: string; session?: string; signingKid?: string } = {}) {
+    const data = { tenant: who.tenant ?? "acme", session: who.session ?? "s", policy: parsePolicy(policy), ...(who.signingKid && { signingKid: who.signingKid }) };
+    this.apply({ drafts: [{ type: "session.opened", id: "open:s", data }], verdict: { decision: "allow" } });
   }
 
   get view() {
