@@ -13,6 +13,7 @@ import { providerError, proxy } from "./proxy/forward";
 import { wakeOnce } from "./wake";
 import { mcpErrorResponse, mcpRoute } from "./mcp/route";
 import { auditRoute } from "./audit-proxy";
+import { checkpointKey, whatIfRoute } from "./proof";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
@@ -132,6 +133,14 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     return mcpRoute(req, id, parts.slice(3), { lobby, ctx, principal: p, tenantPolicy: async () => (await tenantDefault(lobby, env, p.tenant)).policy });
   }
 
+  if (resource === "checkpoints") {
+    // The public key is no tenant's secret: any valid token may fetch it to verify a log.
+    if (id !== "key" || parts.length > 3) throw new NotFoundError(`no route ${method} ${url.pathname}`);
+    if (method !== "GET") throw methodNotAllowed(method, "GET");
+    requirePermission(p, "read");
+    return checkpointKey(lobby);
+  }
+
   if (resource === "budget-check") {
     if (method !== "GET") throw methodNotAllowed(method, "GET");
     requirePermission(p, "read");
@@ -224,6 +233,10 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       requirePermission(p, "decide");
       return kill(req, lobby, p, session);
     }
+    case "POST what-if":
+      // A re-decided copy of the log: for those who may read the log (operators, auditors).
+      requirePermission(p, "export");
+      return whatIfRoute(lobby, p, session, await bodyOf(req), url.searchParams);
     case "POST close": {
       // Closing is the normal end, for whoever may open sessions; killing is an operator's.
       requirePermission(p, "open");
@@ -232,7 +245,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       return callSession(lobby, p, session, { op: "close", reason: body.reason ?? "closed" });
     }
   }
-  if (["", "log", "deliveries", "actions", "events", "approvals", "kill", "close"].includes(sub ?? "")) {
+  if (["", "log", "deliveries", "actions", "events", "approvals", "kill", "close", "what-if"].includes(sub ?? "")) {
     throw methodNotAllowed(method, sub === undefined || sub === "log" || sub === "deliveries" ? "GET" : "POST");
   }
   throw new NotFoundError(`no route ${method} ${url.pathname}`);

@@ -12,6 +12,7 @@ import { decodeClientMessage } from "./messages";
 import { INTERNAL, type SessionOp } from "./ops";
 import { Notifier } from "./notify";
 import { Approvals } from "./session/approvals";
+import { Checkpoints } from "./session/checkpoints";
 import { Journal } from "./session/journal";
 import { Reservations } from "./session/reservations";
 import { Sockets, type ConnState } from "./session/sockets";
@@ -35,6 +36,7 @@ export default class SessionActor implements Party.Server {
   private money: Reservations;
   private timers: Timers;
   private notifier: Notifier;
+  private checkpoints: Checkpoints;
 
   constructor(readonly room: Party.Room) {
     this.journal = new Journal(room.storage);
@@ -44,12 +46,15 @@ export default class SessionActor implements Party.Server {
     this.money = new Reservations(room, this.journal, () => this.timers.schedule());
     this.timers.money = this.money;
     this.notifier = new Notifier(room.storage, () => this.consoleUrl());
+    this.checkpoints = new Checkpoints(room, this.journal);
+    this.sockets.afterBackfill = (conn) => this.checkpoints.sendLatest(conn);
     this.journal.extrasFor = (events, before, after) => this.approvals.finals(events, before, after);
     // Each follow-up of a stored batch runs on its own (the journal isolates failures).
     this.journal.onCommitted(() => this.timers.schedule());
     this.journal.onCommitted((c) => this.approvals.deliver(c.extras));
     this.journal.onCommitted((c) => this.money.committed(c));
     this.journal.onCommitted((c) => this.sockets.push(c));
+    this.journal.onCommitted((c) => this.checkpoints.committed(c));
     this.journal.onCommitted((c) => this.timers.scheduleIndex(stateOf(c.before) !== stateOf(c.after) || c.events[0].type === "session.opened"));
     this.journal.onCommitted((c) => {
       const policy = c.after.context.policy;
@@ -68,6 +73,7 @@ export default class SessionActor implements Party.Server {
 
   async onStart() {
     await this.journal.load();
+    await this.checkpoints.load();
     // What storage says about the alarm may never fire after a restart: set it from the state.
     this.timers.rearm();
     this.money.prefetch();
@@ -148,7 +154,7 @@ export default class SessionActor implements Party.Server {
         case "get":
           return json(summarize(this.journal.snapshot));
         case "log":
-          return await this.journal.log(op.after, op.limit);
+          return await this.journal.log(op.after, op.limit, (head) => this.checkpoints.trailer(head.seq, head.hash));
         case "action":
           return json(await this.action(op.body, op.attribution, op.waitMs, op.source ?? "http"));
         case "report":
@@ -212,10 +218,12 @@ export default class SessionActor implements Party.Server {
   }
 
   private async open(op: Extract<SessionOp, { op: "open" }>): Promise<Response> {
+    // Asked before the check below, so two opens racing cannot both pass it.
+    const signingKid = this.journal.context.opened ? undefined : await this.checkpoints.signingKid();
     if (this.journal.context.opened) return json(summarize(this.journal.snapshot), 200);
     const [tenant] = this.room.id.split(":");
     const { write } = this.journal.commit([
-      { type: "session.opened", id: `open:${op.id}`, data: { tenant, session: op.id, policy: op.policy, agent: op.agent, user: op.user, task: op.task } },
+      { type: "session.opened", id: `open:${op.id}`, data: { tenant, session: op.id, policy: op.policy, agent: op.agent, user: op.user, task: op.task, ...(signingKid && { signingKid }) } },
     ]);
     await write;
     this.money.prefetch();

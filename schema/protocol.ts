@@ -2,6 +2,7 @@ import { z } from "zod";
 import { MAX_ID, MAX_TEXT } from "../lib/limits";
 import { ActionBody, ReportBody } from "./api";
 import { GovernorEvent } from "./events";
+import { SignedCheckpoint } from "../lib/checkpoint";
 import { text } from "./text";
 
 // WebSocket messages. Every message carries a `type`; the server validates each incoming
@@ -77,6 +78,8 @@ export const ServerMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("error"), code: z.string(), message: z.string(), field: z.string().optional(), id: z.string().optional() }),
   z.object({ type: z.literal("sessions"), sessions: z.array(SessionSummary) }),
   z.object({ type: z.literal("session"), summary: SessionSummary }),
+  // A signed head (lib/checkpoint.ts), to tail subscribers, after the events it covers.
+  SignedCheckpoint.extend({ type: z.literal("checkpoint") }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 

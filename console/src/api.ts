@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { config } from "./config";
+import { isCheckpointLine } from "../../lib/checkpoint";
 
 // HTTP to the gateway. Every answer is checked against the schema the server is built
 // from, so a drifted or broken answer shows as an error instead of a half-drawn view.
@@ -65,7 +66,9 @@ export async function getLines(path: string, signal?: AbortSignal): Promise<{ li
   const lines = text
     .split("\n")
     .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as unknown);
+    .map((l) => JSON.parse(l) as unknown)
+    // An export ends with the signed checkpoint (lib/checkpoint.ts): not an event.
+    .filter((l) => !isCheckpointLine(l));
   return { lines, headers: res.headers };
 }
 

@@ -181,13 +181,18 @@ export class Journal {
     }
   }
 
-  async log(after: number, limit: number): Promise<Response> {
+  /** `trailer`: a last line for the page that reaches the head (the signed checkpoint). */
+  async log(after: number, limit: number, trailer?: (reached: { seq: number; hash: string }) => Promise<string | undefined>): Promise<Response> {
     const page = await this.storage.list<GovernorEvent>({ prefix: "e:", start: eventKey(after + 1), limit });
-    const lines = [...page.values()].map((e) => JSON.stringify(e)).join("\n");
+    const lines = [...page.values()].map((e) => JSON.stringify(e));
     const last = [...page.values()].at(-1);
     const headers: Record<string, string> = { "content-type": "application/x-ndjson", "x-governor-head-seq": String(this.head.seq) };
     if (last && last.seq < this.head.seq) headers["x-governor-next-after"] = String(last.seq);
-    return new Response(lines ? `${lines}\n` : "", { headers });
+    else if (trailer && this.head.seq > 0 && (last ?? (after === this.head.seq ? this.head : undefined))) {
+      const line = await trailer(last ?? this.head);
+      if (line) lines.push(line);
+    }
+    return new Response(lines.length ? `${lines.join("\n")}\n` : "", { headers });
   }
 
   /** Events after `after`, page by page. */

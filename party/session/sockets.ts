@@ -69,7 +69,11 @@ export class Sockets {
     if (conn.state?.tail && url.searchParams.has("after") && Number.isInteger(after) && after >= 0) await this.backfill(conn, after);
   }
 
+  /** Called after a backfill, with the socket that got it (the latest signed head follows the events). */
+  afterBackfill: (conn: Party.Connection) => void = () => {};
+
   async backfill(conn: Party.Connection, after: number) {
     for await (const e of this.journal.events(after)) this.send(conn, { type: "event", event: e });
+    this.afterBackfill(conn);
   }
 }
