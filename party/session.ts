@@ -11,6 +11,7 @@ import { errorResponse, json } from "./http";
 import { decodeClientMessage } from "./messages";
 import { INTERNAL, type SessionOp } from "./ops";
 import { Notifier } from "./notify";
+import { OtlpExporter } from "./otel";
 import { Approvals } from "./session/approvals";
 import { Checkpoints } from "./session/checkpoints";
 import { Journal } from "./session/journal";
@@ -55,6 +56,8 @@ export default class SessionActor implements Party.Server {
     this.journal.onCommitted((c) => this.money.committed(c));
     this.journal.onCommitted((c) => this.sockets.push(c));
     this.journal.onCommitted((c) => this.checkpoints.committed(c));
+    const otel = OtlpExporter.fromEnv(room.env);
+    if (otel) this.journal.onCommitted((c) => otel.record(c));
     this.journal.onCommitted((c) => this.timers.scheduleIndex(stateOf(c.before) !== stateOf(c.after) || c.events[0].type === "session.opened"));
     this.journal.onCommitted((c) => {
       const policy = c.after.context.policy;

@@ -34,7 +34,8 @@ const auditSecret = process.env.GOVERNOR_AUDIT_SECRET ?? randomBytes(32).toStrin
 const auditUrl = process.env.GOVERNOR_AUDIT_URL ?? (auditHere ? `http://127.0.0.1:${auditPort}` : undefined);
 const auditDir = process.env.GOVERNOR_AUDIT_DIR ?? join(root, ".governor", "audit");
 
-const PASSED = ["GOVERNOR_TOKENS", "GOVERNOR_DEFAULT_POLICY", "GOVERNOR_PUBLIC_URL", "GOVERNOR_UPSTREAM_TIMEOUT_MS", "GOVERNOR_STREAM_STALL_MS", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"];
+const PASSED = ["GOVERNOR_TOKENS", "GOVERNOR_DEFAULT_POLICY", "GOVERNOR_PUBLIC_URL", "GOVERNOR_UPSTREAM_TIMEOUT_MS", "GOVERNOR_STREAM_STALL_MS", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GOVERNOR_SIGNING_KEY",
+  "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_BSP_SCHEDULE_DELAY"];
 const args = ["dev", "--port", port, "--persist", persist, "--disable-request-cf-fetch"];
 const publicUrl = process.env.GOVERNOR_PUBLIC_URL ?? `http://127.0.0.1:${port}`;
 for (const k of PASSED) {
@@ -66,6 +67,15 @@ child.stdout.on("data", (d) => {
     // The first request after a start wakes the sessions with something due (open
     // reservations, pending approvals), whose alarms the local runtime does not fire on its own.
     fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.body?.cancel(), () => undefined);
+    // The key that signs checkpoints: made on the first start and kept with the state when
+    // GOVERNOR_SIGNING_KEY is not set. Its public half is what verifies exported logs.
+    const token = process.env.GOVERNOR_TOKEN ?? (process.env.GOVERNOR_TOKENS ? undefined : "dev");
+    if (token) {
+      fetch(`http://127.0.0.1:${port}/v1/checkpoints/key`, { headers: { authorization: `Bearer ${token}` } })
+        .then((r) => (r.ok ? r.json() : undefined))
+        .then((k) => k && console.log(`  signing: checkpoint key ${k.kid} (${k.source === "env" ? "GOVERNOR_SIGNING_KEY" : "made locally, kept in the state"})\n  public:  ${k.x}\n`))
+        .catch(() => undefined);
+    }
   }
 });
 
