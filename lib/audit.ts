@@ -17,6 +17,8 @@ export interface AuditOk {
   count: number;
   head: { seq: number; hash: string };
   events: GovernorEvent[];
+  /** The folded end state (what a what-if compares with). */
+  snapshot: SessionSnapshot;
   /** The last checkpoint line, with the hash the log holds at its seq (when it reaches it). */
   checkpoint?: { signed: SignedCheckpoint; line?: number; logHash?: string };
   /** The session.opened event says its checkpoints are signed with this key. */
@@ -117,7 +119,7 @@ export function auditEntries(entries: Entry[]): AuditResult {
   if (!snap) return { ok: false, problem: "chain", seq: 1, reason: "the log is empty: a session's log starts with session.opened" };
   if (checkpoint) checkpoint.logHash = hashes[checkpoint.signed.checkpoint.seq];
   const opened = events[0].type === "session.opened" ? events[0].data.signingKid : undefined;
-  return { ok: true, state: stateOf(snap), summary: summarize(snap), count: events.length, head, events, ...(checkpoint && { checkpoint }), ...(opened && { signingKid: opened }) };
+  return { ok: true, state: stateOf(snap), summary: summarize(snap), count: events.length, head, events, snapshot: snap, ...(checkpoint && { checkpoint }), ...(opened && { signingKid: opened }) };
 }
 
 /** Events as fetched (already JSON objects), checkpoint lines included. */

@@ -37,6 +37,6 @@ export async function replayReport(entries: Entry[], keys: Keys, other?: { polic
     checkpoint: proof.checkpoint,
     warnings: proof.warnings,
   };
-  if (other) out.whatIf = whatIf(audit.events, whatIfPolicy(audit.events, other.policy, other.mode), other.mode);
+  if (other) out.whatIf = whatIf(audit.events, whatIfPolicy(audit.events, other.policy, other.mode), other.mode, audit.snapshot);
   return out;
 }

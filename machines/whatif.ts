@@ -85,14 +85,15 @@ function crossRules(p: Policy): string {
   return canonicalJson((p.limits.rate ?? []).filter((r) => r.per === "user" || r.per === "agent"));
 }
 
-export function whatIf(events: GovernorEvent[], policy: Policy, mode: PolicyMode): WhatIfReport {
+/** `recorded`: the log's folded end state, when the caller has it already (it is folded again otherwise). */
+export function whatIf(events: GovernorEvent[], policy: Policy, mode: PolicyMode, recorded?: SessionSnapshot): WhatIfReport {
   const opened = events[0];
   if (opened?.type !== "session.opened") throw new Error("a session's log starts with session.opened");
   const recordedPolicy = Policy.parse(opened.data.policy);
   const run = new WhatIfRun(events, recordedPolicy, policy);
   run.start(opened);
   for (const e of events.slice(1)) run.offer(e);
-  return run.report(mode);
+  return run.report(mode, recorded ?? replay(events));
 }
 
 class WhatIfRun {
@@ -203,7 +204,11 @@ class WhatIfRun {
     const wouldHave = outcomeOf(decision.verdict);
     if (wouldHave.decision === "allow") {
       if (happened.decision === "allow") wouldHave.costUsd = happened.costUsd;
-      else Object.assign(wouldHave, { costUsd: null, reservedUsd: input.estimateUsd });
+      else {
+        // What was reserved, after budget.fit_output lowered the cap if it did.
+        const reserved = this.sim.view.context.reservations[d.requestId];
+        Object.assign(wouldHave, { costUsd: null, reservedUsd: reserved ? toUsd(reserved.estimateNanos) : input.estimateUsd });
+      }
     } else wouldHave.costUsd = 0;
     if (!sameOutcome(happened, wouldHave)) this.differences.push({ ...base, wouldHave });
   }
@@ -286,8 +291,7 @@ class WhatIfRun {
     this.apply(e, decideEnd(this.sim.view, { how, by: e.data.by, reason: e.data.reason ?? (how === "kill" ? "killed" : "closed"), id, ...(replaced && { replaced }) }));
   }
 
-  report(mode: PolicyMode): WhatIfReport {
-    const rec = replay(this.events);
+  report(mode: PolicyMode, rec: SessionSnapshot): WhatIfReport {
     const rc = rec.context;
     const recordedKill = this.events.find((e): e is EventOf<"session.killed"> => e.type === "session.killed");
     const trigger = recordedKill && (this.events.find((e) => e.id === recordedKill.id.split("#")[0]) ?? recordedKill);

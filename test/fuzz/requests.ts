@@ -27,6 +27,9 @@ const ROUTES: Array<[string, string]> = [
   ["POST", "/v1/sessions/:id/close"],
   ["GET", "/v1/sessions/:id/log?after=:n&limit=:n"],
   ["GET", "/v1/sessions/:id/deliveries"],
+  ["POST", "/v1/sessions/:id/what-if"],
+  ["POST", "/v1/sessions/:id/what-if?mode=replace"],
+  ["GET", "/v1/checkpoints/key"],
   ["GET", "/v1/policy"],
   ["PUT", "/v1/policy"],
   ["POST", "/v1/proxy/openai/v1/chat/completions"],
@@ -67,7 +70,7 @@ function routeBody(r: Rng, path: string): unknown {
   if (path.includes("/events")) return r.bool() ? { type: "cost", usd: num(r), action: str(r, 8) } : { type: "violation", kind: r.pick(["pii_blocked", str(r, 8)]), detail: str(r) };
   if (path.includes("/approvals/")) return { decision: r.pick(["approve", "deny", str(r, 6)]), note: str(r) };
   if (path.endsWith("/kill") || path.endsWith("/close")) return { reason: str(r, 60) };
-  if (path === "/v1/policy") return policyBody(r);
+  if (path === "/v1/policy" || path.includes("/what-if")) return policyBody(r);
   if (path === "/v1/sessions") return { id: r.pick(["fz-new", str(r, 10)]), ...(r.bool(0.5) && { policy: policyBody(r) }), agent: str(r, 10), user: str(r, 10) };
   if (path.includes("/proxy/")) return { model: r.pick(["gpt-4o-mini", "claude-3-5-haiku-latest", str(r, 10)]), messages: [{ role: "user", content: str(r) }], max_tokens: num(r), n: num(r) };
   return json(r, 2);

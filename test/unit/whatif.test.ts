@@ -94,6 +94,18 @@ describe("what-if replay", () => {
     expect(report.differences).toEqual([expect.objectContaining({ requestId: third.requestId, wouldHave: expect.objectContaining({ decision: "allow", reservedUsd: 0.0125 }) })]);
   });
 
+  it("budget.fit_output: a call refused for its output cap would have gone out with the cap lowered", () => {
+    const r = new Recorder({ budget: { session_usd: 0.05 } });
+    // 1000 prompt tokens ($0.0025) and a 10,000-token cap ($0.10): the cap is what does not fit.
+    const refused = r.call(1000, 100, { maxTokens: 10_000 });
+    expect(refused.decision).toBe("deny");
+    const report = run(r.log, { budget: { fit_output: true } });
+    expect(report.unknown).toEqual([]);
+    expect(report.differences).toEqual([expect.objectContaining({ requestId: refused.requestId, wouldHave: expect.objectContaining({ decision: "allow", costUsd: null }) })]);
+    // Reserved at what the budget leaves: the prompt plus 4,750 output tokens.
+    expect(report.differences[0].wouldHave.reservedUsd).toBeCloseTo(0.05, 9);
+  });
+
   it("old logs: a refusal without the call's facts is unknown, not guessed", () => {
     const r = new Recorder({ budget: { session_usd: 0.05 } });
     r.call(1000, 100, { maxTokens: 1000 });
