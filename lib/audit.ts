@@ -166,7 +166,7 @@ export async function proveComplete(a: AuditOk, keys: Keys): Promise<Proven | Au
   const bad = (problem: Problem, reason: string, seq?: number): AuditBad => ({ ok: false, problem, reason, ...(seq !== undefined && { seq }), ...(a.checkpoint?.line !== undefined && { line: a.checkpoint.line }) });
   const c = a.checkpoint;
   if (!c) {
-    if (a.signingKid) return bad("missing_checkpoint", `missing checkpoint: this session's checkpoints are signed (key ${a.signingKid}), but the log does not end with one, so its tail after seq ${a.head.seq} may be missing`);
+    if (a.signingKid) return bad("missing_checkpoint", `missing checkpoint: this session's checkpoints are signed (key ${a.signingKid}), but the log does not end with one (an export keeps it as its last line, as \`governor log\` writes it), so its tail after seq ${a.head.seq} may be missing`);
     return { ok: true, checkpoint: null, warnings: ["no checkpoint: the log replays, but that it is complete cannot be proven (it was exported before checkpoints)"] };
   }
   const cp = c.signed.checkpoint;

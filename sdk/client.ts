@@ -208,7 +208,10 @@ export class Governor {
     return (await this.logPage(id, opts)).events;
   }
 
-  /** The whole log after `after`, following x-governor-next-after page by page. */
+  /**
+   * The whole log after `after`, following x-governor-next-after page by page: the events
+   * only. A file meant to prove itself later needs the checkpoint too: exportSigned.
+   */
   async exportLog(id: string, opts: { after?: number; pageSize?: number } = {}): Promise<GovernorEvent[]> {
     return (await this.exportSigned(id, opts)).events;
   }

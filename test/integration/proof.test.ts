@@ -150,6 +150,20 @@ describe("signed checkpoints", () => {
       ws.close();
     }
   });
+
+  it("a busy session is signed at least every 256 events, without an export or an end", async () => {
+    const id = await session({});
+    const ws = await Socket.open(`${gov.wsUrl}/parties/session/acme:${id}?token=${TOKENS.operator}&tail=1`);
+    try {
+      for (let i = 0; i < 260; i++) ws.send({ type: "check", id: `c${i}`, action: "search" });
+      await ws.waitFor((m) => m.some((x) => x.type === "checkpoint"), 20_000);
+      const [c] = ws.of("checkpoint");
+      expect(c.checkpoint.seq).toBeGreaterThanOrEqual(256);
+      expect(c.checkpoint.hash).toBe(ws.of("event").find((x) => x.event.seq === c.checkpoint.seq).event.hash);
+    } finally {
+      ws.close();
+    }
+  });
 });
 
 describe("what-if replay of a recorded runaway", () => {

@@ -238,8 +238,9 @@ describe("governor CLI against the server", () => {
   });
 
   it("an exported log verifies, and a one-byte edit is caught at its seq", async () => {
-    const events = await gov.exportLog("sdk-1");
-    const lines = events.map((e) => JSON.stringify(e));
+    // The export as a file: the events and the signed checkpoint that ends them.
+    const { events, checkpoint } = await gov.exportSigned("sdk-1");
+    const lines = [...events, checkpoint].map((e) => JSON.stringify(e));
     const path = join(dir, "sdk-1.ndjson");
     writeFileSync(path, `${lines.join("\n")}\n`);
     expect((await cli("replay", path)).code).toBe(0);
