@@ -253,7 +253,7 @@ function ruleFields(p: Policy, action: string, args: Record<string, unknown>): {
 export type ReportInput =
   | { id: string; type: "cost"; usd: number; action?: string; run?: string }
   | { id: string; type: "violation"; kind: string; detail?: string }
-  | { id: string; type: "error"; action?: string; code?: string; message?: string };
+  | { id: string; type: "error"; action?: string; code?: string; message?: string; /** The recorded one, when a what-if replays the error (its message may not have been kept). */ signature?: string };
 
 export function decideReport(view: View, input: ReportInput, now: number): Decision {
   const ctx = view.context;
@@ -284,8 +284,8 @@ export function decideReport(view: View, input: ReportInput, now: number): Decis
 }
 
 /** The signature lets equal failures be counted without keeping their text. */
-export function errorRecorded(p: Policy, id: string, input: { action?: string; code?: string; message?: string }, source: "tool" | "llm" = "tool"): EventDraft {
-  const signature = sha256Hex(`${input.action ?? ""}\n${input.code ?? ""}\n${input.message ?? ""}`);
+export function errorRecorded(p: Policy, id: string, input: { action?: string; code?: string; message?: string; signature?: string }, source: "tool" | "llm" = "tool"): EventDraft {
+  const signature = input.signature ?? sha256Hex(`${input.action ?? ""}\n${input.code ?? ""}\n${input.message ?? ""}`);
   return {
     type: "error.recorded",
     id,

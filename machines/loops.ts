@@ -269,10 +269,12 @@ export function withToolCalls(view: View, candidates: SeenToolCall[] | undefined
   }
   const r = reserved.data;
   const code = hit.level === "kill" ? "session_killed" : "awaiting_approval";
+  // The call's facts and its tool calls go with the refusal, so a what-if can decide it again.
+  const { expiresAt: _e, inputMethod: _m, estimateTokens: _t, inputRatio: _r, profile: _p, fittedCap: _f, ...facts } = r;
   const denied: EventDraft = {
     type: "request.denied",
     id: reserved.id,
-    data: { requestId: r.requestId, kind: "llm", code, rule: hit.rule, reason: hit.reason, model: r.model, estimateUsd: r.estimateUsd, attribution: r.attribution ?? {} },
+    data: { ...facts, kind: "llm", code, rule: hit.rule, reason: hit.reason, attribution: r.attribution ?? {}, toolCalls: fresh },
   };
   const follow = hit.level === "kill" ? killed(hit, reserved.id) : loopReview(view.context, hit, reserved.id, r.requestId, now, r.attribution ?? {});
   // A prompt-growth anomaly found in the same call is kept; the reservation's other follow-ups go with it.

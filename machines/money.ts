@@ -202,7 +202,7 @@ export interface SettleInput {
   outcome: "completed" | "aborted" | "released";
   usage?: Usage;
   /** Why the call failed upstream, for calls that did: recorded as an LLM error (loop detection). */
-  error?: { code?: string; message?: string };
+  error?: { code?: string; message?: string; /** The recorded one, when a what-if replays the settle. */ signature?: string };
 }
 
 const OVERRUN_RULE = "budget.overrun";

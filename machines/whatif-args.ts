@@ -36,6 +36,9 @@ type RecordedStage = { kind: "pass" } | { kind: "deny" | "review"; hit: RuleHit 
 function recordedStage(e: EventOf<"action.checked">): RecordedStage {
   const d = e.data;
   const hit = { rule: d.rule ?? "", reason: d.reason ?? "" };
+  // Loop detection decides after the arguments: a review by it means they passed; a kill by
+  // it replaced whatever they said.
+  if (d.rule?.startsWith("runaway.repeat")) return d.decision === "review" ? { kind: "pass" } : { kind: "not-reached" };
   if (d.decision === "review") return { kind: "review", hit };
   if (d.decision === "allow") return { kind: "pass" };
   if (d.rule?.startsWith("actions.rules.")) return { kind: "deny", hit };

@@ -75,6 +75,7 @@ export function callInput(recorded: Policy, other: Policy, e: RecordedCall): Cal
       // The log holds the figure the actor settled on; there is nothing left to count.
       countable: false,
       ...(priced.fit && { fit: priced.fit }),
+      ...(d.toolCalls && { toolCalls: d.toolCalls }),
     },
     missing,
   };

@@ -106,6 +106,10 @@ class WhatIfRun {
   private approvals = new Map<string, string>();
   private settledCost = new Map<string, number>();
   private granted = new Set<string>();
+  /** The recorded approval each decision asked for, by the id of what asked (`action:…`, `reserve:…`, `report:…`). */
+  private recordedApprovals = new Map<string, string>();
+  /** Errors the record attached to settles (`settle:<id>#error`), by request id. */
+  private settleErrors = new Map<string, EventOf<"error.recorded">>();
   private readonly sameCross: boolean;
   private readonly sameApprovals: boolean;
   private readonly notes = new Set<string>();
@@ -118,6 +122,8 @@ class WhatIfRun {
     for (const e of events) {
       if (e.type === "request.settled") this.settledCost.set(e.data.requestId, (this.settledCost.get(e.data.requestId) ?? 0) + e.data.costUsd);
       if (e.type === "approval.granted") this.granted.add(e.data.approvalId);
+      if (e.type === "approval.requested") this.recordedApprovals.set(e.id.split("#")[0], e.data.approvalId);
+      if (e.type === "error.recorded" && e.id.startsWith("settle:") && e.id.endsWith("#error")) this.settleErrors.set(e.id.slice("settle:".length, -"#error".length), e);
     }
     this.sameCross = crossRules(recorded) === crossRules(policy);
     this.sameApprovals = canonicalJson(recorded.approval) === canonicalJson(policy.approval);
@@ -143,6 +149,11 @@ class WhatIfRun {
         return this.action(e);
       case "violation.recorded":
         return this.apply(e, decideReport(this.sim.view, { id: e.id.replace(/^report:/, ""), type: "violation", kind: e.data.kind, detail: e.data.detail }, e.ts));
+      case "error.recorded": {
+        // The recorded signature: the message behind it may not have been kept.
+        const d = e.data;
+        return this.apply(e, decideReport(this.sim.view, { id: e.id.replace(/^report:/, ""), type: "error", action: d.action, code: d.code, message: d.message, signature: d.signature }, e.ts));
+      }
       case "approval.granted":
       case "approval.denied":
         return this.decision(e);
@@ -159,6 +170,12 @@ class WhatIfRun {
   private apply(e: GovernorEvent, d: Decision, who?: { requestId: string; subject: string }) {
     const wasEnded = ended(this.sim.view);
     const out = this.sim.apply(d.drafts, e.ts);
+    for (const x of out) {
+      if (x.type !== "approval.requested") continue;
+      const recorded = this.recordedApprovals.get(x.id.split("#")[0]);
+      if (recorded) this.approvals.set(recorded, x.data.approvalId);
+      else this.notes.add("approvals the recorded session never asked for are taken as unanswered: they end by approval.timeout and approval.on_timeout");
+    }
     const killed = out.find((x): x is EventOf<"session.killed"> => x.type === "session.killed");
     if (killed && !wasEnded && !this.kill) this.kill = { seq: e.seq, ts: e.ts, ...(who ?? triggerOf(e)), by: killed.data.by, rule: killed.data.rule, reason: killed.data.reason };
     return out;
@@ -233,7 +250,7 @@ class WhatIfRun {
     };
     const args = argsVerdict(this.recorded, this.policy, e);
     const kept = d.args && typeof d.args === "object" && !Array.isArray(d.args) ? (d.args as Record<string, unknown>) : {};
-    const input = { id: d.requestId, action: d.action, args: kept, argsHash: d.argsHash, costUsd: d.costUsd, attribution: d.attribution, argVerdict: args.verdict };
+    const input = { id: d.requestId, action: d.action, args: kept, argsHash: d.argsHash, costUsd: d.costUsd, attribution: d.attribution, source: d.source, argVerdict: args.verdict };
     const decision = decideAction(this.sim.view, input, e.ts, this.crossSession(e));
     const wouldHave = outcomeOf(decision.verdict);
     wouldHave.costUsd = wouldHave.decision === "allow" ? d.costUsd : 0;
@@ -241,10 +258,6 @@ class WhatIfRun {
     // The arguments only matter when the decision got as far as checking them.
     const beforeArgs = /^(session\.killed|session\.closed|actions\.deny|actions\.allow)$/.test(wouldHave.rule ?? "") && wouldHave.decision === "deny";
     this.apply(e, decision, { requestId: d.requestId, subject: d.action });
-    if (decision.verdict.approvalId) {
-      if (d.approvalId) this.approvals.set(d.approvalId, decision.verdict.approvalId);
-      else this.notes.add("approvals the recorded session never asked for are taken as unanswered: they end by approval.timeout and approval.on_timeout");
-    }
     if (!args.known && !beforeArgs) {
       this.unknown.push({ ...base, why: args.why ?? "the log did not keep the arguments", assumed: wouldHave });
       return;
@@ -256,7 +269,10 @@ class WhatIfRun {
     const d = e.data;
     // The call never went out in the what-if, or was settled there already.
     if (!this.sim.view.context.reservations[d.requestId]) return;
-    const input = { requestId: d.requestId, costUsd: d.costUsd, outcome: d.outcome, usage: d.usage } as SettleInput;
+    // An upstream failure the record attached to this settle counts toward loop detection again.
+    const failed = this.settleErrors.get(d.requestId)?.data;
+    const error = failed && { code: failed.code, message: failed.message, signature: failed.signature };
+    const input = { requestId: d.requestId, costUsd: d.costUsd, outcome: d.outcome, usage: d.usage, ...(error && { error }) } as SettleInput;
     const decision = decideSettle(this.sim.view, input, e.ts);
     if (decision) this.apply(e, decision);
   }

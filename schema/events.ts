@@ -125,6 +125,8 @@ export const EventData = {
     promptHash: Str.optional(),
     promptSize: z.number().int().nonnegative().optional(),
     ...Repricing,
+    /** Tool calls the refused request's history showed for the first time (a loop refusal). */
+    toolCalls: z.array(SeenToolCall).optional(),
   }),
   "action.checked": z.object({
     requestId: Id,

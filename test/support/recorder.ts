@@ -1,3 +1,4 @@
+import { canonicalJson, sha256Hex } from "../../lib/chain";
 import { decideAction, decideApproval, decideEnd, decideReport, decideReserve, decideSettle, decideTimers, type Decision } from "../../machines/decide";
 import { appendDrafts, EMPTY_HEAD, type Head } from "../../machines/log";
 import { initialSnapshot, stateOf, type SessionSnapshot } from "../../machines/session";
@@ -82,13 +83,19 @@ export class Recorder {
 
   action(action: string, costUsd = 0, args: Record<string, unknown> = {}) {
     const id = `act-${++this.n}`;
-    const v = this.apply(decideAction(this.view, { id, action, args, argsHash: `h-${id}`, costUsd, attribution: {} }, this.now));
+    const v = this.apply(decideAction(this.view, { id, action, args, argsHash: sha256Hex(canonicalJson(args)), costUsd, attribution: {} }, this.now));
     this.tick();
     return { ...v, id };
   }
 
   cost(usd: number) {
     this.apply(decideReport(this.view, { id: `c-${++this.n}`, type: "cost", usd }, this.now));
+    return this.tick();
+  }
+
+  /** A tool's failure reported as a fact (error.recorded). */
+  error(action: string, code: string, message = "failed") {
+    this.apply(decideReport(this.view, { id: `e-${++this.n}`, type: "error", action, code, message }, this.now));
     return this.tick();
   }
 

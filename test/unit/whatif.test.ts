@@ -172,6 +172,24 @@ describe("what-if replay", () => {
     expect(exact.whatIf.state).toBe("active");
   });
 
+  it("loops by repetition: replayed as recorded under the same policy, and a kill named under a stricter one", () => {
+    const loops = { runaway: { repeat: { same_call: 3, same_error: 3, on_detect: "alert" as const } } };
+    const r = new Recorder({ keep_raw: false, ...loops });
+    const calls = [0, 1, 2, 3, 4].map(() => r.action("search", 0.01, { q: "same" }));
+    // The errors' messages are not kept: the recorded signatures carry what counted them alike.
+    for (let i = 0; i < 3; i++) r.error("fetch", "ECONNRESET", `socket hang up ${i % 1}`);
+    expect(r.log.filter((e) => e.type === "anomaly.detected").length).toBeGreaterThanOrEqual(2);
+
+    const same = run(r.log, {});
+    expect(same.differences).toEqual([]);
+    expect(same.unknown).toEqual([]);
+    expect(same.whatIf.state).toBe(same.recorded.state);
+
+    const strict = run(r.log, { runaway: { repeat: { same_call: 3, on_detect: "kill" } } });
+    expect(strict.whatIf.killed).toMatchObject({ requestId: calls[2].id, rule: "runaway.repeat.same_call", by: "policy" });
+    expect(strict.differences.map((d) => d.requestId)).toEqual(calls.slice(2).map((c) => c.id));
+  });
+
   it("merge keeps the recorded fields; replace starts from the defaults; a bad policy names its field", () => {
     const r = new Recorder({ budget: { session_usd: 0.05 } });
     r.call(1000, 100, { maxTokens: 1000 });
