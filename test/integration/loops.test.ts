@@ -1,3 +1,4 @@
+import { isCheckpointLine } from "../../lib/checkpoint";
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -36,7 +37,8 @@ async function open(repeat: Record<string, unknown>) {
 
 async function logOf(id: string) {
   const res = await op(`/v1/sessions/${id}/log`);
-  return res.text.trim().split("\n").filter(Boolean).map((l) => GovernorEvent.parse(JSON.parse(l)));
+  // The export ends with its signed checkpoint (lib/checkpoint.ts), which is not an event.
+  return res.text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((l) => !isCheckpointLine(l)).map((l) => GovernorEvent.parse(l));
 }
 const anomalies = async (id: string) => (await logOf(id)).filter((e) => e.type === "anomaly.detected").map((e) => e.data);
 

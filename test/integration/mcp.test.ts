@@ -1,3 +1,4 @@
+import { isCheckpointLine } from "../../lib/checkpoint";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
@@ -56,7 +57,8 @@ async function connect(session: string, token: string = TOKENS.agent, server = "
 
 async function logOf(id: string) {
   const res = await op(`/v1/sessions/${id}/log`);
-  return res.text.trim().split("\n").filter(Boolean).map((l) => GovernorEvent.parse(JSON.parse(l)));
+  // The export ends with its signed checkpoint (lib/checkpoint.ts), which is not an event.
+  return res.text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((l) => !isCheckpointLine(l)).map((l) => GovernorEvent.parse(l));
 }
 
 const text = (r: unknown) => ((r as CallToolResult).content[0] as { text: string }).text;
