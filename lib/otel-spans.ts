@@ -138,6 +138,7 @@ export class SpanBuilder {
               "governor.cost_usd": d.decision === "allow" ? d.costUsd : 0,
               "governor.spent_usd": ctx.spentNanos / 1e9,
               "governor.approval_id": d.approvalId,
+              "governor.source": d.source,
               ...attribution(d.attribution),
               ...(d.decision === "deny" ? refusal(d.code ?? "policy_violation", d.rule, d.reason) : { "governor.rule": d.rule, "governor.reason": d.reason }),
             },
