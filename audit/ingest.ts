@@ -1,4 +1,5 @@
 import { GENESIS, verifyChain, type Hashable } from "../lib/chain";
+import { isCheckpointLine } from "../lib/checkpoint";
 import { initialContext, reduce } from "../machines/context";
 import { checkEvent, LogIntegrityError } from "../sdk/audit";
 import type { GovernorEvent } from "../schema/events";
@@ -41,6 +42,8 @@ export function prepare(tenant: string, session: string, from: Cursor, raws: unk
   const rows: NewAuditEventRow[] = [];
   let cursor = from;
   for (const raw of raws) {
+    // An export's last line is its signed checkpoint (lib/checkpoint.ts), not an event.
+    if (isCheckpointLine(raw)) continue;
     const seq = (raw as { seq?: unknown } | null)?.seq;
     if (typeof seq === "number" && seq <= cursor.seq) continue;
     if (typeof seq === "number" && seq > cursor.seq + 1) break;

@@ -1,3 +1,4 @@
+import { isCheckpointLine } from "../../lib/checkpoint";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
@@ -110,7 +111,8 @@ const summaries = new Map<string, SessionSummary>();
 async function fullLog(id: string): Promise<GovernorEvent[]> {
   const res = await op()(`/v1/sessions/${id}/log?limit=10000`);
   expect(res.status).toBe(200);
-  return res.text.trim().split("\n").map((l) => JSON.parse(l));
+  // The export ends with its signed checkpoint (lib/checkpoint.ts), which is not an event.
+  return res.text.trim().split("\n").map((l) => JSON.parse(l)).filter((l) => !isCheckpointLine(l));
 }
 
 async function storedEvents(query: string, token: string = TOKENS.auditor): Promise<any[]> {
