@@ -223,6 +223,12 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       requirePermission(p, "report");
       return callSession(lobby, p, session, { op: "report", body: validate(ReportBody, await bodyOf(req)) });
     }
+    case "GET approvals": {
+      // Every argument of a pending action, as sent: for those who may read the log.
+      requirePermission(p, "export");
+      if (!subId || !/^[A-Za-z0-9._~:-]{1,256}$/.test(subId)) throw new BadRequestError("approval id: 1-256 letters, digits, '.', '_', '~', ':' or '-'", "approvalId");
+      return callSession(lobby, p, session, { op: "held-args", approvalId: subId });
+    }
     case "POST approvals": {
       requirePermission(p, "decide");
       if (!subId || !/^[A-Za-z0-9._~:-]{1,256}$/.test(subId)) throw new BadRequestError("approval id: 1-256 letters, digits, '.', '_', '~', ':' or '-'", "approvalId");
@@ -246,7 +252,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     }
   }
   if (["", "log", "deliveries", "actions", "events", "approvals", "kill", "close", "what-if"].includes(sub ?? "")) {
-    throw methodNotAllowed(method, sub === undefined || sub === "log" || sub === "deliveries" ? "GET" : "POST");
+    throw methodNotAllowed(method, sub === undefined || sub === "log" || sub === "deliveries" ? "GET" : sub === "approvals" ? "GET or POST" : "POST");
   }
   throw new NotFoundError(`no route ${method} ${url.pathname}`);
 }

@@ -23,6 +23,8 @@ export type SessionOp =
   | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage; error?: { code?: string; message?: string } }
   | { op: "progress"; requestId: string; costUsd: number; usage: Usage; holdMs?: number }
   | { op: "deliveries" }
+  /** A pending approval with every argument as the agent sent it (operators and auditors). */
+  | { op: "held-args"; approvalId: string }
   | { op: "wake" }
   /** Which of these action names the session's allow/deny lists let through (MCP tools/list). */
   | { op: "listed"; actions: string[] };

@@ -5,7 +5,7 @@ import { summarize } from "../machines/summary";
 import { killReason, type ActionBody, type ReportBody } from "../schema/api";
 import type { ActionSource, Attribution } from "../schema/events";
 import { listedActions } from "../machines/rules";
-import { requirePermission, type Permission } from "./auth";
+import { can, requirePermission, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
 import { errorResponse, json } from "./http";
 import { decodeClientMessage } from "./messages";
@@ -18,7 +18,10 @@ import { Journal } from "./session/journal";
 import { Reservations } from "./session/reservations";
 import { Sockets, type ConnState } from "./session/sockets";
 import { Timers } from "./session/timers";
-import { stateOf } from "../machines/session";
+import { stateOf, type SessionSnapshot } from "../machines/session";
+import type { Role, SessionSummary } from "../schema/protocol";
+
+const roleOf = (req: Party.Request): Role => (req.headers.get(INTERNAL.role) ?? "agent") as Role;
 
 // One Durable Object per agent session. It alone decides for its session, so decisions
 // are made synchronously against in-memory state (one turn: read, decide, append), and
@@ -41,9 +44,9 @@ export default class SessionActor implements Party.Server {
 
   constructor(readonly room: Party.Room) {
     this.journal = new Journal(room.storage);
-    this.sockets = new Sockets(room, this.journal);
     this.approvals = new Approvals(room, this.journal);
-    this.timers = new Timers(room, this.journal);
+    this.sockets = new Sockets(room, this.journal, (s, role) => this.summaryFor(s, role));
+    this.timers = new Timers(room, this.journal, (s) => this.summaryFor(s, "auditor"));
     this.money = new Reservations(room, this.journal, () => this.timers.schedule());
     this.timers.money = this.money;
     this.notifier = new Notifier(room.storage, () => this.consoleUrl());
@@ -76,11 +79,23 @@ export default class SessionActor implements Party.Server {
 
   async onStart() {
     await this.journal.load();
+    await this.approvals.load();
     await this.checkpoints.load();
     // What storage says about the alarm may never fire after a restart: set it from the state.
     this.timers.rearm();
     this.money.prefetch();
     await this.notifier.resume();
+  }
+
+  /**
+   * A summary as `role` may see it: those who may read the log (operators, auditors; the
+   * tenant's index is theirs too) get the held arguments of pending approvals whole.
+   * Notifications and agents get the log's fields only.
+   */
+  private summaryFor(snap: SessionSnapshot, role: Role): SessionSummary {
+    const plain = summarize(snap);
+    if (!can({ tenant: "", role, name: "" }, "export")) return plain;
+    return this.approvals.held.decorate(plain, snap.context.policy?.keep_raw ?? false);
   }
 
   private consoleUrl(): string | undefined {
@@ -155,7 +170,9 @@ export default class SessionActor implements Party.Server {
       this.requireOpen();
       switch (op.op) {
         case "get":
-          return json(summarize(this.journal.snapshot));
+          return json(this.summaryFor(this.journal.snapshot, roleOf(req)));
+        case "held-args":
+          return json(this.heldArgs(op.approvalId));
         case "log":
           return await this.journal.log(op.after, op.limit, (head) => this.checkpoints.trailer(head.seq, head.hash));
         case "action":
@@ -211,6 +228,14 @@ export default class SessionActor implements Party.Server {
 
   private approval(approvalId: string, decision: "approve" | "deny", by: string, note?: string) {
     return this.approvals.decide(approvalId, decision, by, note);
+  }
+
+  /** One pending approval with every argument as sent, however large (the summary names large ones by size). */
+  private heldArgs(approvalId: string) {
+    const pending = this.summaryFor(this.journal.snapshot, "auditor").pendingApprovals.find((a) => a.approvalId === approvalId);
+    if (!pending) throw new NotFoundError(`no pending approval "${approvalId}" in this session`);
+    const held = this.approvals.held.get(approvalId);
+    return held ? { ...pending, args: held.args, argsFull: true, argsBytes: held.record.bytes } : pending;
   }
 
   /** Kill or close. Calls in flight hear of it through their held progress reports (reservations.ts). */

@@ -47,7 +47,25 @@ export const SessionSummary = z.object({
     z.object({ requestId: z.string(), kind: z.string(), estimateUsd: z.number(), expiresAt: z.number(), model: z.string().optional(), run: z.string().optional() }),
   ),
   pendingApprovals: z.array(
-    z.object({ approvalId: z.string(), requestId: z.string(), action: z.string(), costUsd: z.number(), rule: z.string(), reason: z.string(), deadline: z.number(), requestedAt: z.number(), args: z.unknown().optional() }),
+    z.object({
+      approvalId: z.string(),
+      requestId: z.string(),
+      action: z.string(),
+      costUsd: z.number(),
+      rule: z.string(),
+      reason: z.string(),
+      deadline: z.number(),
+      requestedAt: z.number(),
+      /**
+       * Every argument as the agent sent it when `argsFull` (held by the actor while the
+       * approval is pending, shown to operators and auditors); otherwise the ones the log
+       * keeps (those the policy's rules read).
+       */
+      args: z.unknown().optional(),
+      argsFull: z.boolean().optional(),
+      /** Size of the whole arguments' JSON; held ones too large for a summary are only named by it (GET /v1/sessions/:id/approvals/:aid has them). */
+      argsBytes: z.number().optional(),
+    }),
   ),
   alerts: z.array(z.string()),
   killed: z.object({ by: z.string(), reason: z.string(), rule: z.string().optional(), at: z.number() }).optional(),

@@ -8,6 +8,7 @@ import type { ActionBody, ReportBody } from "../../schema/api";
 import type { ActionSource, Attribution, GovernorEvent } from "../../schema/events";
 import type { DecisionMessage } from "../../schema/protocol";
 import type { Extras, Journal } from "./journal";
+import { HeldArgs } from "./held-args";
 import { crossSessionRate } from "./quotas";
 
 // Tool actions, reported facts, and the approvals a reviewed action waits for: who waits
@@ -20,11 +21,29 @@ export type ActionAnswer = ReturnType<Approvals["actionAnswer"]>;
 
 export class Approvals {
   private waiters = new Map<string, Set<(m: DecisionMessage) => void>>();
+  /** Every argument of each pending action, as sent (held-args.ts). */
+  readonly held: HeldArgs;
 
   constructor(
     private readonly room: Party.Room,
     private readonly journal: Journal,
-  ) {}
+  ) {
+    this.held = new HeldArgs(room.storage);
+    // Decided, timed out or ended with the session: what was held for it goes.
+    journal.onCommitted((c) => {
+      if (Object.keys(c.before.context.approvals).length) this.dropDecided();
+    });
+  }
+
+  /** After the log is loaded: what was held before a restart, for approvals still pending. */
+  load() {
+    return this.held.load((id) => id in this.journal.context.approvals);
+  }
+
+  private dropDecided() {
+    // The current state, not the batch's: a later batch may have opened another approval already.
+    this.held.dropExcept((id) => id in this.journal.context.approvals).catch((e) => console.error("held arguments not dropped; they go at the next start", e));
+  }
 
   async action(body: ActionBody, attribution: Attribution, waitMs: number, source?: ActionSource): Promise<ActionAnswer> {
     const j = this.journal;
@@ -37,8 +56,10 @@ export class Approvals {
         const input = { id, action: body.action, args: body.args, argsHash, costUsd: body.costUsd, attribution: attr, source };
         const limited = j.isLive() ? await crossSessionRate(this.room, j, attr) : undefined;
         const decision = decideAction(j.view, input, Date.now(), limited);
-        const { write, answer } = j.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict), fresh: body.id === undefined });
-        await write;
+        const { events, write, answer } = j.commit(decision.drafts, { key: `action:${id}`, answer: () => this.actionAnswer(id, decision.verdict), fresh: body.id === undefined });
+        // In the same turn as the commit, so both are stored together.
+        const held = this.holdArgs(events, id, body.args, attr);
+        await Promise.all([write, held]);
         return answer as ActionAnswer;
       },
       body.id === undefined,
@@ -50,6 +71,14 @@ export class Approvals {
     }
     if (waitMs > 0) return await this.waitFor(answer.approvalId, Math.min(waitMs, MAX_WAIT_MS), answer);
     return answer;
+  }
+
+  /** A review this action opened keeps every argument beside the log, unless the log keeps them itself (keep_raw). */
+  private holdArgs(events: GovernorEvent[], requestId: string, args: Record<string, unknown>, attr: Attribution): Promise<void> | undefined {
+    if (this.journal.context.policy?.keep_raw) return undefined;
+    const opened = events.find((e) => e.type === "approval.requested" && e.data.requestId === requestId);
+    if (opened?.type !== "approval.requested") return undefined;
+    return this.held.hold({ approvalId: opened.data.approvalId, requestId, action: opened.data.action, user: attr.user ?? this.journal.context.user, agent: attr.agent ?? this.journal.context.agent }, args, opened.ts);
   }
 
   actionAnswer(id: string, v: Verdict) {

@@ -1,7 +1,7 @@
 import type * as Party from "partykit/server";
 import { step } from "../../machines/session";
-import { summarize } from "../../machines/summary";
-import type { Role, ServerMessage } from "../../schema/protocol";
+import type { SessionSnapshot } from "../../machines/session";
+import type { Role, ServerMessage, SessionSummary } from "../../schema/protocol";
 import { can } from "../auth";
 import { INTERNAL } from "../ops";
 import type { Committed, Journal } from "./journal";
@@ -20,6 +20,8 @@ export class Sockets {
   constructor(
     private readonly room: Party.Room,
     private readonly journal: Journal,
+    /** The summary as a role may see it (held arguments for those who may read the log). */
+    private readonly summaryFor: (s: SessionSnapshot, role: Role) => SessionSummary,
   ) {}
 
   send(conn: Party.Connection, m: ServerMessage) {
@@ -30,18 +32,17 @@ export class Sockets {
   push({ events, before, after }: Committed) {
     const conns = [...this.room.getConnections<ConnState>()];
     if (!conns.length) return;
-    const states: ServerMessage[] = [];
+    const readers = conns.some((c) => c.state && c.state.role !== "agent");
+    const agents = conns.some((c) => !c.state || c.state.role === "agent");
     let s = before;
     for (const e of events) {
       s = events.length === 1 ? after : step(s, e);
-      states.push({ type: "state", seq: e.seq, summary: summarize(s) });
-    }
-    for (let i = 0; i < events.length; i++) {
-      const ev = JSON.stringify({ type: "event", event: events[i] } satisfies ServerMessage);
-      const st = JSON.stringify(states[i]);
+      const plain = agents ? JSON.stringify({ type: "state", seq: e.seq, summary: this.summaryFor(s, "agent") } satisfies ServerMessage) : "";
+      const full = readers ? JSON.stringify({ type: "state", seq: e.seq, summary: this.summaryFor(s, "auditor") } satisfies ServerMessage) : "";
+      const ev = JSON.stringify({ type: "event", event: e } satisfies ServerMessage);
       for (const c of conns) {
         if (c.state?.tail) c.send(ev);
-        c.send(st);
+        c.send(!c.state || c.state.role === "agent" ? plain : full);
       }
     }
   }
@@ -64,7 +65,7 @@ export class Sockets {
     if (!this.journal.context.opened) {
       this.send(conn, { type: "error", code: "not_found", message: "no such session: open it with POST /v1/sessions first" });
     }
-    this.send(conn, { type: "state", seq: this.journal.head.seq, summary: summarize(this.journal.snapshot) });
+    this.send(conn, { type: "state", seq: this.journal.head.seq, summary: this.summaryFor(this.journal.snapshot, role) });
     const after = Number(url.searchParams.get("after"));
     if (conn.state?.tail && url.searchParams.has("after") && Number.isInteger(after) && after >= 0) await this.backfill(conn, after);
   }

@@ -1,6 +1,7 @@
 import type * as Party from "partykit/server";
 import { decideTimers, nextDeadline } from "../../machines/money";
-import { summarize } from "../../machines/summary";
+import type { SessionSnapshot } from "../../machines/session";
+import type { SessionSummary } from "../../schema/protocol";
 import { callTenant } from "../calls";
 import type { Journal } from "./journal";
 import type { Reservations } from "./reservations";
@@ -29,6 +30,8 @@ export class Timers {
   constructor(
     private readonly room: Party.Room,
     private readonly journal: Journal,
+    /** The summary the tenant's index keeps (its readers are operators and auditors). */
+    private readonly summaryOf: (s: SessionSnapshot) => SessionSummary,
   ) {}
 
   /** On start: whatever alarm storage remembers may never fire; set it again from the state. */
@@ -84,7 +87,7 @@ export class Timers {
     try {
       while (this.indexDirty) {
         this.indexDirty = false;
-        const summary = summarize(this.journal.snapshot);
+        const summary = this.summaryOf(this.journal.snapshot);
         const res = await callTenant(this.room.context, summary.tenant, { op: "upsert", summary });
         if (!res.ok) throw new Error(`tenant answered ${res.status}`);
         this.indexedDue = summary.reservations.length > 0 || summary.pendingApprovals.length > 0;
