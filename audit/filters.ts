@@ -53,6 +53,9 @@ function filterFields(now: number) {
 
 export const MAX_PAGE = 1000;
 
+/** Rollup keys: who or what spent, or a UTC time bucket (a chart of spend over time). */
+export const SPEND_BY = ["agent", "user", "model", "session", "day", "hour", "minute"] as const;
+
 function schemas(now: number) {
   const fields = filterFields(now);
   return {
@@ -61,7 +64,7 @@ function schemas(now: number) {
       limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(100),
       cursor: z.string().max(512).optional(),
     }),
-    spend: z.strictObject({ ...fields, by: z.enum(["agent", "user", "model", "session", "day"]) }),
+    spend: z.strictObject({ ...fields, by: z.enum(SPEND_BY) }),
     export: z.strictObject({ ...fields, format: z.enum(["csv", "json", "ndjson"]).default("ndjson") }),
   };
 }

@@ -115,10 +115,19 @@ export interface SpendRow {
 // "calls": LLM calls and tool actions decided (allowed, refused or sent to review).
 const DECISIONS = ["request.reserved", "request.denied", "action.checked"];
 
+/** Time buckets by their length in ms; a bucket's key is its start as an ISO time (UTC). */
+const BUCKET_MS = { hour: 3_600_000, minute: 60_000 } as const;
+
 export async function spend(db: AuditDb, tenant: string, by: SpendBy, f: Filter): Promise<{ by: SpendBy; rows: SpendRow[] }> {
   const e = auditEvents;
+  const bucket = by === "hour" || by === "minute" ? BUCKET_MS[by] : undefined;
   const key: SQL<string | null> =
-    by === "day" ? sql<string>`to_char(to_timestamp(${e.ts} / 1000.0) at time zone 'UTC', 'YYYY-MM-DD')` : sql<string | null>`${e[by]}`;
+    by === "day"
+      ? sql<string>`to_char(to_timestamp(${e.ts} / 1000.0) at time zone 'UTC', 'YYYY-MM-DD')`
+      : bucket !== undefined
+        ? // Integer division of epoch ms (ts is never negative): the bucket's number.
+          sql<string>`(${e.ts} / ${bucket})::text`
+        : sql<string | null>`${e[by as "agent" | "user" | "model" | "session"]}`;
   const rows = await db
     .select({
       key,
@@ -128,7 +137,7 @@ export async function spend(db: AuditDb, tenant: string, by: SpendBy, f: Filter)
     .from(e)
     .where(where(tenant, f))
     .groupBy(sql`1`);
-  const out = rows.map((r) => ({ key: r.key, spentUsd: toUsd(Number(r.nanos)), calls: Number(r.calls) }));
-  out.sort(by === "day" ? (a, b) => String(a.key).localeCompare(String(b.key)) : (a, b) => b.spentUsd - a.spentUsd || String(a.key ?? "").localeCompare(String(b.key ?? "")));
+  const out = rows.map((r) => ({ key: bucket !== undefined && r.key !== null ? new Date(Number(r.key) * bucket).toISOString() : r.key, spentUsd: toUsd(Number(r.nanos)), calls: Number(r.calls) }));
+  out.sort(by === "day" || bucket !== undefined ? (a, b) => String(a.key).localeCompare(String(b.key)) : (a, b) => b.spentUsd - a.spentUsd || String(a.key ?? "").localeCompare(String(b.key ?? "")));
   return { by, rows: out };
 }
