@@ -61,8 +61,9 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       url: opts.url,
       token: target.token,
       tenant: target.tenant,
-      concurrency: opts.concurrency,
-      sockets: opts.sockets,
+      // Only when given: an undefined here would replace the sync's defaults (and leave it no read slots).
+      ...(opts.concurrency !== undefined && { concurrency: opts.concurrency }),
+      ...(opts.sockets !== undefined && { sockets: opts.sockets }),
       log: (m) => log(`[${target.tenant}] ${m}`),
       onProblem: (p) => opts.onProblem?.(target.tenant, p),
     });

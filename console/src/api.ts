@@ -24,12 +24,22 @@ export class ApiError extends Error {
 /** Fired when the token is refused, so the app can go back to the sign-in form. */
 export const onUnauthorized = new Set<(e: ApiError) => void>();
 
-async function request(path: string, init: { method?: string; body?: unknown; signal?: AbortSignal } = {}): Promise<Response> {
+interface Init {
+  method?: string;
+  /** JSON-encoded. */
+  body?: unknown;
+  /** Sent as it is, with its own content type. */
+  text?: { body: string; type: string };
+  signal?: AbortSignal;
+}
+
+async function request(path: string, init: Init = {}): Promise<Response> {
   const headers: Record<string, string> = { authorization: `Bearer ${config.token ?? ""}` };
-  if (init.body !== undefined) headers["content-type"] = "application/json";
+  const body = init.text ? init.text.body : init.body === undefined ? undefined : JSON.stringify(init.body);
+  if (body !== undefined) headers["content-type"] = init.text?.type ?? "application/json";
   let res: Response;
   try {
-    res = await fetch(path, { method: init.method ?? (init.body !== undefined ? "POST" : "GET"), headers, body: init.body === undefined ? undefined : JSON.stringify(init.body), signal: init.signal });
+    res = await fetch(path, { method: init.method ?? (body !== undefined ? "POST" : "GET"), headers, body, signal: init.signal });
   } catch (e) {
     if ((e as Error).name === "AbortError") throw e;
     throw new ApiError(0, "unreachable", "Governor could not be reached");
@@ -57,6 +67,35 @@ export async function getJson<S extends z.ZodType>(path: string, schema: S, sign
 export async function postJson<S extends z.ZodType>(path: string, body: unknown, schema: S): Promise<z.infer<S>> {
   const res = await request(path, { body });
   return check(schema, await res.json(), path);
+}
+
+/** A body that is not JSON (a policy as YAML); the answer is JSON. */
+export async function postText<S extends z.ZodType>(path: string, text: { body: string; type: string }, schema: S, signal?: AbortSignal): Promise<z.infer<S>> {
+  const res = await request(path, { text, signal });
+  return check(schema, await res.json(), path);
+}
+
+/**
+ * Saves what a route answers as a file. The token goes in the Authorization header of a
+ * fetch, never in a link's URL (where history, logs and Referer headers would keep it);
+ * the answer becomes a blob the browser saves under the server's file name.
+ */
+export async function download(path: string, fallbackName: string): Promise<{ name: string; bytes: number }> {
+  const res = await request(path);
+  const blob = await res.blob();
+  const disposition = res.headers.get("content-disposition") ?? "";
+  const name = /filename="?([^";]+)"?/.exec(disposition)?.[1] ?? fallbackName;
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  a.rel = "noopener";
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // The click has handed the blob to the download; the URL can go after this turn.
+  setTimeout(() => URL.revokeObjectURL(url), 30_000);
+  return { name, bytes: blob.size };
 }
 
 /** NDJSON lines and the response's headers. */

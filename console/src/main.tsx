@@ -8,6 +8,7 @@ import { useObservable } from "./signal";
 import { sessions, startTenant, stopTenant, tenantStatus, tenantVersion } from "./tenant";
 import { Link } from "./ui/bits";
 import { Approvals } from "./views/approvals";
+import { Audit } from "./views/audit";
 import { Overview } from "./views/overview";
 import { SessionDetail } from "./views/session";
 import { Sessions } from "./views/sessions";
@@ -44,6 +45,7 @@ const TABS = [
   ["overview", "Overview"],
   ["sessions", "Sessions"],
   ["approvals", "Approvals"],
+  ["audit", "Audit"],
 ] as const;
 
 function TopBar({ signedIn, onSignOut }: { signedIn: boolean; onSignOut: () => void }) {
@@ -99,6 +101,8 @@ function View() {
       return <Sessions params={r.params} />;
     case "approvals":
       return <Approvals />;
+    case "audit":
+      return <Audit params={r.params} />;
     case "session":
       return <SessionDetail key={r.id} id={r.id} />;
   }

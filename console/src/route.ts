@@ -7,13 +7,16 @@ export type Route =
   | { view: "overview" }
   | { view: "sessions"; params: URLSearchParams }
   | { view: "approvals" }
+  | { view: "audit"; params: URLSearchParams }
   | { view: "session"; id: string };
 
 export function parseHash(hash: string): Route {
   const h = hash.replace(/^#/, "");
+  const [name, query = ""] = h.split("?");
+  // The audit search takes a session filter of its own: `#audit?session=…` is not a session's page.
+  if (name === "audit") return { view: "audit", params: new URLSearchParams(query) };
   const session = /(?:^|&)session=([^&]*)/.exec(h);
   if (session && !h.startsWith("sessions")) return { view: "session", id: decodeURIComponent(session[1]) };
-  const [name, query = ""] = h.split("?");
   if (name === "sessions") return { view: "sessions", params: new URLSearchParams(query) };
   if (name === "approvals") return { view: "approvals" };
   return { view: "overview" };
@@ -27,9 +30,10 @@ export function hrefOf(r: Route): string {
       return "#approvals";
     case "session":
       return `#session=${encodeURIComponent(r.id)}`;
-    case "sessions": {
+    case "sessions":
+    case "audit": {
       const q = r.params.toString();
-      return q ? `#sessions?${q}` : "#sessions";
+      return q ? `#${r.view}?${q}` : `#${r.view}`;
     }
   }
 }

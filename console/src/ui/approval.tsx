@@ -1,7 +1,8 @@
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import type { SessionSummary } from "../../../schema/protocol";
 import { SessionSummary as SummarySchema } from "../../../schema/protocol";
-import { ApiError, postJson } from "../api";
+import { ApiError, getJson, postJson } from "../api";
+import { ArgTable, ruleArgument, sizeOf } from "./args";
 import { banner } from "../banners";
 import { timeLeft } from "../format";
 import { Usd } from "./bits";
@@ -9,12 +10,52 @@ import { hrefOf } from "../route";
 import { ApprovalAnswer } from "../schemas";
 
 type Pending = SessionSummary["pendingApprovals"][number];
+const PendingSchema = SummarySchema.shape.pendingApprovals.element;
 
-/** One argument's value: plain values as they are, structures as indented JSON. */
-function ArgValue({ value }: { value: unknown }) {
-  if (value !== null && typeof value === "object") return <pre class="arg-json">{JSON.stringify(value, null, 2)}</pre>;
-  if (typeof value === "string") return <span class="arg-str">{value}</span>;
-  return <span class="arg-num">{JSON.stringify(value)}</span>;
+type Shown = { kind: "all"; args: Record<string, unknown>; bytes?: number } | { kind: "loading"; bytes: number } | { kind: "some"; args: Record<string, unknown> | null; why: string };
+
+const asRecord = (v: unknown) => (v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null);
+
+/**
+ * The arguments to show: all of them when the summary carries them (`argsFull`); when they
+ * were too large for it, fetched whole from the approval's own route; else what the log kept.
+ */
+function useArgs(session: string, a: Pending): Shown {
+  const [fetched, setFetched] = useState<{ id: string; shown: Shown } | null>(null);
+  const large = !a.argsFull && a.argsBytes !== undefined;
+  useEffect(() => {
+    if (!large) return;
+    const ctl = new AbortController();
+    getJson(`/v1/sessions/${encodeURIComponent(session)}/approvals/${encodeURIComponent(a.approvalId)}`, PendingSchema, ctl.signal)
+      .then((p) => setFetched({ id: a.approvalId, shown: p.argsFull && asRecord(p.args) ? { kind: "all", args: asRecord(p.args)!, bytes: p.argsBytes } : { kind: "some", args: asRecord(p.args), why: "not held whole" } }))
+      .catch((e) => !ctl.signal.aborted && setFetched({ id: a.approvalId, shown: { kind: "some", args: asRecord(a.args), why: e instanceof ApiError ? e.toString() : String(e) } }));
+    return () => ctl.abort();
+  }, [session, a.approvalId, large]);
+  if (a.argsFull && asRecord(a.args)) return { kind: "all", args: asRecord(a.args)!, bytes: a.argsBytes };
+  if (large) return fetched?.id === a.approvalId ? fetched.shown : { kind: "loading", bytes: a.argsBytes! };
+  return { kind: "some", args: asRecord(a.args), why: "the log keeps only the arguments the policy's rules read (keep_raw: true keeps all of them)" };
+}
+
+function Arguments({ session, a }: { session: string; a: Pending }) {
+  const shown = useArgs(session, a);
+  const checked = ruleArgument(a.rule, a.action);
+  if (shown.kind === "loading") return <p class="small muted args-note">Loading all the arguments ({sizeOf(shown.bytes)})…</p>;
+  const count = shown.args ? Object.keys(shown.args).length : 0;
+  return (
+    <div class="args-box" data-args={shown.kind}>
+      <p class="small muted args-note">
+        {shown.kind === "all" ? (
+          <>
+            All {count} argument{count === 1 ? "" : "s"} as the agent sent {count === 1 ? "it" : "them"}
+            {shown.bytes !== undefined && <> · {sizeOf(shown.bytes)}</>}
+          </>
+        ) : (
+          <>Only some arguments: {shown.why}.</>
+        )}
+      </p>
+      {shown.args && count > 0 ? <ArgTable args={shown.args} checked={checked} /> : <p class="small muted">No arguments.</p>}
+    </div>
+  );
 }
 
 export function ApprovalCard({ session, a, now, showSession = true }: { session: SessionSummary; a: Pending; now: number; showSession?: boolean }) {
@@ -22,7 +63,6 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
   const [busy, setBusy] = useState<null | "approve" | "deny">(null);
   const [done, setDone] = useState<null | string>(null);
   const left = a.deadline - now;
-  const args = a.args && typeof a.args === "object" && !Array.isArray(a.args) ? Object.entries(a.args as Record<string, unknown>) : null;
 
   async function decide(decision: "approve" | "deny") {
     setBusy(decision);
@@ -62,24 +102,7 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
       <p class="small muted">
         review asked by <code class="rule">{a.rule}</code>
       </p>
-      {args && args.length ? (
-        <table class="args" aria-label="Arguments" title="As the session holds them: the fields its rules check, or every argument with keep_raw: true">
-          <tbody>
-            {args.map(([k, v]) => (
-              <tr key={k} data-arg={k}>
-                <th scope="row" class="mono">
-                  {k}
-                </th>
-                <td>
-                  <ArgValue value={v} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      ) : (
-        <p class="small muted">The log keeps these arguments only as a hash (a policy with keep_raw: true keeps them whole).</p>
-      )}
+      <Arguments session={session.session} a={a} />
       <div class="approval-actions">
         <input class="note" type="text" placeholder="Note (optional)" maxLength={1024} aria-label="Note" value={note} onInput={(e) => setNote((e.target as HTMLInputElement).value)} disabled={!!done} />
         <button type="button" class="primary" data-decide="approve" disabled={!!busy || !!done} onClick={() => decide("approve")}>

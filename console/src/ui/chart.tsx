@@ -13,8 +13,8 @@ export interface SeriesSpec {
 }
 
 interface Props {
-  /** [times in ms, ...one array per series] */
-  data: [number[], ...number[][]];
+  /** [times in ms, ...one array per series]; null where a series has no value. */
+  data: [number[], ...Array<Array<number | null>>];
   series: SeriesSpec[];
   height?: number;
   /** Names the chart for tests and assistive tech. */
@@ -22,16 +22,20 @@ interface Props {
   /** The narrowest time window shown, in seconds, and which end of the data it holds on to. */
   minSpan?: number;
   anchor?: "start" | "end";
+  /** A fixed time window in ms (a chart of "the last 24 hours"); else the data's own span. */
+  window?: [number, number];
 }
 
 const stepped = uPlot.paths.stepped!({ align: 1 });
 /** Dots while there are only a few points, so a young series is visible at all. */
 const few = (u: uPlot, _series: number, i0: number, i1: number) => i1 - i0 < 40 && u.data[0].length < 40;
 
-export function TimeChart({ data, series, height = 220, name, minSpan = 300, anchor = "end" }: Props) {
+export function TimeChart({ data, series, height = 220, name, minSpan = 300, anchor = "end", window }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
-  const seconds = (d: Props["data"]): uPlot.AlignedData => [d[0].map((t) => t / 1000), ...d.slice(1)];
+  const fixed = useRef(window);
+  fixed.current = window;
+  const seconds = (d: Props["data"]): uPlot.AlignedData => [d[0].map((t) => t / 1000), ...d.slice(1)] as uPlot.AlignedData;
 
   useEffect(() => {
     const el = box.current!;
@@ -43,7 +47,11 @@ export function TimeChart({ data, series, height = 220, name, minSpan = 300, anc
       legend: { live: true },
       scales: {
         // A few points close together would otherwise stretch over years.
-        x: { time: true, range: (_u, min, max) => (max - min >= minSpan ? [min, max] : anchor === "end" ? [max - minSpan, max + 1] : [min - 1, min + minSpan]) },
+        x: {
+          time: true,
+          range: (_u, min, max) =>
+            fixed.current ? [fixed.current[0] / 1000, fixed.current[1] / 1000] : max - min >= minSpan ? [min, max] : anchor === "end" ? [max - minSpan, max + 1] : [min - 1, min + minSpan],
+        },
         y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
@@ -51,7 +59,7 @@ export function TimeChart({ data, series, height = 220, name, minSpan = 300, anc
         { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#e3e6eb" }, size: (_u, vals) => (vals?.length ? Math.max(...vals.map((v) => v.length)) * 7 + 18 : 50), values: (_u, vals) => vals.map((v) => usdShort(v)) },
       ],
       series: [
-        { value: (_u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleTimeString([], { hour12: false })) },
+        { value: (_u, v) => (v == null ? "–" : fixed.current && fixed.current[1] - fixed.current[0] > 86_400_000 ? new Date(v * 1000).toLocaleString([], { hour12: false, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : new Date(v * 1000).toLocaleTimeString([], { hour12: false })) },
         ...series.map((s) => ({ label: s.label, stroke: s.color, fill: s.fill, dash: s.dash, width: 2, paths: stepped, points: { show: few, size: 6 }, value: (_u: uPlot, v: number | null) => (v == null ? "–" : usd(v)) })),
       ],
     };
@@ -71,6 +79,6 @@ export function TimeChart({ data, series, height = 220, name, minSpan = 300, anc
     plot.current?.setData(seconds(data));
   }, [data]);
 
-  const last = data[1].length ? data[1][data[1].length - 1] : 0;
+  const last = data[1].length ? (data[1][data[1].length - 1] ?? 0) : 0;
   return <div class="chart" ref={box} role="img" aria-label={name} data-chart={name} data-points={data[0].length} data-last={last} />;
 }

@@ -1,14 +1,14 @@
 import { useEffect, useState } from "preact/hooks";
 import type { SessionSummary } from "../../../schema/protocol";
 import { ApiError, getJson, qs } from "../api";
-import { clip, clock, decimalsFor } from "../format";
+import { clip, decimalsFor } from "../format";
 import { useIncidents } from "../incidents";
 import { hrefOf } from "../route";
 import { AuditSpendAnswer, SPEND_BY, type SpendBy } from "../schemas";
 import { useNow, useObservable } from "../signal";
-import { sessions, spendSeries, tenantTotals, tenantVersion } from "../tenant";
+import { sessions, tenantTotals, tenantVersion } from "../tenant";
 import { Ago, Card, Count, Empty, Stat, StateBadge, STATES, Usd } from "../ui/bits";
-import { TimeChart } from "../ui/chart";
+import { SpendChart } from "./spend-chart";
 
 export function Overview() {
   const version = useObservable(tenantVersion);
@@ -20,12 +20,6 @@ export function Overview() {
   for (const s of all) byState[s.state]++;
   const live = byState.active + byState.alerting + byState["awaiting-approval"];
   const d = decimalsFor([totals.spentUsd, totals.reservedUsd]);
-
-  // The line runs to now: spend holds its last value until something changes it.
-  const pts = spendSeries.length ? spendSeries : [{ ts: now, spentUsd: totals.spentUsd, committedUsd: totals.spentUsd + totals.reservedUsd }];
-  const last = pts[pts.length - 1];
-  const xs = [...pts.map((p) => p.ts), Math.max(now, last.ts + 1000)];
-  const data: [number[], number[], number[]] = [xs, [...pts.map((p) => p.spentUsd), last.spentUsd], [...pts.map((p) => p.committedUsd), last.committedUsd]];
 
   return (
     <div class="overview">
@@ -39,18 +33,7 @@ export function Overview() {
       </div>
 
       <div class="grid-2-1">
-        <Card title="Spend over time" name="spend-chart" extra={<span class="muted small">tenant total, live since {clock(pts[0].ts)} · dashed: with reservations</span>}>
-          <TimeChart
-            name="tenant-spend"
-            minSpan={60}
-            anchor="start"
-            data={data}
-            series={[
-              { label: "spent", color: "#2563eb", fill: "rgba(37, 99, 235, 0.08)" },
-              { label: "spent + reserved", color: "#93c5fd", dash: [5, 4] },
-            ]}
-          />
-        </Card>
+        <SpendChart now={now} />
         <Card title="Sessions by state" name="by-state" extra={<a href={hrefOf({ view: "sessions", params: new URLSearchParams() })}>All sessions →</a>}>
           <StateBars byState={byState} total={all.length} />
         </Card>
@@ -227,7 +210,7 @@ function Rollups() {
               <tbody>
                 {rows.map((r) => (
                   <tr key={String(r.key)}>
-                    <td class="mono">{r.key ?? <span class="muted">(none)</span>}</td>
+                    <td class="mono">{r.key ?? <span class="muted">{by === "model" ? "(no model: tools, reported costs)" : "(none)"}</span>}</td>
                     <td class="num">
                       <Usd v={r.spentUsd} d={d} />
                     </td>

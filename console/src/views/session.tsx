@@ -9,6 +9,7 @@ import { ApprovalCard } from "../ui/approval";
 import { Ago, Card, Count, Empty, Link, SpendBar, Stat, StateBadge, STATES, Usd, type StateName } from "../ui/bits";
 import { TimeChart } from "../ui/chart";
 import { KillButton } from "../ui/kill";
+import { ToolActivity } from "./tools";
 
 const LOG_PAGE = 50;
 
@@ -34,6 +35,9 @@ export function SessionDetail({ id }: { id: string }) {
           <span id="detail-badge">{state && <StateBadge state={state} />}</span>
           <span class="spacer" />
           <Link status={feed.status} label="the session socket" />
+          <a class="button" href={hrefOf({ view: "audit", params: new URLSearchParams({ whatif: id }) })} id="whatif-link" title="Decide this session again under another policy">
+            What-if…
+          </a>
           <KillButton session={id} disabled={!s || over} />
         </div>
         {s && (
@@ -136,14 +140,18 @@ export function SessionDetail({ id }: { id: string }) {
         </Card>
       </div>
 
+      <ToolActivity events={feed.events} version={feed.version.value} />
+
       <EventLog events={feed.events} version={feed.version.value} />
     </div>
   );
 }
 
 function Money({ s }: { s: NonNullable<SessionFeed["summary"]> }) {
-  // One precision for all four, so spent + reserved + remaining reads as the budget.
-  const d = decimalsFor([s.spentUsd, s.reservedUsd, s.remainingUsd, s.budgetUsd]);
+  const overrun = s.overrunUsd ?? 0;
+  const overBudget = s.overBudgetUsd ?? 0;
+  // One precision for all of them, so spent + reserved + remaining reads as the budget.
+  const d = decimalsFor([s.spentUsd, s.reservedUsd, s.remainingUsd, s.budgetUsd, overrun, overBudget]);
   const c = s.counters;
   return (
     <div class="card money-card" data-card="money">
@@ -155,6 +163,26 @@ function Money({ s }: { s: NonNullable<SessionFeed["summary"]> }) {
         <Stat label="Remaining" name="remaining" value={s.remainingUsd == null ? "no limit" : <Usd v={s.remainingUsd} d={d} />} />
         <Stat label="Budget" name="budget" value={s.budgetUsd == null ? "none" : <Usd v={s.budgetUsd} d={d} />} />
       </div>
+      {(overrun > 0 || overBudget > 0) && (
+        <p class="money-note" data-note="overrun">
+          {overrun > 0 && (
+            <span data-stat="overrun">
+              <strong>
+                <Usd v={overrun} d={d} />
+              </strong>{" "}
+              overrun: settled above what was reserved (the estimate was not an upper bound)
+            </span>
+          )}
+          {overBudget > 0 && s.budgetUsd != null && (
+            <span data-stat="over-budget">
+              <strong>
+                <Usd v={overBudget} d={d} />
+              </strong>{" "}
+              over budget: spent <Usd v={s.spentUsd} d={d} /> = budget <Usd v={s.budgetUsd} d={d} /> + <Usd v={overBudget} d={d} />
+            </span>
+          )}
+        </p>
+      )}
       <dl class="counters">
         {(
           [
