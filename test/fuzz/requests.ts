@@ -23,6 +23,7 @@ const ROUTES: Array<[string, string]> = [
   ["POST", "/v1/sessions/:id/actions?wait=:n"],
   ["POST", "/v1/sessions/:id/events"],
   ["POST", "/v1/sessions/:id/approvals/:aid"],
+  ["GET", "/v1/sessions/:id/approvals/:aid"],
   ["POST", "/v1/sessions/:id/kill"],
   ["POST", "/v1/sessions/:id/close"],
   ["GET", "/v1/sessions/:id/log?after=:n&limit=:n"],

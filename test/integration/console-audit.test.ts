@@ -394,4 +394,31 @@ describe("web console: approvals, audit, what-if, history", () => {
       await page.close();
     }
   });
+
+  it("shows what a settle charged past its reservation and past the budget, so the amounts still add up", { timeout: 60_000 }, async () => {
+    // Last: the stand-in bills far more input than the request holds, and the tenant learns that ratio.
+    const id = await openSession({ budget: { session_usd: 0.01 } }, { agent: "overrun-bot" }, "over");
+    up.setDefault({ promptTokens: 400_000 });
+    try {
+      await chat(id, 10);
+    } finally {
+      up.setDefault({});
+    }
+    const s = await until(async () => (await op(`/v1/sessions/${id}`)).json, (x) => x.reservations.length === 0 && x.spentUsd > 0);
+    expect(s.overrunUsd).toBeGreaterThan(0);
+    expect(s.overBudgetUsd).toBeGreaterThan(0);
+    const page = await openConsole(`#session=${id}`);
+    const note = page.locator('[data-card="money"] [data-note="overrun"]');
+    await note.waitFor();
+    const usdIn = async (sel: string) => nanos(Number((await page.locator(sel).first().textContent())!.replace(/[$,]/g, "")));
+    expect(await usdIn('[data-stat="overrun"] strong')).toBe(nanos(s.overrunUsd));
+    expect(await usdIn('[data-stat="over-budget"] strong')).toBe(nanos(s.overBudgetUsd));
+    // spent = budget + over budget, to the digit shown.
+    const spent = await usdIn('[data-card="money"] [data-stat="spent"] .value');
+    expect(spent).toBe(nanos(s.spentUsd));
+    expect(spent).toBe((await usdIn('[data-card="money"] [data-stat="budget"] .value')) + (await usdIn('[data-stat="over-budget"] strong')));
+    await page.locator('[data-card="money"]').screenshot({ path: `${SHOTS}/console2-1440-overrun.png`, style: UNSTICK });
+    expect(problems.get(page)).toEqual([]);
+    await page.close();
+  });
 });
