@@ -172,7 +172,7 @@ export default class SessionActor implements Party.Server {
         case "get":
           return json(this.summaryFor(this.journal.snapshot, roleOf(req)));
         case "held-args":
-          return json(this.heldArgs(op.approvalId));
+          return json(await this.heldArgs(op.approvalId));
         case "log":
           return await this.journal.log(op.after, op.limit, (head) => this.checkpoints.trailer(head.seq, head.hash));
         case "action":
@@ -231,11 +231,11 @@ export default class SessionActor implements Party.Server {
   }
 
   /** One pending approval with every argument as sent, however large (the summary names large ones by size). */
-  private heldArgs(approvalId: string) {
+  private async heldArgs(approvalId: string) {
     const pending = this.summaryFor(this.journal.snapshot, "auditor").pendingApprovals.find((a) => a.approvalId === approvalId);
     if (!pending) throw new NotFoundError(`no pending approval "${approvalId}" in this session`);
-    const held = this.approvals.held.get(approvalId);
-    return held ? { ...pending, args: held.args, argsFull: true, argsBytes: held.record.bytes } : pending;
+    const args = await this.approvals.held.whole(approvalId);
+    return args ? { ...pending, args, argsFull: true, argsBytes: this.approvals.held.get(approvalId)!.bytes } : pending;
   }
 
   /** Kill or close. Calls in flight hear of it through their held progress reports (reservations.ts). */

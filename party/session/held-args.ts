@@ -22,6 +22,13 @@ const PART_CHARS = 32_000;
  * `GET /v1/sessions/:id/approvals/:aid` gives them whole.
  */
 export const SUMMARY_ARGS_BYTES = 64 * 1024;
+/**
+ * What one session holds at most. Arguments past it are not held (the log's fields still
+ * show): an agent that opens review after review with large arguments must not fill the
+ * actor's memory or storage. Only arguments small enough for a summary stay in memory;
+ * larger ones are read from storage when asked for.
+ */
+export const MAX_HELD_BYTES = 8 * 1024 * 1024;
 
 export interface HeldRecord {
   approvalId: string;
@@ -38,7 +45,8 @@ export interface HeldRecord {
 
 interface Held {
   record: HeldRecord;
-  args: Record<string, unknown>;
+  /** In memory when small enough for a summary; else read from storage when asked for. */
+  args?: Record<string, unknown>;
 }
 
 type Pending = SessionSummary["pendingApprovals"][number];
@@ -79,7 +87,8 @@ export class HeldArgs {
         continue;
       }
       try {
-        this.held.set(id, { record, args: JSON.parse(text.join("")) as Record<string, unknown> });
+        const args = JSON.parse(text.join("")) as Record<string, unknown>;
+        this.held.set(id, { record, ...(record.bytes <= SUMMARY_ARGS_BYTES && { args }) });
       } catch {
         stale.push(...this.keysOf(id, record.parts));
       }
@@ -92,20 +101,42 @@ export class HeldArgs {
    * approval: the runtime stores both writes together, and the summaries pushed once the
    * batch is stored already carry them.
    */
-  hold(record: Omit<HeldRecord, "bytes" | "parts" | "heldAt">, args: Record<string, unknown>, now: number): Promise<void> {
+  hold(record: Omit<HeldRecord, "bytes" | "parts" | "heldAt">, args: Record<string, unknown>, now: number): Promise<void> | undefined {
     const text = JSON.stringify(args);
+    const bytes = utf8Bytes(text);
+    if (this.heldBytes() + bytes > MAX_HELD_BYTES) {
+      console.warn(`held arguments: ${record.approvalId} not held, the session already holds ${this.heldBytes()} bytes of pending arguments (limit ${MAX_HELD_BYTES})`);
+      return undefined;
+    }
     const parts: string[] = [];
     for (let i = 0; i < text.length; i += PART_CHARS) parts.push(text.slice(i, i + PART_CHARS));
-    if (!parts.length) parts.push("{}");
-    const full: HeldRecord = { ...record, bytes: utf8Bytes(text), parts: parts.length, heldAt: now };
-    this.held.set(record.approvalId, { record: full, args });
+    const full: HeldRecord = { ...record, bytes, parts: parts.length, heldAt: now };
+    this.held.set(record.approvalId, { record: full, ...(bytes <= SUMMARY_ARGS_BYTES && { args }) });
     const puts: Record<string, unknown> = { [recordKey(record.approvalId)]: full };
     parts.forEach((p, n) => (puts[partKey(record.approvalId, n)] = p));
     return this.putAll(puts);
   }
 
-  get(approvalId: string): Held | undefined {
-    return this.held.get(approvalId);
+  get(approvalId: string): HeldRecord | undefined {
+    return this.held.get(approvalId)?.record;
+  }
+
+  /** Every argument of a pending approval, from memory or storage. */
+  async whole(approvalId: string): Promise<Record<string, unknown> | undefined> {
+    const h = this.held.get(approvalId);
+    if (!h) return undefined;
+    if (h.args) return h.args;
+    const keys = Array.from({ length: h.record.parts }, (_, n) => partKey(approvalId, n));
+    const stored = await this.storage.get<string>(keys);
+    const text = keys.map((k) => stored.get(k));
+    if (text.some((t) => typeof t !== "string")) return undefined;
+    return JSON.parse(text.join("")) as Record<string, unknown>;
+  }
+
+  private heldBytes(): number {
+    let n = 0;
+    for (const h of this.held.values()) n += h.record.bytes;
+    return n;
   }
 
   /** Drops what is held for approvals that are no longer pending. */
@@ -137,7 +168,7 @@ export class HeldArgs {
     const pendingApprovals = summary.pendingApprovals.map((a): Pending => {
       const h = this.held.get(a.approvalId);
       if (!h) return { ...a, argsFull: keepRaw };
-      if (h.record.bytes > budget) return { ...a, argsFull: false, argsBytes: h.record.bytes };
+      if (!h.args || h.record.bytes > budget) return { ...a, argsFull: false, argsBytes: h.record.bytes };
       budget -= h.record.bytes;
       return { ...a, args: h.args, argsFull: true, argsBytes: h.record.bytes };
     });

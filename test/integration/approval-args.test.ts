@@ -126,6 +126,21 @@ describe("held arguments of pending approvals", () => {
     expect((await op()(`/v1/sessions/${id}/approvals/${aid}`)).status).toBe(404);
   });
 
+  it("holds at most 8 MiB of pending arguments per session: past it, the log's fields only", { timeout: 60_000 }, async () => {
+    const id = await open();
+    const doc = (i: number) => ({ amount: 2000 + i, scan: `${i}`.repeat(950_000) });
+    const ids: string[] = [];
+    for (let i = 0; i < 9; i++) ids.push(await review(id, doc(i)));
+    const pending = (await op()(`/v1/sessions/${id}`)).json.pendingApprovals as Array<{ approvalId: string; argsFull: boolean; argsBytes?: number; args: unknown }>;
+    expect(pending.map((p) => p.argsBytes !== undefined)).toEqual([...Array(8).fill(true), false]);
+    expect(pending[8]).toMatchObject({ argsFull: false, args: { amount: 2008 } });
+    expect((await op()(`/v1/sessions/${id}/approvals/${ids[7]}`)).json.args).toEqual(doc(7));
+    // Deciding one makes room again.
+    await op()(`/v1/sessions/${id}/approvals/${ids[0]}`, { body: { decision: "deny" } });
+    const next = await review(id, doc(9));
+    expect((await op()(`/v1/sessions/${id}/approvals/${next}`)).json).toMatchObject({ argsFull: true, argsBytes: Buffer.byteLength(JSON.stringify(doc(9))) });
+  });
+
   it("with keep_raw the log itself keeps them whole, and the summary says they are all there", { timeout: 30_000 }, async () => {
     const id = await open({ ...POLICY, keep_raw: true });
     await review(id, ARGS);
