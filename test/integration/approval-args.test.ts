@@ -96,15 +96,11 @@ describe("held arguments of pending approvals", () => {
     expect(decided.json.decision).toBe("allow");
     expect((await op()(`/v1/sessions/${id}`)).json.pendingApprovals).toEqual([]);
     expect((await op()(`/v1/sessions/${id}/approvals/${aid}`)).status).toBe(404);
-    // ...and after another restart nothing held comes back for a new review of the same action.
+    // The session's end drops what a review still held.
     const aid2 = await review(id, { ...ARGS, memo: "short" });
+    expect((await op()(`/v1/sessions/${id}/approvals/${aid2}`)).json.args.memo).toBe("short");
     await op()(`/v1/sessions/${id}/kill`, { body: { reason: "done" } });
     expect((await op()(`/v1/sessions/${id}/approvals/${aid2}`)).status).toBe(404);
-    await gov.stop({ keepStorage: true });
-    gov = await startGovernor({ persist: gov.persist });
-    const ended = (await op()(`/v1/sessions/${id}`)).json;
-    expect(ended.state).toBe("killed");
-    expect(ended.pendingApprovals).toEqual([]);
   });
 
   it("names arguments too large for a summary by their size and gives them whole on the approval's route", { timeout: 30_000 }, async () => {
