@@ -84,9 +84,7 @@ async function caughtUp() {
   await until(
     async () => {
       const heads = await summaries();
-      const res = await op("/v1/audit/sessions");
-      if (process.env.DEBUG_AUDIT) console.log("AUDIT SESSIONS", res.status, res.text.slice(0, 300));
-      const stored = res.json?.sessions as Array<{ session: string; storedSeq: number }> | undefined;
+      const stored = (await op("/v1/audit/sessions")).json?.sessions as Array<{ session: string; storedSeq: number }> | undefined;
       const at = new Map((stored ?? []).map((s) => [s.session, s.storedSeq]));
       return heads.filter((h) => at.get(h.session) !== h.seq).map((h) => h.session);
     },
@@ -139,7 +137,7 @@ describe("web console: approvals, audit, what-if, history", () => {
     [gov, audit] = await Promise.all([
       startGovernor({ port, vars: { OPENAI_BASE_URL: `${up.url}/v1`, OPENAI_API_KEY: "sk-provider-secret", GOVERNOR_AUDIT_URL: `http://127.0.0.1:${auditPort}`, GOVERNOR_AUDIT_SECRET: SECRET } }),
       // The service waits for Governor on its own, as under npm start.
-      freshStoreDir(auditDir).then((dir) => serve({ dir, url: `http://127.0.0.1:${port}`, targets: [{ tenant: "acme", token: TOKENS.auditor }], secret: SECRET, port: auditPort, log: (m) => console.log("AUDIT", m), onProblem: (t, p) => console.log("PROBLEM", t, p) })),
+      freshStoreDir(auditDir).then((dir) => serve({ dir, url: `http://127.0.0.1:${port}`, targets: [{ tenant: "acme", token: TOKENS.auditor }], secret: SECRET, port: auditPort })),
     ]);
     op = client(gov.url, TOKENS.operator);
     agent = client(gov.url, TOKENS.agent);
