@@ -1,6 +1,7 @@
 import type { ActionBody, ReportBody } from "../schema/api";
 import type { ActionSource, Attribution, SeenToolCall, Usage } from "../schema/events";
 import type { Policy } from "../schema/policy";
+import type { Rates } from "../schema/pricing";
 
 // What the gateway asks of the actors. These travel inside one deployment, after the
 // gateway has authenticated the caller and validated the body, so they are plain types.
@@ -56,6 +57,8 @@ export interface ReserveAnswer {
   fitted?: boolean;
   spentUsd: number;
   remainingUsd: number | null;
+  /** On an allow priced at a price the policy declares: what the gateway prices the answer's usage at. */
+  rates?: Rates;
 }
 
 /** A proxied call as the gateway sees it; the actor prices the worst case with the session's policy. */
@@ -78,6 +81,10 @@ export interface ReserveRequest {
   premium?: { above: number; input: number; output: number };
   /** Why the call cannot be priced although its model can (audio, an unpriced tool). */
   unpriced?: string;
+  /** The call may write to the prompt cache with this TTL: a declared price is reserved at its write rate. */
+  cacheWrite?: "5m" | "1h";
+  /** The most input tokens the call can carry: whether a declared long-context tier can apply. */
+  context?: number;
   promptHash?: string;
   attribution: Attribution;
   /** Tool calls of the request's newest assistant turn (party/proxy/tool-calls.ts). */

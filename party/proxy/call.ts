@@ -1,7 +1,7 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { BadRequestError } from "../../lib/errors";
-import { contextWindow, priceFor, type Price, type Provider } from "../../schema/pricing";
+import { contextWindow, priceFor, ratesFor, reserveRates, type Price, type Provider } from "../../schema/pricing";
 import { assertWellFormed, attributionOf, readText } from "../http";
 import type { ReserveRequest } from "../ops";
 import { boundTokens, scanPrompt, type PromptScan } from "./estimate";
@@ -25,13 +25,6 @@ export interface ProxiedCall {
   scan: PromptScan;
   context: number;
   reserve: ReserveRequest;
-}
-
-/** The worst-case input rate: Anthropic bills prompt-cache writes above the input price (1.25x, 2x with a 1-hour TTL). */
-function inputRate(price: Price, cacheWrite: PromptScan["cacheWrite"]): number {
-  if (cacheWrite === "1h") return Math.max(price.input * 2, price.cacheWrite ?? 0);
-  if (cacheWrite === "5m") return Math.max(price.input, price.cacheWrite ?? 0);
-  return price.input;
 }
 
 /** JSON.parse with the gateway's messages; the depth check rides on scanPrompt's walk, and well-formed text is checked after it. */
@@ -59,7 +52,8 @@ export async function readCall(req: Request, provider: Provider, path: string): 
   assertWellFormed(body);
   const context = contextWindow(provider, priced?.family ?? "", req.headers.get("anthropic-beta") ?? "");
   const bound = boundTokens(scan, context);
-  const premium = provider === "anthropic" && priced && context > 200_000 ? { above: 200_000, input: inputRate(priced.price, scan.cacheWrite) * 2, output: priced.price.output * 1.5 } : undefined;
+  // The worst-case rates: cache writes above input, the long-context tier where the window reaches it (schema/pricing.ts).
+  const rates = priced && reserveRates(provider, ratesFor(provider, priced.family, priced.price), scan.cacheWrite, context);
   const reserve: ReserveRequest = {
     requestId: clientKey || crypto.randomUUID(),
     clientKey: Boolean(clientKey),
@@ -69,9 +63,11 @@ export async function readCall(req: Request, provider: Provider, path: string): 
     prompt: { bound, size: Math.min(scan.textBytes + scan.fixedTokens, context), feesUsd: scan.toolFeesUsd, profile: scan.profile },
     maxOutputTokens: maxOutputFrom(provider, path, body),
     choices: typeof body.n === "number" && Number.isInteger(body.n) && body.n > 1 ? body.n : 1,
-    price: priced ? { input: inputRate(priced.price, scan.cacheWrite), output: priced.price.output } : null,
-    ...(premium && { premium }),
+    price: rates ? rates.price : null,
+    ...(rates && rates.premium && { premium: rates.premium }),
     ...(scan.unpriced && { unpriced: scan.unpriced }),
+    ...(scan.cacheWrite !== "none" && { cacheWrite: scan.cacheWrite }),
+    context,
     // A digest of the body as sent, by the runtime's native SHA-256 (the prompt itself is never stored).
     promptHash: createHash("sha256").update(text).digest("hex"),
     attribution,

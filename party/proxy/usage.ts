@@ -7,18 +7,21 @@ const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !
 const obj = (v: unknown): Obj => (isObj(v) ? v : {});
 const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) && v > 0 ? Math.floor(v) : 0);
 
-// OpenAI counts cached tokens inside prompt_tokens/input_tokens; Usage wants them apart.
+// OpenAI counts cached tokens and cache writes (`cache_write_tokens`, billed above input from
+// GPT-5.6 on) inside prompt_tokens/input_tokens, as its breakdown; Usage wants them apart.
 function openaiUsage(u: unknown): Usage | undefined {
   if (!isObj(u)) return undefined;
   const chat = typeof u.prompt_tokens === "number";
   if (!chat && typeof u.input_tokens !== "number") return undefined;
   const prompt = num(chat ? u.prompt_tokens : u.input_tokens);
-  const cached = Math.min(prompt, num(obj(chat ? u.prompt_tokens_details : u.input_tokens_details).cached_tokens));
+  const details = obj(chat ? u.prompt_tokens_details : u.input_tokens_details);
+  const cached = Math.min(prompt, num(details.cached_tokens));
+  const written = Math.min(prompt - cached, num(details.cache_write_tokens));
   return {
-    inputTokens: prompt - cached,
+    inputTokens: prompt - cached - written,
     outputTokens: num(chat ? u.completion_tokens : u.output_tokens),
     cachedInputTokens: cached,
-    cacheWriteTokens: 0,
+    cacheWriteTokens: written,
   };
 }
 

@@ -1,6 +1,20 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { PRICES, PRICES_AS_OF, PriceSchema, costNanos, costUsd, priceFor, type Usage } from "../../schema/pricing";
+import {
+  PRICES,
+  PRICES_AS_OF,
+  PriceSchema,
+  callCostUsd,
+  contextWindow,
+  costNanos,
+  costUsd,
+  inputRate,
+  priceFor,
+  ratesFor,
+  reserveRates,
+  type Usage,
+} from "../../schema/pricing";
+import { UNKNOWN_CONTEXT } from "../../schema/prices";
 import { countTextTokens, encoderNow } from "../../party/proxy/tokens";
 import { countPromptTokens } from "../../party/proxy/estimate";
 
@@ -24,6 +38,75 @@ describe("price table", () => {
     expect(priceFor("openai", "gpt-4o-mini")?.price).toEqual({ input: 0.15, output: 0.6, cachedInput: 0.075 });
     expect(priceFor("anthropic", "claude-sonnet-4-5")?.price).toEqual({ input: 3, output: 15, cachedInput: 0.3, cacheWrite: 3.75 });
     expect(priceFor("anthropic", "claude-3-haiku")?.price).toEqual({ input: 0.25, output: 1.25, cachedInput: 0.03, cacheWrite: 0.3 });
+  });
+});
+
+describe("price table as of 2026-11", () => {
+  it("prices the current models from the providers' pages, snapshots and aliases included", () => {
+    expect(priceFor("openai", "gpt-5.1")?.price).toEqual({ input: 1.25, output: 10, cachedInput: 0.125 });
+    expect(priceFor("openai", "gpt-5.1-2025-11-13")?.family).toBe("gpt-5.1");
+    // List price, not the promotion that ran until at least 2026-11-21; writes at 1.25x input.
+    expect(priceFor("openai", "gpt-5.6-sol")?.price).toEqual({ input: 5, output: 30, cachedInput: 0.5, cacheWrite: 6.25 });
+    expect(priceFor("openai", "gpt-5.6")?.family).toBe("gpt-5.6-sol");
+    expect(priceFor("openai", "gpt-5.6-terra")?.price).toEqual({ input: 2, output: 12, cachedInput: 0.2, cacheWrite: 2.5 });
+    expect(priceFor("openai", "gpt-5.6-luna")?.price).toEqual({ input: 0.2, output: 1.2, cachedInput: 0.02, cacheWrite: 0.25 });
+    expect(priceFor("openai", "gpt-5.3-chat-latest")?.family).toBe("gpt-5.3-chat");
+    expect(priceFor("openai", "gpt-5-pro-2025-10-06")?.price).toEqual({ input: 15, output: 120, cachedInput: 15 });
+    expect(priceFor("openai", "GPT-5-Codex")?.family).toBe("gpt-5-codex");
+    expect(priceFor("anthropic", "claude-opus-4-5")?.price).toEqual({ input: 5, output: 25, cachedInput: 0.5, cacheWrite: 6.25, cacheWrite1h: 10 });
+    expect(priceFor("anthropic", "claude-opus-4-5-20251101")?.family).toBe("claude-opus-4-5");
+    expect(priceFor("anthropic", "claude-sonnet-4-6")?.price).toEqual({ input: 3, output: 15, cachedInput: 0.3, cacheWrite: 3.75, cacheWrite1h: 6 });
+    expect(priceFor("anthropic", "claude-opus-5-5")?.price).toEqual({ input: 4, output: 20, cachedInput: 0.2, cacheWrite: 5, cacheWrite1h: 8 });
+    expect(priceFor("anthropic", "claude-fable-5-1")?.price.cachedInput).toBe(0.25);
+    for (const m of ["claude-opus-4-8", "claude-opus-4-7", "claude-opus-4-6", "claude-opus-5", "claude-sonnet-5", "claude-sonnet-5-5", "claude-mythos-5-1", "claude-haiku-4-5-20251001"]) {
+      expect(priceFor("anthropic", m)?.family).toBe(m.replace(/-\d{8}$/, ""));
+    }
+  });
+
+  it("leaves models no provider page confirmed unpriced, and does not stretch a family over them", () => {
+    for (const m of ["gpt-5.4", "gpt-5.4-mini", "gpt-5.4-nano-2026-03-17", "gpt-5.2", "gpt-5.2-pro", "gpt-5.1-codex", "gpt-5.1-mini", "gpt-5.1-chat-latest", "gpt-5.1-codex-max", "gpt-5.5", "codex-mini-latest", "gpt-4.5-preview", "o3-deep-research", "computer-use-preview", "gpt-5.6-sol-x"]) {
+      expect(priceFor("openai", m), m).toBeUndefined();
+    }
+    for (const m of ["claude-fable-5-2", "claude-mythos-5-2", "claude-haiku-5-5", "claude-mythos-preview", "claude-opus-4-9", "claude-sonnet-4-6-1"]) {
+      expect(priceFor("anthropic", m), m).toBeUndefined();
+    }
+  });
+
+  it("long prompts bill the whole request at the long-context tier (gpt-5.6 past 272K, Sonnet 4.5 past 200K)", () => {
+    const sol = priceFor("openai", "gpt-5.6-sol")!;
+    const u = (input: number) => usage({ inputTokens: input, outputTokens: 1000 });
+    expect(callCostUsd("openai", sol.family, sol.price, u(272_000))).toBeCloseTo(272_000 * 5e-6 + 1000 * 30e-6, 12);
+    expect(callCostUsd("openai", sol.family, sol.price, u(272_001))).toBeCloseTo(272_001 * 10e-6 + 1000 * 45e-6, 12);
+    const sonnet = priceFor("anthropic", "claude-sonnet-4-5")!;
+    expect(callCostUsd("anthropic", sonnet.family, sonnet.price, u(200_001))).toBeCloseTo(200_001 * 6e-6 + 1000 * 22.5e-6, 12);
+    // Sonnet 4.6 lists one price for its whole 1M window.
+    const s46 = priceFor("anthropic", "claude-sonnet-4-6")!;
+    expect(callCostUsd("anthropic", s46.family, s46.price, u(900_000))).toBeCloseTo(900_000 * 3e-6 + 1000 * 15e-6, 12);
+  });
+
+  it("a reservation assumes the dearest rate an input token can bill at", () => {
+    const sol = priceFor("openai", "gpt-5.6-sol")!;
+    // OpenAI caches on its own: from GPT-5.6 on, any prompt may be written at 1.25x.
+    expect(inputRate("openai", sol.price, "none")).toBe(6.25);
+    expect(inputRate("openai", priceFor("openai", "gpt-4o")!.price, "none")).toBe(2.5);
+    const opus = priceFor("anthropic", "claude-opus-4-6")!.price;
+    expect(inputRate("anthropic", opus, "none")).toBe(5);
+    expect(inputRate("anthropic", opus, "5m")).toBe(6.25);
+    expect(inputRate("anthropic", opus, "1h")).toBe(10);
+    const r = reserveRates("openai", ratesFor("openai", sol.family, sol.price), "none", contextWindow("openai", sol.family));
+    expect(r).toEqual({ price: { input: 6.25, output: 30 }, premium: { above: 272_000, input: 12.5, output: 45 } });
+    // No tier where the window cannot reach it: Sonnet 4.5 without the 1M beta.
+    const s45 = priceFor("anthropic", "claude-sonnet-4-5")!;
+    expect(reserveRates("anthropic", ratesFor("anthropic", s45.family, s45.price), "none", contextWindow("anthropic", s45.family)).premium).toBeUndefined();
+    expect(reserveRates("anthropic", ratesFor("anthropic", s45.family, s45.price), "none", contextWindow("anthropic", s45.family, "context-1m-2025-08-07")).premium).toEqual({ above: 200_000, input: 6, output: 22.5 });
+  });
+
+  it("context windows: confirmed ones cap the bound, unknown ones only the request size", () => {
+    expect(contextWindow("openai", "gpt-5.6-luna")).toBe(1_050_000);
+    expect(contextWindow("anthropic", "claude-opus-4-6")).toBe(1_000_000);
+    expect(contextWindow("anthropic", "claude-haiku-4-5")).toBe(200_000);
+    expect(contextWindow("anthropic", "")).toBe(UNKNOWN_CONTEXT);
+    expect(contextWindow("openai", "")).toBe(UNKNOWN_CONTEXT);
   });
 });
 

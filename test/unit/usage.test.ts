@@ -194,6 +194,16 @@ describe("usageFromJson", () => {
     expect(usageFromJson("openai", "v1/responses", json)).toEqual({ inputTokens: 30, cachedInputTokens: 20, outputTokens: 9, cacheWriteTokens: 0 });
   });
 
+  it("openai cache writes (GPT-5.6 on) are split out of the prompt like cached tokens", () => {
+    const chat = { usage: { prompt_tokens: 100, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 30, cache_write_tokens: 50 } } };
+    expect(usageFromJson("openai", "v1/chat/completions", chat)).toEqual({ inputTokens: 20, cachedInputTokens: 30, outputTokens: 5, cacheWriteTokens: 50 });
+    const resp = { object: "response", usage: { input_tokens: 40, input_tokens_details: { cached_tokens: 0, cache_write_tokens: 40 }, output_tokens: 1 } };
+    expect(usageFromJson("openai", "v1/responses", resp)).toEqual({ inputTokens: 0, cachedInputTokens: 0, outputTokens: 1, cacheWriteTokens: 40 });
+    // A breakdown larger than the total never makes a bucket negative.
+    const odd = { usage: { prompt_tokens: 10, completion_tokens: 0, prompt_tokens_details: { cached_tokens: 8, cache_write_tokens: 9 } } };
+    expect(usageFromJson("openai", "v1/chat/completions", odd)).toEqual({ inputTokens: 0, cachedInputTokens: 8, outputTokens: 0, cacheWriteTokens: 2 });
+  });
+
   it("openai embeddings", () => {
     const json = { object: "list", data: [], usage: { prompt_tokens: 8, total_tokens: 8 } };
     expect(usageFromJson("openai", "v1/embeddings", json)).toEqual({ inputTokens: 8, cachedInputTokens: 0, outputTokens: 0, cacheWriteTokens: 0 });
