@@ -1,6 +1,7 @@
 import type { GovernorEvent } from "../schema/events";
 import { Policy } from "../schema/policy";
 import { toNanos } from "../lib/money";
+import type { Rates } from "../schema/pricing";
 import { initialLoopState, reduceLoops, type LoopState } from "./loops";
 
 // The session's context is a pure fold of its events: the same log always gives the same
@@ -17,6 +18,9 @@ export interface Reservation {
   /** The input-token estimate before the learned ratio: what a settle's billed input is compared with. */
   estimateTokens?: number;
   profile?: string;
+  provider?: "openai" | "anthropic";
+  /** Rates the settle is charged at (a price the policy declared), from the reservation. */
+  rates?: Rates;
 }
 
 export interface PendingApproval {
@@ -145,6 +149,11 @@ function without<T>(map: Record<string, T>, key: string): Record<string, T> {
   return rest;
 }
 
+/** The rates of a reservation event, without where they came from (the event keeps that). */
+function ratesOf({ source: _source, key: _key, ...rates }: Rates & { source: string; key?: string }): Rates {
+  return rates;
+}
+
 export function reduce(ctx: SessionContext, event: GovernorEvent): SessionContext {
   const next = reduceEvent(ctx, event);
   const loops = reduceLoops(ctx, event);
@@ -173,6 +182,8 @@ function reduceEvent(ctx: SessionContext, event: GovernorEvent): SessionContext 
         action: d.attribution.action,
         ...(d.estimateTokens !== undefined && { estimateTokens: d.estimateTokens }),
         ...(d.profile && { profile: d.profile }),
+        ...(d.provider && { provider: d.provider }),
+        ...(d.rates && { rates: ratesOf(d.rates) }),
       };
       const window = ctx.policy?.runaway.window ?? 5;
       // Runaway compares sizes call to call: the size bound where the event has it, else (older logs) the token count.

@@ -1,5 +1,6 @@
 import type { Attribution, EventDraft, SeenToolCall, Usage } from "../schema/events";
 import { toNanos, toUsd } from "../lib/money";
+import { ratesCostUsd, type Rates } from "../schema/pricing";
 import type { SessionContext } from "./context";
 import { isRunaway, type RateHit } from "./rules";
 import { afterError, withToolCalls } from "./loops";
@@ -58,7 +59,18 @@ export interface ReserveInput {
   outputCap?: number;
   /** USD per 1M output tokens the estimate used. */
   outputPrice?: number;
+  /** USD per 1M input tokens the estimate used. */
+  inputPrice?: number;
+  /** The call may write to the prompt cache with this TTL. */
+  cacheWrite?: "5m" | "1h";
+  /** Server-side tool fees in the estimate, USD. */
+  feesUsd?: number;
+  /** Rates other than the gateway's table (a price the policy declares): settles are charged at them. */
+  rates?: PricedAt;
 }
+
+/** Rates a call was priced at, and where they came from: the policy's `pricing` (its key), or the table (a what-if's fallback). */
+export type PricedAt = Rates & { source: "policy" | "table"; key?: string };
 
 /** What a reservation, or its refusal, records about the call, so a what-if can price and decide it again. */
 function callFacts(input: ReserveInput) {
@@ -73,7 +85,12 @@ function callFacts(input: ReserveInput) {
     ...(input.capFrom && { capFrom: input.capFrom }),
     ...(input.outputCap !== undefined && { outputCap: input.outputCap }),
     ...(input.outputPrice !== undefined && { outputPrice: input.outputPrice }),
+    ...(input.inputPrice !== undefined && { inputPrice: input.inputPrice }),
+    ...(input.cacheWrite && { cacheWrite: input.cacheWrite }),
+    ...(input.feesUsd !== undefined && { feesUsd: input.feesUsd }),
+    ...(input.rates && { rates: input.rates }),
     ...(!input.priced && { unpriced: true as const }),
+    ...(!input.priced && input.unpricedReason && { unpricedReason: input.unpricedReason }),
   };
 }
 
@@ -140,8 +157,7 @@ function decideReserveRules(view: View, input: ReserveInput, now: number, crossS
   const early = durationRefusal(ctx, now) ?? rateRefusal(ctx, now, a.run) ?? (crossSession && { code: "rate_limited" as const, ...crossSession });
   if (early) return denial(early);
   if (!input.priced && p.unpriced_models === "deny" && hasBudget(p, a.action)) {
-    const why = input.unpricedReason ? `this call cannot be priced (${input.unpricedReason})` : `model "${input.model}" has no price`;
-    return denial({ code: "policy_violation", rule: "unpriced_models", reason: `${why}, and this session has a budget; set unpriced_models: allow to let such calls through uncounted` });
+    return denial({ code: "policy_violation", rule: "unpriced_models", reason: unpricedReason(input) });
   }
   let estimateUsd = input.estimateUsd;
   let maxOutputTokens = input.maxOutputTokens;
@@ -173,6 +189,14 @@ function decideReserveRules(view: View, input: ReserveInput, now: number, crossS
     return { drafts: [reservation(fitted, now + p.budget.reservation_ttl), anomaly], verdict: allow };
   }
   return { drafts: [reservation(fitted, now + p.budget.reservation_ttl)], verdict: allow };
+}
+
+/** Why an unpriced call is refused, and what would let it through: a declared price where the model is what lacks one. */
+function unpricedReason(input: ReserveInput): string {
+  const allow = "set unpriced_models: allow to let such calls through uncounted";
+  if (input.unpricedReason) return `this call cannot be priced (${input.unpricedReason}), and this session has a budget; ${allow}`;
+  const key = `${input.provider}/${input.model}`;
+  return `model "${input.model}" has no price, and this session has a budget; declare its price in the policy under pricing ("${key}": { input, output } in USD per 1M tokens), or ${allow}`;
 }
 
 function reservation(input: ReserveInput & { fittedCap?: number }, expiresAt: number): EventDraft {
@@ -218,9 +242,12 @@ function inputRatio(estimateTokens: number | undefined, usage: Usage | undefined
  * The settle, and when it charged more than was reserved, the overrun on it and one alert
  * per session naming the model and how far billed input went past the estimate.
  */
-function settled(ctx: SessionContext, requestId: string, costUsd: number, outcome: "completed" | "aborted" | "released" | "expired", usage: Usage | undefined, now: number): EventDraft[] {
+function settled(ctx: SessionContext, requestId: string, reported: number, outcome: "completed" | "aborted" | "released" | "expired", usage: Usage | undefined, now: number): EventDraft[] {
   const r = ctx.reservations[requestId];
   const id = `settle:${requestId}`;
+  // A call priced at rates the gateway does not hold (a declared price) is charged here, from
+  // the provider's usage, at the rates it was reserved at; otherwise the gateway's figure stands.
+  const costUsd = outcome !== "released" && usage && r?.rates && r.provider ? ratesCostUsd(r.provider, r.rates, usage) : reported;
   const overrunNanos = r ? Math.max(0, toNanos(costUsd) - r.estimateNanos) : 0;
   const ratio = r ? inputRatio(r.estimateTokens, usage) : undefined;
   const draft: EventDraft = {

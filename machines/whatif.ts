@@ -208,7 +208,8 @@ class WhatIfRun {
       e.type === "request.reserved"
         ? { decision: "allow", costUsd: this.settledCost.get(d.requestId) ?? null }
         : { decision: "deny", code: e.data.code, rule: e.data.rule, reason: e.data.reason, costUsd: 0 };
-    const { input, missing } = callInput(this.recorded, this.policy, e);
+    const { input, missing, note } = callInput(this.recorded, this.policy, e);
+    if (note) this.notes.add(note);
     const decision = decideReserve(this.sim.view, input, e.ts, this.crossSession(e));
     const why = unknownBecause(decision.verdict, missing);
     const base = { seq: e.seq, ts: e.ts, requestId: d.requestId, kind: "llm" as const, subject, happened };

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { Policy } from "./policy";
+import { RatesSchema } from "./pricing";
 
 // Every fact the session actor knows is one of these, appended in order, hash-chained.
 // The machine folds them; nothing else about a session is authoritative.
@@ -30,6 +31,20 @@ const Repricing = {
   outputCap: z.number().int().nonnegative().optional(),
   outputPrice: z.number().finite().nonnegative().optional(),
   unpriced: z.literal(true).optional(),
+  /** Why a call of a priced model could not be priced (audio, an unpriced tool): a declared price does not change that. */
+  unpricedReason: Str.optional(),
+  /** USD per 1M input tokens the estimate used (the worst-case rate: cache writes, long context). */
+  inputPrice: z.number().finite().nonnegative().optional(),
+  /** The call may write to the prompt cache with this TTL, and was priced at that write rate. */
+  cacheWrite: z.enum(["5m", "1h"]).optional(),
+  /** Server-side tool fees in the estimate, USD; recorded on every proxied call since declared prices existed. */
+  feesUsd: Usd.optional(),
+  /**
+   * The rates the call was priced at, and its settles are charged at, when they are not the
+   * gateway's table: a price the session's policy declares (`pricing`). A what-if that
+   * prices the call again (another declaration, or none) says where its rates came from.
+   */
+  rates: RatesSchema.extend({ source: z.enum(["policy", "table"]), key: Str.optional() }).optional(),
 };
 
 /** Who asked: the attribution headers of a proxied call, or an action's caller. */

@@ -4,6 +4,7 @@ import { Duration } from "../lib/duration";
 import { BadRequestError } from "../lib/errors";
 import { checkPolicyLimits } from "./policy-limits";
 import { McpPolicy } from "./mcp";
+import { Pricing } from "./declared-prices";
 
 // Strict objects everywhere: a typo in a policy ("sesion_usd") must be refused with its
 // path, not silently ignored and leave the session unbudgeted.
@@ -111,6 +112,9 @@ export const Policy = z.strictObject({
     .default({ timeout: 300_000, on_timeout: "deny", while_pending: "refuse" }),
   fail_mode: z.enum(["closed", "open"]).default("closed"),
   unpriced_models: z.enum(["deny", "allow"]).default("deny"),
+  // Prices by "<provider>/<model>", USD per 1M tokens: they take precedence over the built-in
+  // table (schema/prices.ts), and price models it does not know (schema/declared-prices.ts).
+  pricing: Pricing.optional(),
   notify: z.array(NotifyTarget).default([]),
   // Upstream MCP servers: read from the tenant's policy by /v1/mcp/<server>; never stored in a session.
   mcp: McpPolicy.optional(),

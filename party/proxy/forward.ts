@@ -1,6 +1,6 @@
 import type * as Party from "partykit/server";
 import { GovernorError } from "../../lib/errors";
-import { callCostUsd, type Provider, type Usage } from "../../schema/pricing";
+import { callCostUsd, ratesCostUsd, type Provider, type Usage } from "../../schema/pricing";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
 import type { ReserveAnswer, SessionOp } from "../ops";
@@ -92,7 +92,8 @@ async function forward(req: Request, env: Record<string, unknown>, ctx: Party.Ex
       return answer;
     }
   };
-  const costOf = (u: Usage) => (call.price && call.family ? callCostUsd(provider, call.family, call.price, u) : 0);
+  // A price the policy declares (the actor says so on the allow) comes before the table's.
+  const costOf = (u: Usage) => (answer.rates ? ratesCostUsd(provider, answer.rates, u) : call.price && call.family ? callCostUsd(provider, call.family, call.price, u) : 0);
 
   // The cap the reservation assumed goes upstream where the call named none, or lower than it asked under fit_output.
   const body = outgoingBody(provider, call.path, call.model, call.text, call.body, { value: answer.outputCap, replace: Boolean(answer.fitted) }, call.scan.patch);

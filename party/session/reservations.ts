@@ -9,6 +9,7 @@ import { callTenant } from "../calls";
 import { errorResponse, json } from "../http";
 import type { ReserveAnswer, ReserveRequest, SessionOp } from "../ops";
 import type { Committed, Journal } from "./journal";
+import { callRates } from "./pricing";
 import { crossSessionRate } from "./quotas";
 
 // Proxied calls, seen from the session: reserve the worst case, settle with what the
@@ -29,6 +30,7 @@ type Progress = { costUsd: number; usage: Usage; staleAt: number };
 type WatchAnswer = { ok?: true; abort?: true; gone?: true; code?: string; reason?: string };
 
 const ratioKey = (model: string, profile = "text") => `${model}|${profile}`;
+const withoutSource = ({ source: _s, key: _k, ...rates }: NonNullable<ReserveInput["rates"]>) => rates;
 const milli = (usdPerMTok: number) => Math.round(usdPerMTok * 1000);
 
 export class Reservations {
@@ -104,11 +106,22 @@ export class Reservations {
     const inputRatio = this.ratioFor(req.model, req.prompt.profile);
     const promptTokens = Math.ceil(estimateTokens * inputRatio);
     const base = { requestId: req.requestId, provider: req.provider, model: req.model, path: req.path, promptHash: req.promptHash, attribution: req.attribution, toolCalls: req.toolCalls, choices: req.choices, capFrom: req.maxOutputTokens === null ? ("policy" as const) : ("call" as const) };
-    const facts = { promptTokens, estimateTokens, inputRatio, promptSize: req.prompt.size, profile: req.prompt.profile, inputMethod: (req.prompt.counted === undefined ? "bound" : "count") as "bound" | "count" };
-    if (!req.price || req.unpriced) {
+    const facts = {
+      promptTokens,
+      estimateTokens,
+      inputRatio,
+      promptSize: req.prompt.size,
+      profile: req.prompt.profile,
+      inputMethod: (req.prompt.counted === undefined ? "bound" : "count") as "bound" | "count",
+      feesUsd: req.prompt.feesUsd,
+      ...(req.cacheWrite && { cacheWrite: req.cacheWrite }),
+    };
+    // The policy's declared price for the model, else the table's (already on the request).
+    const { price, premium, rates: declared } = callRates(policy, req);
+    if (!price || req.unpriced) {
       return { ...base, ...facts, estimateUsd: 0, priced: false, maxOutputTokens: maxOut, outputCap, ...(req.unpriced && { unpricedReason: req.unpriced }) };
     }
-    const rate = req.premium && promptTokens > req.premium.above ? req.premium : req.price;
+    const rate = premium && promptTokens > premium.above ? premium : price;
     const fixedNanos = promptTokens * milli(rate.input) + toNanos(req.prompt.feesUsd);
     const outputNanosPerToken = milli(rate.output);
     const estimateNanos = fixedNanos + maxOut * outputNanosPerToken;
@@ -122,6 +135,8 @@ export class Reservations {
       countable: req.prompt.counted === undefined,
       fit: { fixedNanos, outputNanosPerToken, choices: req.choices, cap: outputCap },
       outputPrice: rate.output,
+      inputPrice: rate.input,
+      ...(declared && { rates: declared }),
     };
   }
 
@@ -149,6 +164,8 @@ export class Reservations {
           answer: (v) => ({
             ...this.answer(input.requestId, decision.verdict, allowed ? (v.context.reservations[input.requestId]?.estimateNanos ?? 0) / 1e9 : undefined),
             ...(allowed && { outputCap: cap ?? input.outputCap, ...(cap !== undefined && { fitted: true }) }),
+            // The gateway prices the answer's usage for its headers and progress reports the same way.
+            ...(allowed && input.rates && { rates: withoutSource(input.rates) }),
           }),
           fresh: !req.clientKey,
         });

@@ -3,6 +3,7 @@ import { decideAction, decideApproval, decideEnd, decideReport, decideReserve, d
 import { appendDrafts, EMPTY_HEAD, type Head } from "../../machines/log";
 import { initialSnapshot, stateOf, type SessionSnapshot } from "../../machines/session";
 import { summarize } from "../../machines/summary";
+import type { PricedAt } from "../../machines/money";
 import type { Attribution, GovernorEvent } from "../../schema/events";
 import { parsePolicy, type PolicyInput } from "../../schema/policy";
 
@@ -44,12 +45,17 @@ export class Recorder {
     return this;
   }
 
-  /** A proxied call: reserve its worst case, then (when allowed) settle what it produced. */
-  call(promptTokens: number, outputTokens: number, opts: { maxTokens?: number; attribution?: Attribution; model?: string } = {}) {
+  /**
+   * A proxied call: reserve its worst case, then (when allowed) settle what it produced.
+   * `rates`: priced at a price the policy declares (the actor's party/session/pricing.ts), the
+   * gateway then reporting $0 for a model its table does not know; `unpriced`: no price at all.
+   */
+  call(promptTokens: number, outputTokens: number, opts: { maxTokens?: number; attribution?: Attribution; model?: string; rates?: PricedAt; unpriced?: boolean } = {}) {
     const requestId = `req-${++this.n}`;
     const policy = this.snapshot.context.policy!;
     const cap = opts.maxTokens ?? policy.budget.default_max_tokens;
-    const estimateUsd = (promptTokens * PRICE.input + cap * PRICE.output) / 1_000_000;
+    const price = opts.rates ?? PRICE;
+    const estimateUsd = opts.unpriced ? 0 : (promptTokens * price.input + cap * price.output) / 1_000_000;
     const verdict = this.apply(
       decideReserve(
         this.view,
@@ -59,21 +65,23 @@ export class Recorder {
           model: opts.model ?? "gpt-4o",
           path: "v1/chat/completions",
           estimateUsd,
-          priced: true,
+          priced: !opts.unpriced,
           promptTokens,
           maxOutputTokens: cap,
           attribution: opts.attribution ?? {},
           choices: 1,
           capFrom: opts.maxTokens === undefined ? "policy" : "call",
           outputCap: cap,
-          outputPrice: PRICE.output,
+          feesUsd: 0,
+          ...(!opts.unpriced && { outputPrice: price.output, inputPrice: price.input }),
+          ...(opts.rates && { rates: opts.rates }),
         },
         this.now,
       ),
     );
     this.tick(200);
     if (verdict.decision === "allow") {
-      const costUsd = (promptTokens * PRICE.input + outputTokens * PRICE.output) / 1_000_000;
+      const costUsd = opts.rates || opts.unpriced ? 0 : (promptTokens * PRICE.input + outputTokens * PRICE.output) / 1_000_000;
       const d = decideSettle(this.view, { requestId, costUsd, outcome: "completed", usage: { inputTokens: promptTokens, outputTokens, cachedInputTokens: 0, cacheWriteTokens: 0 } }, this.now);
       if (d) this.apply(d);
     }
