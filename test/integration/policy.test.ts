@@ -106,6 +106,9 @@ describe("policies as code", () => {
       [{ runaway: { growth_ratio: 0.5 } }, "policy.runaway.growth_ratio"],
       [{ notify: [{ slack: "not a url" }] }, "policy.notify.0"],
       [{ budgett: {} }, "policy"],
+      [{ pricing: { "gpt-5.4-mini": { input: 0.75, output: 4.5 } } }, "policy.pricing.gpt-5.4-mini"],
+      [{ pricing: { "openai/gpt-5.4-mini": { input: 0.75, output: 4.5, cached_input: 0.0751 } } }, "policy.pricing.openai/gpt-5.4-mini.cached_input"],
+      [{ pricing: { "anthropic/claude-x": { input: 1, output: 5000 } } }, "policy.pricing.anthropic/claude-x.output"],
     ];
     for (const [policy, path] of bad) {
       const r = await op("/v1/sessions", { body: { id: sid("bad"), policy } });

@@ -209,6 +209,67 @@ describe("refusals in the provider's error shape", () => {
   });
 });
 
+describe("declared prices", () => {
+  const model = "gpt-99-experimental";
+  const events = async (id: string) =>
+    (await op(`/v1/sessions/${id}/log`)).text
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.type);
+
+  it("a model the table does not know is refused under a budget, naming the pricing field; declared, it is reserved and settled at that price", async () => {
+    const unpriced = await session();
+    const e = await openai(unpriced).chat.completions.create({ model, messages: [{ role: "user", content: "x" }] }).catch((e) => e);
+    expect(e).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    expect(e.error.rule).toBe("unpriced_models");
+    expect(e.message).toContain(`declare its price in the policy under pricing ("openai/${model}": { input, output } in USD per 1M tokens)`);
+    expect(up.requests).toHaveLength(0);
+
+    const price = { input: 2, output: 8, cached_input: 0.5, cache_write: 2 };
+    const id = await session({ budget: { session_usd: 1 }, pricing: { [`openai/${model}`]: price } });
+    up.next({ cachedTokens: 4 });
+    const { data, response } = await openai(id).chat.completions.create({ model, messages: [{ role: "user", content: "priced by the policy" }], max_tokens: 50 }).withResponse();
+    const u = openaiUsage(data.usage!);
+    const first = (u.inputTokens * price.input + u.cachedInputTokens * price.cached_input + u.outputTokens * price.output) / 1e6;
+    expect(first).toBeGreaterThan(0);
+    expect((await waitSettled(id)).spentUsd).toBeCloseTo(first, 12);
+    expect(Number(response.headers.get("x-governor-spent-usd"))).toBeCloseTo(first, 9);
+
+    // A stream: the settle is the actor's, from the provider's usage, at the same price.
+    const stream = await openai(id).chat.completions.create({ model, messages: [{ role: "user", content: "and streamed" }], max_tokens: 50, stream: true });
+    let usage: any;
+    for await (const chunk of stream) if (chunk.usage) usage = chunk.usage;
+    const v = openaiUsage(usage);
+    const second = (v.inputTokens * price.input + v.cachedInputTokens * price.cached_input + v.outputTokens * price.output) / 1e6;
+    expect((await waitSettled(id)).spentUsd).toBeCloseTo(first + second, 12);
+
+    const log = await events(id);
+    const reserved = log.filter((e) => e.type === "request.reserved");
+    expect(reserved).toHaveLength(2);
+    for (const r of reserved) {
+      expect(r.data.rates).toMatchObject({ source: "policy", key: `openai/${model}`, input: 2, output: 8, cachedInput: 0.5 });
+      expect(r.data).toMatchObject({ inputPrice: 2, outputPrice: 8, maxOutputTokens: 50 });
+      expect(r.data.estimateUsd).toBeCloseTo((r.data.promptTokens * 2 + 50 * 8) / 1e6, 12);
+    }
+    const settled = log.filter((e) => e.type === "request.settled").map((e) => e.data.costUsd);
+    expect(settled[0]).toBeCloseTo(first, 12);
+    expect(settled[1]).toBeCloseTo(second, 12);
+  });
+
+  it("a declared price takes precedence over the table, for Anthropic streams too", async () => {
+    const price = { input: 1, output: 2, cached_input: 0.1, cache_write: 1.25 };
+    const id = await session({ budget: { session_usd: 1 }, pricing: { "anthropic/claude-sonnet-4-6": price } });
+    const stream = anthropic(id).messages.stream({ model: "claude-sonnet-4-6", max_tokens: 64, messages: [{ role: "user", content: "discounted" }] });
+    const final = await stream.finalMessage();
+    const u = final.usage;
+    const cost = ((u.input_tokens ?? 0) * price.input + (u.cache_read_input_tokens ?? 0) * price.cached_input + (u.cache_creation_input_tokens ?? 0) * price.cache_write + u.output_tokens * price.output) / 1e6;
+    expect(cost).toBeGreaterThan(0);
+    // The table's $3 / $15 would charge more than three times as much.
+    expect((await waitSettled(id)).spentUsd).toBeCloseTo(cost, 12);
+  });
+});
+
 describe("abuse", () => {
   const post = (id: string, path: string, body: unknown, headers: Record<string, string> = {}) =>
     fetch(`${gov.url}/v1/proxy/openai/${path}`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id, ...headers }, body: JSON.stringify(body) });
