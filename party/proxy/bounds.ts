@@ -14,6 +14,19 @@ import type { Provider } from "../../schema/pricing";
  * times 1.5 covers that with room; the UTF-8 size stays the hard cap either way.
  */
 export const CLAUDE_TOKENIZER_MARGIN = 1.5;
+/**
+ * Claude Opus 4.7 and every later Claude use a newer tokenizer: "the same text counts as
+ * approximately 30% more tokens than on Claude Haiku 4.5" (platform.claude.com, Claude Haiku
+ * 5.5 overview, read 2026-11-23). 1.5 x 1.3 rounds up to 2 for them, and for a Claude the
+ * table does not know (priced by a policy's declaration): a new model is likelier than an old one.
+ */
+export const CLAUDE_NEW_TOKENIZER_MARGIN = 2;
+const CLAUDE_OLD_TOKENIZER = /^claude-(3-|opus-4$|opus-4-[0156]$|sonnet-4$|sonnet-4-[056]$|haiku-4-5$)/;
+
+/** What a cl100k count of a prompt to this Claude family is multiplied by to cover Claude's own count. */
+export function claudeTokenizerMargin(family: string): number {
+  return CLAUDE_OLD_TOKENIZER.test(family) ? CLAUDE_TOKENIZER_MARGIN : CLAUDE_NEW_TOKENIZER_MARGIN;
+}
 
 /**
  * Anthropic adds a tool-use system prompt whenever `tools` is present: 159-530 tokens for

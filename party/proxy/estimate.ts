@@ -5,7 +5,7 @@ import { priceFor, TOOL_FEES, type Provider } from "../../schema/pricing";
 import {
   ANTHROPIC_TOOL_SYSTEM,
   ANTHROPIC_TYPED_TOOL,
-  CLAUDE_TOKENIZER_MARGIN,
+  claudeTokenizerMargin,
   DEFAULT_TOOL_USES,
   imageTokens,
   OPENAI_TOOLS_PREAMBLE,
@@ -63,6 +63,8 @@ export interface PromptScan {
   unpriced?: string;
   /** Prompt caching: the dearest write the call can make. */
   cacheWrite: "none" | "5m" | "1h";
+  /** What the local count is multiplied by to cover the provider's tokenizer (Claude's is not public; bounds.ts). */
+  margin: number;
   /** Body changes that make the bound hold: limits on server-side tool uses. */
   patch: { anthropicMaxUses?: number; openaiMaxToolCalls?: number };
 }
@@ -148,7 +150,7 @@ export const MAX_DEPTH = 64;
  */
 export function scanPrompt(provider: Provider, path: string, body: Obj, bodyBytes: number, family: string, model: string): PromptScan {
   const kind = endpointKind(provider, path);
-  const scan: PromptScan = { provider, kind, encoding: encodingFor(provider, model), textBytes: bodyBytes, fixedTokens: 0, toolTokens: 0, toolFeesUsd: 0, profile: "text", cacheWrite: "none", patch: {} };
+  const scan: PromptScan = { provider, kind, encoding: encodingFor(provider, model), textBytes: bodyBytes, fixedTokens: 0, toolTokens: 0, toolFeesUsd: 0, profile: "text", cacheWrite: "none", margin: provider === "anthropic" ? claudeTokenizerMargin(family) : 1, patch: {} };
   if (provider === "openai" && (body.audio !== undefined || (Array.isArray(body.modalities) && body.modalities.includes("audio")))) {
     scan.unpriced = "audio output is billed at audio-token prices, which the price table does not hold";
   }
@@ -309,7 +311,7 @@ export function countText(enc: Tiktoken, name: EncodingName, kind: EndpointKind,
 export async function countPrompt(scan: PromptScan, body: Obj, context: number): Promise<number> {
   const enc = await loadEncoding(scan.encoding);
   let text = countText(enc, scan.encoding, scan.kind, body);
-  if (scan.provider === "anthropic") text = Math.ceil(text * CLAUDE_TOKENIZER_MARGIN);
+  if (scan.margin !== 1) text = Math.ceil(text * scan.margin);
   return Math.min(Math.min(text, scan.textBytes) + scan.fixedTokens, context) + scan.toolTokens;
 }
 

@@ -5,7 +5,6 @@ import type { Principal } from "../auth";
 import { callSession } from "../calls";
 import type { ReserveAnswer, SessionOp } from "../ops";
 import { readCall, type ProxiedCall } from "./call";
-import { CLAUDE_TOKENIZER_MARGIN } from "./bounds";
 import { governorHeaders, providerError } from "./errors";
 import { countPrompt } from "./estimate";
 import { StreamRelay, type Outcome } from "./relay";
@@ -249,7 +248,7 @@ function streamMeasure(call: ProxiedCall, tracker: StreamUsageTracker) {
     const inputTokens = await input;
     if (final) await loadEncoding(call.scan.encoding);
     let outputTokens = countTextTokens(call.provider, call.model, outputText);
-    if (call.provider === "anthropic") outputTokens = Math.ceil(outputTokens * CLAUDE_TOKENIZER_MARGIN);
+    if (call.scan.margin !== 1) outputTokens = Math.ceil(outputTokens * call.scan.margin);
     return { inputTokens, outputTokens, cachedInputTokens: 0, cacheWriteTokens: 0 };
   };
 }

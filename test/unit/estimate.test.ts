@@ -224,4 +224,14 @@ describe("the counted side", () => {
     const raw = 3 + 3 + library.cl100k_base.encode("user").length + library.cl100k_base.encode(SAMPLES[1]).length;
     expect(await countPrompt(scan, body, 1_000_000)).toBe(Math.ceil(raw * 1.5));
   });
+
+  it("Claude 4.7 and later, whose tokenizer counts ~30% more, and Claudes the table does not know carry a larger margin", async () => {
+    for (const [family, margin] of [["claude-opus-4-7", 2], ["claude-sonnet-5-5", 2], ["", 2], ["claude-opus-4-6", 1.5], ["claude-sonnet-4-6", 1.5], ["claude-3-5-haiku", 1.5]] as const) {
+      const body = { model: family || "claude-haiku-5-5", max_tokens: 5, messages: [{ role: "user", content: SAMPLES[1] }] };
+      const scan = scanPrompt("anthropic", "v1/messages", body, Buffer.byteLength(JSON.stringify(body)), family, body.model);
+      const raw = 3 + 3 + library.cl100k_base.encode("user").length + library.cl100k_base.encode(SAMPLES[1]).length;
+      // The UTF-8 size stays the cap whatever the margin.
+      expect(await countPrompt(scan, body, 1_000_000), family).toBe(Math.min(Math.ceil(raw * margin), scan.textBytes));
+    }
+  });
 });
