@@ -1,4 +1,5 @@
 import { GENESIS, verifyChain, type Hashable } from "./chain";
+import { ERASED, isCommitment, personalFields, piiProblem, reveal, type Pii } from "./pii";
 import { isCheckpointLine, SignedCheckpoint, verifyCheckpoint, type PublicKey } from "./checkpoint";
 import { replay, stateOf, type SessionSnapshot, type SessionState } from "../machines/session";
 import { summarize } from "../machines/summary";
@@ -23,6 +24,22 @@ export interface AuditOk {
   checkpoint?: { signed: SignedCheckpoint; line?: number; logHash?: string };
   /** The session.opened event says its checkpoints are signed with this key. */
   signingKid?: string;
+  /** Where the log's personal values stand (lib/pii.ts). */
+  personal: PersonalReport;
+  /** The events with the values beside them put back in place (what a what-if decides on). */
+  revealed: GovernorEvent[];
+}
+
+/**
+ * Personal values of a log: `revealed` (beside the log, each checked against its
+ * commitment), `erased` (a commitment whose value was deleted), `plain` (written before
+ * commitments, inside the hash for good); and the erasures the log records.
+ */
+export interface PersonalReport {
+  revealed: number;
+  erased: Array<{ seq: number; pointer: string }>;
+  plain: Array<{ seq: number; pointer: string }>;
+  redactions: Array<{ seq: number; ts: number; subject: string; by: string; erasure?: string }>;
 }
 
 export type Problem = "chain" | "missing_checkpoint" | "bad_checkpoint" | "other_session" | "key_unknown" | "signature_invalid" | "missing_tail" | "checkpoint_mismatch";
@@ -86,6 +103,8 @@ export function auditEntries(entries: Entry[]): AuditResult {
   const events: GovernorEvent[] = [];
   let checkpoint: AuditOk["checkpoint"];
   const hashes: string[] = [];
+  const personal: PersonalReport = { revealed: 0, erased: [], plain: [], redactions: [] };
+  const revealed: GovernorEvent[] = [];
   for (const entry of entries) {
     if ("unparsable" in entry) return chainBad(seqHint(entry.text, head.seq + 1), `line is not valid JSON (${entry.unparsable})`, entry.line);
     const { raw, line } = entry;
@@ -107,6 +126,16 @@ export function auditEntries(entries: Entry[]): AuditResult {
     }
     const broken = verifyChain([event as Hashable & { hash: string }], head);
     if (broken) return chainBad(broken.seq, broken.reason, line);
+    // The values beside the event are outside its hash: each must match the commitment inside.
+    const pii = event.pii as Pii | undefined;
+    const wrong = piiProblem(event.data, pii);
+    if (wrong) return chainBad(event.seq, wrong, line);
+    for (const f of personalFields(event.type, event.data, pii)) {
+      if (f.status === "revealed") personal.revealed++;
+      else personal[f.status].push({ seq: event.seq, pointer: f.pointer });
+    }
+    if (event.type === "subject.redacted") personal.redactions.push({ seq: event.seq, ts: event.ts, subject: event.data.subject, by: event.data.by, ...(event.data.erasure && { erasure: event.data.erasure }) });
+    revealed.push(pii ? ({ ...event, data: reveal(event.data, pii) } as GovernorEvent) : event);
     try {
       snap = replay([event], snap);
     } catch (e) {
@@ -119,7 +148,17 @@ export function auditEntries(entries: Entry[]): AuditResult {
   if (!snap) return { ok: false, problem: "chain", seq: 1, reason: "the log is empty: a session's log starts with session.opened" };
   if (checkpoint) checkpoint.logHash = hashes[checkpoint.signed.checkpoint.seq];
   const opened = events[0].type === "session.opened" ? events[0].data.signingKid : undefined;
-  return { ok: true, state: stateOf(snap), summary: summarize(snap), count: events.length, head, events, snapshot: snap, ...(checkpoint && { checkpoint }), ...(opened && { signingKid: opened }) };
+  const summary = shownSummary(summarize(snap), revealed);
+  return { ok: true, state: stateOf(snap), summary, count: events.length, head, events, snapshot: snap, ...(checkpoint && { checkpoint }), ...(opened && { signingKid: opened }), personal, revealed };
+}
+
+/** The summary with the session's user and task as the log reveals them: the value, or "[erased]". */
+function shownSummary(s: SessionSummary, revealed: GovernorEvent[]): SessionSummary {
+  const opened = revealed[0]?.type === "session.opened" ? revealed[0].data : undefined;
+  const shown = (folded: string | undefined, value: unknown) => (folded === undefined ? undefined : isCommitment(folded) ? (isCommitment(value) || value === undefined ? ERASED : String(value)) : folded);
+  const user = shown(s.user, opened?.user);
+  const task = shown(s.task, opened?.task);
+  return { ...s, ...(user !== undefined && { user }), ...(task !== undefined && { task }) };
 }
 
 /** Events as fetched (already JSON objects), checkpoint lines included. */

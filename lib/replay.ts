@@ -1,4 +1,4 @@
-import { auditEntries, proveComplete, type AuditBad, type Entry, type Keys } from "./audit";
+import { auditEntries, proveComplete, type AuditBad, type Entry, type Keys, type PersonalReport } from "./audit";
 import { whatIf, whatIfPolicy, type PolicyMode } from "../machines/whatif";
 import type { SessionSummary } from "../schema/protocol";
 import type { WhatIfReport } from "../schema/whatif";
@@ -16,6 +16,8 @@ export interface ReplayOk {
   /** The signed head the log was proven against; null for a log exported before checkpoints. */
   checkpoint: { seq: number; ts: number; kid: string } | null;
   warnings: string[];
+  /** Personal values: how many the log reveals, which were erased, which sit inside the hash. */
+  personal: PersonalReport;
   whatIf?: WhatIfReport;
 }
 
@@ -36,7 +38,9 @@ export async function replayReport(entries: Entry[], keys: Keys, other?: { polic
     summary: audit.summary,
     checkpoint: proof.checkpoint,
     warnings: proof.warnings,
+    personal: audit.personal,
   };
-  if (other) out.whatIf = whatIf(audit.events, whatIfPolicy(audit.events, other.policy, other.mode), other.mode, audit.snapshot);
+  // Decided again on the values themselves (an argument rule reads the arguments), where the log still has them.
+  if (other) out.whatIf = whatIf(audit.revealed, whatIfPolicy(audit.revealed, other.policy, other.mode), other.mode, audit.snapshot);
   return out;
 }

@@ -35,6 +35,8 @@ export interface PendingApproval {
   deadline: number;
   requestedAt: number;
   run?: string;
+  /** The approval.requested event's seq: where its arguments' values are kept (lib/pii.ts). Absent in snapshots from before. */
+  seq?: number;
 }
 
 export interface Counters {
@@ -247,7 +249,7 @@ function reduceEvent(ctx: SessionContext, event: GovernorEvent): SessionContext 
       return { ...base, alerted: ctx.alerted.includes(event.data.rule) ? ctx.alerted : [...ctx.alerted, event.data.rule], counters: { ...c, alerts: c.alerts + 1 } };
     case "approval.requested": {
       const d = event.data;
-      const p: PendingApproval = { approvalId: d.approvalId, requestId: d.requestId, action: d.action, argsHash: d.argsHash, args: d.args, costUsd: d.costUsd, rule: d.rule, reason: d.reason, deadline: d.deadline, requestedAt: event.ts, run: d.attribution.run };
+      const p: PendingApproval = { approvalId: d.approvalId, requestId: d.requestId, action: d.action, argsHash: d.argsHash, args: d.args, costUsd: d.costUsd, rule: d.rule, reason: d.reason, deadline: d.deadline, requestedAt: event.ts, run: d.attribution.run, seq: event.seq };
       return { ...base, approvals: { ...ctx.approvals, [d.approvalId]: p } };
     }
     case "approval.granted": {

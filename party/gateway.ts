@@ -13,6 +13,7 @@ import { providerError, proxy } from "./proxy/forward";
 import { wakeOnce } from "./wake";
 import { mcpErrorResponse, mcpRoute } from "./mcp/route";
 import { auditRoute } from "./audit-proxy";
+import { erasureRoute } from "./erasure";
 import { checkpointKey, whatIfRoute } from "./proof";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
@@ -113,7 +114,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   const p = authenticate(tokenFrom(req), env.GOVERNOR_TOKENS as string | undefined);
   const method = req.method.toUpperCase();
   const [, resource, id, sub, subId] = parts;
-  if (resource === "audit") return auditRoute(req, env, p, url);
+  if (resource === "audit") return auditRoute(req, env, p, url, () => erasureRoute(req, lobby, p));
 
   if (resource === "proxy") {
     requirePermission(p, "proxy");

@@ -1,4 +1,5 @@
 import type * as Party from "partykit/server";
+import { scrub } from "../lib/pii";
 import type { GovernorEvent } from "../schema/events";
 import type { NotifyTarget } from "../schema/policy";
 import type { SessionSummary } from "../schema/protocol";
@@ -96,6 +97,8 @@ export function slackBody(e: GovernorEvent, s: SessionSummary, consoleUrl?: stri
 
 export class Notifier {
   private timers = new Set<ReturnType<typeof setTimeout>>();
+  /** Deliveries not yet done, by key: the objects the retries hold (an erasure edits them in place). */
+  private pending = new Map<string, Outbox>();
 
   constructor(
     private readonly storage: Party.Storage,
@@ -111,6 +114,7 @@ export class Notifier {
       const body = kind === "slack" ? slackBody(e, summary, this.consoleUrl()) : webhookBody(e, summary, this.consoleUrl());
       const delivery: Delivery = { key: `${String(e.seq).padStart(12, "0")}:${i}`, seq: e.seq, eventType: e.type, target: kind, url, attempts: 0, ok: false, done: false };
       const item: Outbox = { delivery, body };
+      this.pending.set(delivery.key, item);
       void this.storage.put(`o:${delivery.key}`, item).then(() => this.attempt(item));
     });
   }
@@ -118,7 +122,33 @@ export class Notifier {
   /** Deliveries that were still in the outbox when the actor went away. */
   async resume() {
     const pending = await this.storage.list<Outbox>({ prefix: "o:" });
-    for (const item of pending.values()) this.later(item, 0);
+    for (const item of pending.values()) {
+      this.pending.set(item.delivery.key, item);
+      this.later(item, 0);
+    }
+  }
+
+  /**
+   * An erasure: the outbox's bodies (which name the session's user and may quote the
+   * event's values) lose the erased values, in storage and in the retries under way.
+   * Returns how many were changed. Delivery records hold no body.
+   */
+  async purge(values: readonly unknown[]): Promise<number> {
+    const stored = await this.storage.list<Outbox>({ prefix: "o:" });
+    const items = new Map(stored);
+    for (const item of this.pending.values()) items.set(`o:${item.delivery.key}`, this.pending.get(item.delivery.key)!);
+    const puts: Record<string, Outbox> = {};
+    for (const [key, item] of items) {
+      const body = scrub(item.body, values);
+      if (body === item.body) continue;
+      const live = this.pending.get(item.delivery.key);
+      if (live) live.body = body;
+      puts[key] = { ...item, body };
+    }
+    // At most 128 keys per storage call.
+    const keys = Object.keys(puts);
+    for (let i = 0; i < keys.length; i += 128) await this.storage.put(Object.fromEntries(keys.slice(i, i + 128).map((k) => [k, puts[k]])));
+    return keys.length;
   }
 
   async list(): Promise<Delivery[]> {
@@ -158,6 +188,7 @@ export class Notifier {
     const permanent = d.status !== undefined && d.status >= 400 && d.status < 500 && d.status !== 429;
     if (d.ok || permanent || d.attempts >= MAX_ATTEMPTS) {
       d.done = true;
+      this.pending.delete(d.key);
       await this.storage.put(`d:${d.key}`, d);
       await this.storage.delete(`o:${d.key}`);
       return;

@@ -28,7 +28,9 @@ export type SessionOp =
   | { op: "held-args"; approvalId: string }
   | { op: "wake" }
   /** Which of these action names the session's allow/deny lists let through (MCP tools/list). */
-  | { op: "listed"; actions: string[] };
+  | { op: "listed"; actions: string[] }
+  /** GDPR erasure of one subject in this session (party/session/erasure.ts). */
+  | { op: "erase"; user: string; subject: string; erasure: string };
 
 export type TenantOp =
   | { op: "upsert"; summary: import("../schema/protocol").SessionSummary }
@@ -39,7 +41,9 @@ export type TenantOp =
   | { op: "set-default"; policy: unknown }
   | { op: "ratios" }
   | { op: "learn"; key: string; ratio: number }
-  | { op: "wake-sessions" };
+  | { op: "wake-sessions" }
+  /** The keyed digest of an erasure's subject; forgets the subject's cross-session rate counts. */
+  | { op: "subject"; user: string };
 
 export interface ReserveAnswer {
   requestId: string;

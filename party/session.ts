@@ -1,7 +1,6 @@
 import type * as Party from "partykit/server";
 import { ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
 import { decideEnd } from "../machines/money";
-import { summarize } from "../machines/summary";
 import { killReason, type ActionBody, type ReportBody } from "../schema/api";
 import type { ActionSource, Attribution } from "../schema/events";
 import { listedActions } from "../machines/rules";
@@ -14,12 +13,15 @@ import { Notifier } from "./notify";
 import { OtlpExporter } from "./otel";
 import { Approvals } from "./session/approvals";
 import { Checkpoints } from "./session/checkpoints";
+import { Erasures } from "./session/erasure";
 import { Journal } from "./session/journal";
+import { withPii } from "./session/vault";
+import { visiblePii } from "../lib/pii";
 import { Reservations } from "./session/reservations";
 import { Sockets, type ConnState } from "./session/sockets";
 import { Timers } from "./session/timers";
 import { stateOf, type SessionSnapshot } from "../machines/session";
-import type { Role, SessionSummary } from "../schema/protocol";
+import { Role, type SessionSummary } from "../schema/protocol";
 
 const roleOf = (req: Party.Request): Role => (req.headers.get(INTERNAL.role) ?? "agent") as Role;
 
@@ -31,6 +33,12 @@ const roleOf = (req: Party.Request): Role => (req.headers.get(INTERNAL.role) ?? 
 // reservations of proxied calls, and timers (alarm and the tenant's index). This class
 // wires them together and routes what arrives.
 
+/** Policy secrets beside the log's events go to those who may configure (operators). */
+function secretsFor(req: Party.Request): boolean {
+  const role = Role.safeParse(req.headers.get(INTERNAL.role));
+  return role.success && can({ tenant: "", role: role.data, name: "" }, "configure");
+}
+
 export default class SessionActor implements Party.Server {
   readonly options: Party.ServerOptions = { hibernate: true };
 
@@ -41,6 +49,7 @@ export default class SessionActor implements Party.Server {
   private timers: Timers;
   private notifier: Notifier;
   private checkpoints: Checkpoints;
+  private erasures: Erasures;
 
   constructor(readonly room: Party.Room) {
     this.journal = new Journal(room.storage);
@@ -51,6 +60,8 @@ export default class SessionActor implements Party.Server {
     this.timers.money = this.money;
     this.notifier = new Notifier(room.storage, () => this.consoleUrl());
     this.checkpoints = new Checkpoints(room, this.journal);
+    // After an erasure the index must not keep the summary from before: pushed at once.
+    this.erasures = new Erasures(room, this.journal, this.notifier, () => this.timers.flushIndex());
     this.sockets.afterBackfill = (conn) => this.checkpoints.sendLatest(conn);
     this.journal.extrasFor = (events, before, after) => this.approvals.finals(events, before, after);
     // Each follow-up of a stored batch runs on its own (the journal isolates failures).
@@ -60,11 +71,15 @@ export default class SessionActor implements Party.Server {
     this.journal.onCommitted((c) => this.sockets.push(c));
     this.journal.onCommitted((c) => this.checkpoints.committed(c));
     const otel = OtlpExporter.fromEnv(room.env);
-    if (otel) this.journal.onCommitted((c) => otel.record(c));
+    // Spans name the user as the live actor shows it (the values, not their commitments).
+    if (otel) this.journal.onCommitted((c) => otel.record(this.journal.vault.revealBatch(c)));
     this.journal.onCommitted((c) => this.timers.scheduleIndex(stateOf(c.before) !== stateOf(c.after) || c.events[0].type === "session.opened"));
     this.journal.onCommitted((c) => {
       const policy = c.after.context.policy;
-      if (policy?.notify.length) for (const e of c.events) this.notifier.onEvent(e, policy.notify, summarize(c.after));
+      if (!policy?.notify.length) return;
+      const targets = this.journal.vault.targets(policy.notify);
+      const summary = this.journal.summary(c.after);
+      c.events.forEach((e, i) => this.notifier.onEvent(withPii(e, visiblePii(c.pii[i], false)), targets, summary));
     });
   }
 
@@ -93,7 +108,8 @@ export default class SessionActor implements Party.Server {
    * Notifications and agents get the log's fields only.
    */
   private summaryFor(snap: SessionSnapshot, role: Role): SessionSummary {
-    const plain = summarize(snap);
+    // The folded state holds commitments: shown with the values beside the log (until erased).
+    const plain = this.journal.summary(snap);
     if (!can({ tenant: "", role, name: "" }, "export")) return plain;
     return this.approvals.held.decorate(plain, snap.context.policy?.keep_raw ?? false);
   }
@@ -174,7 +190,7 @@ export default class SessionActor implements Party.Server {
         case "held-args":
           return json(await this.heldArgs(op.approvalId));
         case "log":
-          return await this.journal.log(op.after, op.limit, (head) => this.checkpoints.trailer(head.seq, head.hash));
+          return await this.journal.log(op.after, op.limit, secretsFor(req), (head) => this.checkpoints.trailer(head.seq, head.hash));
         case "action":
           return json(await this.action(op.body, op.attribution, op.waitMs, op.source ?? "http"));
         case "report":
@@ -194,6 +210,8 @@ export default class SessionActor implements Party.Server {
           return json({ deliveries: await this.notifier.list() });
         case "listed":
           return json({ listed: listedActions(this.journal.context.policy, op.actions) });
+        case "erase":
+          return json(await this.erasures.erase(op, by));
       }
     } catch (e) {
       return errorResponse(e);
@@ -214,7 +232,7 @@ export default class SessionActor implements Party.Server {
     this.sockets.send(conn, m);
   }
 
-  private backfill(conn: Party.Connection, after: number) {
+  private backfill(conn: Party.Connection<ConnState>, after: number) {
     return this.sockets.backfill(conn, after);
   }
 
@@ -242,19 +260,19 @@ export default class SessionActor implements Party.Server {
   private async end(how: "kill" | "close", reason: string, by: string, replaced?: string) {
     const d = decideEnd(this.journal.view, { how, by, reason, replaced, id: crypto.randomUUID() });
     await this.journal.commit(d.drafts).write;
-    return summarize(this.journal.snapshot);
+    return this.journal.summary();
   }
 
   private async open(op: Extract<SessionOp, { op: "open" }>): Promise<Response> {
     // Asked before the check below, so two opens racing cannot both pass it.
     const signingKid = this.journal.context.opened ? undefined : await this.checkpoints.signingKid();
-    if (this.journal.context.opened) return json(summarize(this.journal.snapshot), 200);
+    if (this.journal.context.opened) return json(this.journal.summary(), 200);
     const [tenant] = this.room.id.split(":");
     const { write } = this.journal.commit([
       { type: "session.opened", id: `open:${op.id}`, data: { tenant, session: op.id, policy: op.policy, agent: op.agent, user: op.user, task: op.task, ...(signingKid && { signingKid }) } },
     ]);
     await write;
     this.money.prefetch();
-    return json(summarize(this.journal.snapshot), 201);
+    return json(this.journal.summary(), 201);
   }
 }

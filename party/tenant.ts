@@ -12,6 +12,10 @@ import { SessionIndex } from "./session-index";
 // decided in one synchronous turn here, so two sessions cannot both take the last slot.
 
 const DEFAULT_POLICY_KEY = "default-policy";
+const SUBJECT_KEY = "subject-key";
+
+const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+const fromHex = (h: string) => new Uint8Array(h.match(/../g)!.map((x) => parseInt(x, 16)));
 
 export default class TenantActor implements Party.Server {
   readonly options: Party.ServerOptions = { hibernate: true };
@@ -99,6 +103,8 @@ export default class TenantActor implements Party.Server {
           return await this.learn(op.key, op.ratio);
         case "wake-sessions":
           return json({ woken: await this.wakeSessions() });
+        case "subject":
+          return json(await this.subject(op.user));
       }
     } catch (e) {
       return errorResponse(e);
@@ -136,6 +142,26 @@ export default class TenantActor implements Party.Server {
     this.ratios.set(key, ratio);
     await this.room.storage.put(`ratio:${key}`, ratio);
     return json({ ratio });
+  }
+
+  /**
+   * An erasure's subject: its keyed digest (HMAC-SHA256 with this tenant's own key, made on
+   * first use and kept here), which is what logs and the audit store record instead of the
+   * id; and the subject's cross-session rate counts, whose keys hold the id, are dropped.
+   */
+  private async subject(user: string): Promise<{ subject: string; rateKeys: number }> {
+    let raw = await this.room.storage.get<string>(SUBJECT_KEY);
+    if (!raw) {
+      raw = hex(crypto.getRandomValues(new Uint8Array(32)));
+      await this.room.storage.put(SUBJECT_KEY, raw);
+    }
+    const key = await crypto.subtle.importKey("raw", fromHex(raw), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${this.room.id}\n${user}`)));
+    const prefix = `user:${user}:`;
+    const gone = [...this.hits.keys()].filter((k) => k.startsWith(prefix));
+    for (const k of gone) this.hits.delete(k);
+    for (let i = 0; i < gone.length; i += 128) await this.room.storage.delete(gone.slice(i, i + 128).map((k) => `r:${k}`));
+    return { subject: `hmac-sha256:${hex(mac)}`, rateKeys: gone.length };
   }
 
   /**

@@ -132,6 +132,10 @@ export function killRequest(body: string): KillReason {
   return killReason((parsed as { reason?: unknown }).reason);
 }
 
+/** `POST /v1/audit/erasures`: the subject's id, as the attribution carried it (X-User-ID, `user`). */
+export const ErasureBody = z.strictObject({ user: text(MAX_TEXT, 1) });
+
+export type ErasureBody = z.infer<typeof ErasureBody>;
 export type OpenSessionBody = z.infer<typeof OpenSessionBody>;
 export type ActionBody = z.infer<typeof ActionBody>;
 export type ReportBody = z.infer<typeof ReportBody>;

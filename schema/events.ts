@@ -213,11 +213,25 @@ export const EventData = {
   // `replaced`: why the operator's reason could not be kept as sent (the kill happened anyway).
   "session.killed": z.object({ by: Str, rule: Str.optional(), reason: Str, replaced: Str.optional() }),
   "session.closed": z.object({ by: Str, reason: Str.optional() }),
-  "subject.redacted": z.object({ subject: Str, fields: z.array(Str), by: Str }),
+  // An erasure (GDPR Art. 17): `subject` is a keyed digest of the person (never the id),
+  // `fields` the JSON pointers whose values were deleted, `seqs` the events they were
+  // deleted from ("3-5,9" ranges), `kept` events whose values sit in plain text inside the
+  // hash (written before commitments) and so could not be erased; `by` the operator, `ts`
+  // when. One erasure may take several of these events when it names many events.
+  "subject.redacted": z.object({ subject: Str, fields: z.array(Str), by: Str, erasure: Id.optional(), seqs: z.array(Str).optional(), kept: z.array(Str).optional() }),
 } as const;
 
 export type EventType = keyof typeof EventData;
 export const EVENT_TYPES = Object.keys(EventData) as EventType[];
+
+/**
+ * Personal values and policy secrets of an event, beside it and outside its hash
+ * (lib/pii.ts): JSON pointer into `data` -> the value and the salt of its commitment.
+ */
+export const EventPii = z.record(
+  z.string().max(256).regex(/^(\/[^/]*)+$/, "a JSON pointer"),
+  z.strictObject({ v: z.unknown(), s: z.string().regex(/^[0-9a-f]{32}$/, "32 hex digits") }),
+);
 
 const envelope = {
   seq: z.number().int().positive(),
@@ -226,6 +240,7 @@ const envelope = {
   ts: z.number().int().nonnegative(),
   prev: z.string().length(64),
   hash: z.string().length(64),
+  pii: EventPii.optional(),
 };
 
 function variant<T extends EventType>(type: T) {

@@ -31,9 +31,10 @@ export class Checkpoints {
     return k.key?.kid;
   }
 
-  /** After each stored batch: a 256th event, or an end, gets the head signed. */
+  /** After each stored batch: a 256th event, an end or an erasure gets the head signed. */
   committed(c: Committed) {
-    const due = c.events.some((e) => e.seq % CHECKPOINT_EVERY === 0 || e.type === "session.killed" || e.type === "session.closed");
+    // An erasure is signed at once too: the log it leaves behind is proven whole as it now stands.
+    const due = c.events.some((e) => e.seq % CHECKPOINT_EVERY === 0 || e.type === "session.killed" || e.type === "session.closed" || e.type === "subject.redacted");
     if (!due) return;
     // A turn of its own: not the decision's, and not onAlarm's (PartyKit forbids reaching other parties there).
     setTimeout(() => {

@@ -3,10 +3,13 @@ import { GENESIS } from "../../lib/chain";
 import { GovernorError } from "../../lib/errors";
 import { toUsd } from "../../lib/money";
 import { remainingUsd, type View } from "../../machines/decide";
+import { scrub, seal, type Pii } from "../../lib/pii";
 import { appendDrafts } from "../../machines/log";
 import { initialSnapshot, restore, stateOf, step, type SessionSnapshot, type SessionState } from "../../machines/session";
 import type { SessionContext } from "../../machines/context";
+import { summarize } from "../../machines/summary";
 import type { EventDraft, GovernorEvent } from "../../schema/events";
+import { putAll, Vault } from "./vault";
 
 // The session's log: the folded state in memory, the events in storage, and the
 // idempotency records that make a retry get the first answer.
@@ -35,6 +38,8 @@ export type Extras = Map<string, unknown>;
 
 export interface Committed {
   events: GovernorEvent[];
+  /** The values beside each event (`pii[i]` for `events[i]`), stored under `p:<seq>`. */
+  pii: Array<Pii | undefined>;
   before: SessionSnapshot;
   after: SessionSnapshot;
   extras: Extras;
@@ -50,7 +55,11 @@ export class Journal {
   /** Follow-ups once a batch is stored; each runs on its own, so one failing does not stop the rest. */
   private listeners: Array<(c: Committed) => void> = [];
 
-  constructor(private readonly storage: Party.Storage) {}
+  readonly vault: Vault;
+
+  constructor(private readonly storage: Party.Storage) {
+    this.vault = new Vault(storage);
+  }
 
   onCommitted(fn: (c: Committed) => void) {
     this.listeners.push(fn);
@@ -67,6 +76,7 @@ export class Journal {
     }
     this.snapshot = snap;
     this.head = head;
+    await this.vault.load(snap.context);
   }
 
   get view(): View {
@@ -93,13 +103,16 @@ export class Journal {
    */
   commit(drafts: EventDraft[], idem?: { key: string; answer: (v: View) => unknown; fresh?: boolean }): { events: GovernorEvent[]; write: Promise<void>; answer?: unknown } {
     const before = this.snapshot;
-    const { events, snapshot: snap, head } = appendDrafts(this.snapshot, this.head, drafts, Date.now());
+    // Personal fields and policy secrets are committed to inside the event; their values
+    // are stored beside it (lib/pii.ts), where an erasure can delete them.
+    const { events, snapshot: snap, head, pii } = appendDrafts(this.snapshot, this.head, drafts, Date.now(), (type, data) => seal(type, data, newSalt));
     const puts: Record<string, unknown> = {};
-    for (const e of events) {
-      const size = JSON.stringify(e).length;
+    events.forEach((e, i) => {
+      const size = JSON.stringify(e).length + (pii[i] ? JSON.stringify(pii[i]).length : 0);
       if (size > MAX_EVENT_BYTES) throw new GovernorError("payload_too_large", 413, `the ${e.type} event would be ${size} bytes (limit ${MAX_EVENT_BYTES}): send smaller arguments or leave keep_raw off`);
       puts[eventKey(e.seq)] = e;
-    }
+    });
+    this.vault.stage(puts, events, pii);
     const extras = events.length ? this.extrasFor(events, before, snap) : new Map<string, unknown>();
     for (const [key, value] of extras) {
       puts[`i:${key}`] = value;
@@ -107,6 +120,7 @@ export class Journal {
     }
     this.snapshot = snap;
     this.head = head;
+    this.vault.track(events, pii, snap.context);
     let answer: unknown;
     if (idem) {
       answer = idem.answer(this.view);
@@ -116,11 +130,11 @@ export class Journal {
         this.remember(idem.key, answer);
       }
     }
-    const stored = Object.keys(puts).length ? this.storage.put(puts) : Promise.resolve();
+    const stored = Object.keys(puts).length ? putAll(this.storage, puts).then(() => undefined) : Promise.resolve();
     const write = stored.then(
       () => {
         if (!events.length) return;
-        const c: Committed = { events, before, after: snap, extras };
+        const c: Committed = { events, pii, before, after: snap, extras };
         for (const fn of this.listeners) {
           try {
             fn(c);
@@ -146,6 +160,31 @@ export class Journal {
     this.idem.clear();
     await this.load();
     throw new GovernorError("internal_error", 503, "the event could not be stored; nothing was recorded, try again");
+  }
+
+  /**
+   * An erasure: stored answers (kept for retries) lose the erased values, and the cache of
+   * them is dropped so nothing older is served. Returns how many were changed.
+   */
+  async purgeAnswers(values: readonly unknown[], pageSize = 1000): Promise<number> {
+    this.idem.clear();
+    let changed = 0;
+    let start: string | undefined;
+    for (;;) {
+      const page = await this.storage.list<unknown>({ prefix: "i:", ...(start !== undefined && { start }), limit: pageSize });
+      const puts: Record<string, unknown> = {};
+      for (const [key, answer] of page) {
+        if (key === start) continue;
+        const clean = scrub(answer, values);
+        if (clean !== answer) puts[key] = clean;
+      }
+      if (Object.keys(puts).length) {
+        await putAll(this.storage, puts);
+        changed += Object.keys(puts).length;
+      }
+      if (page.size < pageSize) return changed;
+      start = [...page.keys()].at(-1);
+    }
   }
 
   remember(key: string, answer: unknown) {
@@ -181,11 +220,15 @@ export class Journal {
     }
   }
 
-  /** `trailer`: a last line for the page that reaches the head (the signed checkpoint). */
-  async log(after: number, limit: number, trailer?: (reached: { seq: number; hash: string }) => Promise<string | undefined>): Promise<Response> {
-    const page = await this.storage.list<GovernorEvent>({ prefix: "e:", start: eventKey(after + 1), limit });
-    const lines = [...page.values()].map((e) => JSON.stringify(e));
-    const last = [...page.values()].at(-1);
+  /**
+   * `trailer`: a last line for the page that reaches the head (the signed checkpoint).
+   * Each event carries its values beside it; `secrets` readers (operators) get the
+   * policy's secrets among them too.
+   */
+  async log(after: number, limit: number, secrets: boolean, trailer?: (reached: { seq: number; hash: string }) => Promise<string | undefined>): Promise<Response> {
+    const page = await this.page(after, limit, secrets);
+    const lines = page.map((e) => JSON.stringify(e));
+    const last = page.at(-1);
     const headers: Record<string, string> = { "content-type": "application/x-ndjson", "x-governor-head-seq": String(this.head.seq) };
     if (last && last.seq < this.head.seq) headers["x-governor-next-after"] = String(last.seq);
     else if (trailer && this.head.seq > 0 && (last ?? (after === this.head.seq ? this.head : undefined))) {
@@ -195,16 +238,35 @@ export class Journal {
     return new Response(lines.length ? `${lines.join("\n")}\n` : "", { headers });
   }
 
-  /** Events after `after`, page by page. */
-  async *events(after: number, pageSize = 500): AsyncGenerator<GovernorEvent> {
+  /** Up to `limit` events after `after`, with their values beside them. */
+  async page(after: number, limit: number, secrets: boolean): Promise<GovernorEvent[]> {
+    const page = await this.storage.list<GovernorEvent>({ prefix: "e:", start: eventKey(after + 1), limit });
+    return this.vault.join([...page.values()], secrets);
+  }
+
+  /** Events after `after`, page by page, with their values beside them. */
+  async *events(after: number, secrets: boolean, pageSize = 500): AsyncGenerator<GovernorEvent> {
     let from = after;
     for (;;) {
-      const page = await this.storage.list<GovernorEvent>({ prefix: "e:", start: eventKey(from + 1), limit: pageSize });
-      for (const e of page.values()) {
+      const page = await this.page(from, pageSize, secrets);
+      for (const e of page) {
         yield e;
         from = e.seq;
       }
-      if (page.size < pageSize) return;
+      if (page.length < pageSize) return;
     }
   }
+
+  /** The live summary: the folded state with the values it refers to revealed (until erased). */
+  summary(snapshot: SessionSnapshot = this.snapshot) {
+    return this.vault.summary(summarize(snapshot));
+  }
+}
+
+/** 16 random bytes, hex: each committed value gets its own. */
+function newSalt(): string {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  let out = "";
+  for (const x of b) out += x.toString(16).padStart(2, "0");
+  return out;
 }

@@ -10,7 +10,8 @@ export async function crossSessionRate(room: Party.Room, journal: Journal, attri
   const rules = (c.policy?.limits.rate ?? []).filter((r) => r.per === "user" || r.per === "agent");
   if (!rules.length) return undefined;
   const keys = rules.flatMap((r) => {
-    const who = r.per === "user" ? attribution.user ?? c.user : attribution.agent ?? c.agent;
+    // The request's own values, or the session's as revealed: never a commitment, which differs per session.
+    const who = r.per === "user" ? attribution.user ?? journal.vault.value(c.user) : attribution.agent ?? c.agent;
     return who ? [{ key: `${r.per}:${who}:${r.max}/${r.window}`, max: r.max, windowMs: r.window }] : [];
   });
   if (!keys.length) return undefined;
@@ -18,5 +19,7 @@ export async function crossSessionRate(room: Party.Room, journal: Journal, attri
   const answer = (await res.json()) as { ok: boolean; key?: string; retryAfterMs?: number; count?: number };
   if (answer.ok) return undefined;
   const per = answer.key?.split(":")[0] ?? "user";
-  return { rule: `limits.rate[per=${per}]`, reason: `${answer.key?.split(":").slice(0, 2).join(" ")} reached its rate limit across sessions`, retryAfterMs: answer.retryAfterMs ?? 1000 };
+  // The reason goes into the log: it names the rule, never the person (an agent's name is the deployment's own).
+  const whom = per === "agent" ? `agent ${answer.key?.split(":")[1] ?? ""}` : "this user";
+  return { rule: `limits.rate[per=${per}]`, reason: `${whom} reached its rate limit across sessions`, retryAfterMs: answer.retryAfterMs ?? 1000 };
 }

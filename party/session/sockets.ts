@@ -1,10 +1,12 @@
 import type * as Party from "partykit/server";
 import { step } from "../../machines/session";
 import type { SessionSnapshot } from "../../machines/session";
+import { visiblePii } from "../../lib/pii";
 import type { Role, ServerMessage, SessionSummary } from "../../schema/protocol";
 import { can } from "../auth";
 import { INTERNAL } from "../ops";
 import type { Committed, Journal } from "./journal";
+import { withPii } from "./vault";
 
 // Who watches the session: every socket gets a `state` after every event; those who may
 // read the log (operators, auditors) can also ask for the events themselves.
@@ -14,6 +16,8 @@ export interface ConnState {
   role: Role;
   name: string;
   tail: boolean;
+  /** May see the policy's secrets beside the events (operators). */
+  secrets?: boolean;
 }
 
 export class Sockets {
@@ -28,20 +32,25 @@ export class Sockets {
     conn.send(JSON.stringify(m));
   }
 
-  /** Each event's own state, in order: a subscriber sees every transition, not just the last. */
-  push({ events, before, after }: Committed) {
+  /**
+   * Each event's own state, in order: a subscriber sees every transition, not just the
+   * last. Tail subscribers get each event with its values beside it; the policy's secrets
+   * among them only those who may configure (operators).
+   */
+  push({ events, pii, before, after }: Committed) {
     const conns = [...this.room.getConnections<ConnState>()];
     if (!conns.length) return;
     const readers = conns.some((c) => c.state && c.state.role !== "agent");
     const agents = conns.some((c) => !c.state || c.state.role === "agent");
     let s = before;
-    for (const e of events) {
+    for (const [i, e] of events.entries()) {
       s = events.length === 1 ? after : step(s, e);
       const plain = agents ? JSON.stringify({ type: "state", seq: e.seq, summary: this.summaryFor(s, "agent") } satisfies ServerMessage) : "";
       const full = readers ? JSON.stringify({ type: "state", seq: e.seq, summary: this.summaryFor(s, "auditor") } satisfies ServerMessage) : "";
-      const ev = JSON.stringify({ type: "event", event: e } satisfies ServerMessage);
+      const tail = (secrets: boolean) => JSON.stringify({ type: "event", event: withPii(e, visiblePii(pii[i], secrets)) } satisfies ServerMessage);
+      const ev = { all: tail(true), some: pii[i] ? tail(false) : undefined };
       for (const c of conns) {
-        if (c.state?.tail) c.send(ev);
+        if (c.state?.tail) c.send(c.state.secrets ? ev.all : (ev.some ?? ev.all));
         c.send(!c.state || c.state.role === "agent" ? plain : full);
       }
     }
@@ -61,7 +70,7 @@ export class Sockets {
     if (wantsTail && !can({ tenant, role, name: "" }, "export")) {
       this.send(conn, { type: "error", code: "forbidden", message: `role "${role}" may not read the event tail` });
     }
-    conn.setState({ tenant, role, name: h.get(INTERNAL.name) ?? "", tail: wantsTail && can({ tenant, role, name: "" }, "export") });
+    conn.setState({ tenant, role, name: h.get(INTERNAL.name) ?? "", tail: wantsTail && can({ tenant, role, name: "" }, "export"), secrets: can({ tenant, role, name: "" }, "configure") });
     if (!this.journal.context.opened) {
       this.send(conn, { type: "error", code: "not_found", message: "no such session: open it with POST /v1/sessions first" });
     }
@@ -73,8 +82,8 @@ export class Sockets {
   /** Called after a backfill, with the socket that got it (the latest signed head follows the events). */
   afterBackfill: (conn: Party.Connection) => void = () => {};
 
-  async backfill(conn: Party.Connection, after: number) {
-    for await (const e of this.journal.events(after)) this.send(conn, { type: "event", event: e });
+  async backfill(conn: Party.Connection<ConnState>, after: number) {
+    for await (const e of this.journal.events(after, conn.state?.secrets ?? false)) this.send(conn, { type: "event", event: e });
     this.afterBackfill(conn);
   }
 }

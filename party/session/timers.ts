@@ -81,6 +81,16 @@ export class Timers {
     );
   }
 
+  /** Pushes the summary now and resolves once the index holds it (an erasure must not leave the old one there). */
+  async flushIndex(): Promise<void> {
+    clearTimeout(this.indexTimer);
+    this.indexTimer = undefined;
+    this.indexDirty = true;
+    // One push at a time: the one under way may carry the summary from before.
+    while (this.indexing) await new Promise((r) => setTimeout(r, 5));
+    await this.pushIndex();
+  }
+
   private async pushIndex() {
     if (this.indexing) return;
     this.indexing = true;

@@ -1,4 +1,4 @@
-import type { ReplayResult } from "../../lib/replay";
+import type { ReplayOk, ReplayResult } from "../../lib/replay";
 import type { WhatIfKill, WhatIfOutcome, WhatIfReport } from "../../schema/whatif";
 import { spendLine, table, usd } from "./format";
 
@@ -30,11 +30,37 @@ export function formatReplay(r: ReplayResult, policyFile?: string): string {
     ["spent", spendLine(r.summary)],
     ["events", String(r.events)],
     ["head", `seq ${r.head.seq} ${r.head.hash}`],
+    ["personal", personalLine(r.personal)],
   ];
   let out = table(rows);
   for (const w of r.warnings) out += `\nwarning: ${w}`;
   if (r.whatIf) out += `\n\n${formatWhatIf(r.whatIf, policyFile)}`;
   return out;
+}
+
+/** Runs of seqs: "3, 5-9". */
+function seqList(seqs: number[]): string {
+  const sorted = [...new Set(seqs)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.length > 12 ? `${parts.slice(0, 12).join(", ")}, …` : parts.join(", ");
+}
+
+/** Where the log's personal values stand: beside it (checked), erased, or in plain text inside the hash. */
+function personalLine(p: ReplayOk["personal"] | undefined): string {
+  if (!p) return "-";
+  const parts = [`${p.revealed} value${p.revealed === 1 ? "" : "s"} beside the log, each matching its commitment`];
+  if (p.erased.length) {
+    const by = p.redactions.map((r) => `seq ${r.seq} by ${r.by} at ${new Date(r.ts).toISOString()}`).join("; ");
+    parts.push(`${p.erased.length} erased (seq ${seqList(p.erased.map((e) => e.seq))})${by ? `: subject.redacted ${by}` : ""}`);
+  }
+  if (p.plain.length) parts.push(`${p.plain.length} in plain text inside the hash (seq ${seqList(p.plain.map((e) => e.seq))}: written before commitments, cannot be erased)`);
+  return parts.join("; ");
 }
 
 function outcome(o: WhatIfOutcome): string {
