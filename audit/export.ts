@@ -1,5 +1,6 @@
 import { Readable } from "node:stream";
 import { stringify } from "csv-stringify";
+import { reveal, type Pii } from "../lib/pii";
 import type { AuditEventItem } from "./query";
 
 // Exports of any size: rows are pulled from the store a page at a time and pushed out
@@ -52,7 +53,8 @@ export function csvRecord(e: AuditEventItem): Record<(typeof CSV_COLUMNS)[number
     estimate_usd: e.estimateUsd,
     hash: e.hash,
     prev: e.prev,
-    data: JSON.stringify((e.event as { data?: unknown } | null)?.data ?? null),
+    // The data as a person reads it: each personal value in place of its commitment (an erased one stays a commitment).
+    data: JSON.stringify(reveal((e.event as { data?: unknown } | null)?.data ?? null, (e.event as { pii?: Pii } | null)?.pii)),
   };
 }
 

@@ -1,10 +1,11 @@
 import { GENESIS, verifyChain, type Hashable } from "../lib/chain";
+import { fromRanges, isSecretPointer, piiProblem, type Pii } from "../lib/pii";
 import { isCheckpointLine } from "../lib/checkpoint";
 import { initialContext, reduce } from "../machines/context";
 import { checkEvent, LogIntegrityError } from "../sdk/audit";
 import type { GovernorEvent } from "../schema/events";
 import type { NewAuditEventRow } from "../schema/audit";
-import { toRow, trackAsked, type FoldState } from "./rows";
+import { forgetInFold, openedBy, toRow, trackAsked, type FoldState } from "./rows";
 
 // Verification before storage, with the same code `governor replay` uses: the schema
 // check of sdk/audit.ts, the chain link and hash of lib/chain.ts, and the session
@@ -25,12 +26,34 @@ export interface Refusal {
   reason: string;
 }
 
+/**
+ * A `subject.redacted` event of the batch: the values of `seqs` go (their `pii`), and the
+ * columns that copied them (`users`, `tasks` as the fold held them; the store adds what
+ * the rows' own `pii` held) are blanked, in the transaction that stores the batch.
+ */
+export interface Redaction {
+  seqs: number[];
+  users: string[];
+  tasks: string[];
+}
+
 export interface Prepared {
   rows: NewAuditEventRow[];
   /** Where the stored chain ends after these rows. */
   cursor: Cursor;
   /** The first event refused; nothing from it on is in `rows`. */
   refused?: Refusal;
+  redactions: Redaction[];
+  /** Signed checkpoint lines met in the batch (an export's last line), for the caller to verify. */
+  checkpoints: unknown[];
+}
+
+/** The values a reader of the store may keep: the personal ones, never the policy's secrets. */
+function personalOnly(pii: Pii | undefined): Pii | undefined {
+  if (!pii) return undefined;
+  let out: Pii | undefined;
+  for (const [p, r] of Object.entries(pii)) if (!isSecretPointer(p)) (out ??= {})[p] = r;
+  return out;
 }
 
 /**
@@ -40,10 +63,16 @@ export interface Prepared {
  */
 export function prepare(tenant: string, session: string, from: Cursor, raws: unknown[]): Prepared {
   const rows: NewAuditEventRow[] = [];
+  const redactions: Redaction[] = [];
+  const checkpoints: unknown[] = [];
   let cursor = from;
+  const done = (refused?: Refusal): Prepared => ({ rows, cursor, redactions, checkpoints, ...(refused && { refused }) });
   for (const raw of raws) {
     // An export's last line is its signed checkpoint (lib/checkpoint.ts), not an event.
-    if (isCheckpointLine(raw)) continue;
+    if (isCheckpointLine(raw)) {
+      checkpoints.push(raw);
+      continue;
+    }
     const seq = (raw as { seq?: unknown } | null)?.seq;
     if (typeof seq === "number" && seq <= cursor.seq) continue;
     if (typeof seq === "number" && seq > cursor.seq + 1) break;
@@ -52,23 +81,33 @@ export function prepare(tenant: string, session: string, from: Cursor, raws: unk
       e = checkEvent(raw, cursor.seq + 1);
     } catch (err) {
       if (!(err instanceof LogIntegrityError)) throw err;
-      return { rows, cursor, refused: { seq: err.seq, reason: err.reason } };
+      return done({ seq: err.seq, reason: err.reason });
     }
     const broken = verifyChain([raw as Hashable & { hash: string }], cursor);
-    if (broken) return { rows, cursor, refused: broken };
+    if (broken) return done(broken);
     if (e.type === "session.opened" && (e.data.tenant !== tenant || e.data.session !== session)) {
-      return { rows, cursor, refused: { seq: e.seq, reason: `the log opens session ${e.data.tenant}:${e.data.session}, not ${tenant}:${session}` } };
+      return done({ seq: e.seq, reason: `the log opens session ${e.data.tenant}:${e.data.session}, not ${tenant}:${session}` });
     }
-    if (e.seq === 1 && e.type !== "session.opened") return { rows, cursor, refused: { seq: 1, reason: "a session's log starts with session.opened" } };
+    if (e.seq === 1 && e.type !== "session.opened") return done({ seq: 1, reason: "a session's log starts with session.opened" });
+    // The values beside the event are outside its hash: each must match its commitment.
+    const pii = personalOnly(e.pii as Pii | undefined);
+    const wrong = piiProblem(e.data, pii);
+    if (wrong) return done({ seq: e.seq, reason: wrong });
     let context;
     try {
       context = reduce(cursor.fold.context, e);
     } catch (err) {
-      return { rows, cursor, refused: { seq: e.seq, reason: `the machine cannot fold it: ${(err as Error).message}` } };
+      return done({ seq: e.seq, reason: `the machine cannot fold it: ${(err as Error).message}` });
     }
-    const fold: FoldState = { context, asked: trackAsked(cursor.fold.asked, e, context) };
-    rows.push(toRow(tenant, session, e, raw, cursor.fold, fold));
+    let fold: FoldState = { context, asked: trackAsked(cursor.fold.asked, e, context, pii), session: e.type === "session.opened" ? openedBy(e, pii) : cursor.fold.session };
+    if (e.type === "subject.redacted") {
+      const seqs = fromRanges(e.data.seqs, e.seq);
+      fold = { ...fold, asked: { ...fold.asked }, ...(fold.session && { session: { ...fold.session } }) };
+      redactions.push({ seqs, ...forgetInFold(fold, new Set(seqs)) });
+    }
+    const { pii: _beside, ...event } = raw as Record<string, unknown>;
+    rows.push(toRow(tenant, session, e, event, pii, cursor.fold, fold));
     cursor = { seq: e.seq, hash: e.hash, fold };
   }
-  return { rows, cursor };
+  return done();
 }

@@ -52,7 +52,8 @@ export function itemOf(r: AuditEventRow): AuditEventItem {
     estimateUsd: r.estimateNanos === null ? null : toUsd(r.estimateNanos),
     hash: r.hash,
     prev: r.prev,
-    event: r.event,
+    // As the log route gives it: the hashed part, with the personal values beside it while they exist.
+    event: r.pii ? { ...(r.event as object), pii: r.pii } : r.event,
   };
 }
 

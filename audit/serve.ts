@@ -1,4 +1,5 @@
 import { openDatabase, type OpenOptions } from "./db";
+import { reapplyErasures } from "./erase";
 import { startAuditService, type AuditService } from "./service";
 import { AuditStore } from "./store";
 import { TenantSync, type Problem } from "./sync";
@@ -53,6 +54,10 @@ export interface Running {
 export async function serve(opts: ServeOptions): Promise<Running> {
   const log = opts.log ?? (() => {});
   const store = new AuditStore(await openDatabase(opts));
+  // Erasures recorded here apply again before anything is read or synced: rows restored
+  // from a backup cannot bring an erased subject back.
+  const changed = await reapplyErasures(store.db);
+  if (changed) log(`erasures applied again: ${changed} rows restored since were blanked`);
   const syncs = new Map<string, TenantSync>();
   const service = await startAuditService({ store, secret: opts.secret, host: opts.host, port: opts.port, syncStatus: (t) => syncs.get(t)?.status() ?? null });
   for (const target of opts.targets) {

@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { z } from "zod";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { pipeline } from "node:stream/promises";
@@ -7,6 +8,7 @@ import { toUsd } from "../lib/money";
 import { CONTENT_TYPES, exportStream } from "./export";
 import { parseEventQuery, parseExportQuery, parseSpendQuery } from "./filters";
 import { eachEvent, eventPage, spend } from "./query";
+import { erasureCandidates, listErasures, recordErasure } from "./erase";
 import type { AuditStore } from "./store";
 
 // The audit service: answers /v1/audit/* for the gateway, which has already checked the
@@ -58,6 +60,42 @@ function sendError(res: ServerResponse, e: unknown) {
   if (e instanceof GovernorError) return send(res, e.status, { error: e.toJSON() });
   console.error("audit service: unexpected error", e instanceof Error ? e.stack : e);
   send(res, 500, { error: { code: "internal_error", message: "internal error" } });
+}
+
+const ErasureBody = z.object({ user: z.string().min(1).max(4096) });
+const ErasureRecordBody = ErasureBody.extend({
+  erasure: z.string().min(1).max(256),
+  subject: z.string().min(1).max(256),
+  sessions: z.array(z.object({ session: z.string().min(1).max(256), erased: z.array(z.number().int().positive()) })),
+});
+
+function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const field = issue?.path.join(".") || "body";
+  throw new GovernorError("bad_request", 400, `${field}: ${issue?.message ?? "invalid"}`, { field });
+}
+
+function operatorOnly(role: string) {
+  if (role !== "operator") throw new ForbiddenError(`role "${role}" may not erase: operators only`);
+}
+
+const MAX_BODY = 16 * 1024 * 1024;
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new GovernorError("payload_too_large", 413, "the body is too large");
+    parts.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(parts).toString("utf8"));
+  } catch {
+    throw new GovernorError("bad_request", 400, "the body is not JSON", { field: "body" });
+  }
 }
 
 function caller(req: IncomingMessage, secret: Buffer): { tenant: string; role: string; name: string } {
@@ -116,8 +154,20 @@ export async function startAuditService(opts: ServiceOptions): Promise<AuditServ
           sync: opts.syncStatus?.(who.tenant) ?? null,
         });
       }
-      case "POST /v1/audit/erasures":
-        throw new GovernorError("not_implemented", 501, "erasure is not available yet");
+      case "GET /v1/audit/erasures":
+        return send(res, 200, { erasures: await listErasures(store.db, who.tenant) });
+      // The gateway's erasure (party/erasure.ts): where the store has the subject, then,
+      // once the actors have erased, the store's own part. Operators only.
+      case "POST /v1/audit/erasures/candidates": {
+        operatorOnly(who.role);
+        const body = parseBody(ErasureBody, await readJson(req));
+        return send(res, 200, await erasureCandidates(store.db, who.tenant, body.user));
+      }
+      case "POST /v1/audit/erasures": {
+        operatorOnly(who.role);
+        const body = parseBody(ErasureRecordBody, await readJson(req));
+        return send(res, 200, { erasure: await recordErasure(store.db, who.tenant, { ...body, by: who.name }) });
+      }
     }
     throw new NotFoundError(`no audit route ${req.method} ${url.pathname}`);
   }

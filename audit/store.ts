@@ -1,8 +1,9 @@
 import { and, eq, getTableColumns, sql } from "drizzle-orm";
 import { auditEvents, auditSessions, type AuditSessionRow, type NewAuditEventRow } from "../schema/audit";
 import type { AuditDatabase, AuditDb } from "./db";
+import { applyRedaction } from "./erase";
 import { emptyCursor, type Cursor, type Prepared, type Refusal } from "./ingest";
-import type { FoldState } from "./rows";
+import { clearValue, type FoldState } from "./rows";
 
 // Writes of the audit store. A batch of verified events and the session's new head go in
 // one transaction, and the head only moves from where the batch was verified against:
@@ -74,16 +75,17 @@ export class AuditStore {
     if (!p.rows.length) return;
     const ctx = p.cursor.fold.context;
     const now = Date.now();
+    const fold = p.cursor.fold;
     const head = {
       seq: p.cursor.seq,
       headHash: p.cursor.hash,
-      fold: p.cursor.fold,
+      fold,
       spentNanos: ctx.spentNanos,
       lastTs: ctx.lastActivity,
       openedAt: ctx.openedAt,
-      user: ctx.user ?? null,
+      user: clearValue(fold, "user") ?? null,
       agent: ctx.agent ?? null,
-      task: ctx.task ?? null,
+      task: clearValue(fold, "task") ?? null,
       updatedAt: now,
     };
     await this.db.transaction(async (tx) => {
@@ -101,6 +103,9 @@ export class AuditStore {
         const doc = JSON.stringify(p.rows.slice(i, i + INSERT_CHUNK).map(asRecord));
         await tx.execute(sql`insert into ${auditEvents} select * from json_populate_recordset(null::${auditEvents}, ${doc}::json) on conflict do nothing`);
       }
+      // An erasure the log records: the values it names go, with every column that copied
+      // them, in the same transaction as the event that says so.
+      for (const r of p.redactions) await applyRedaction(tx as unknown as AuditDb, tenant, session, r);
     });
   }
 

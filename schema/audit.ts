@@ -5,9 +5,9 @@ import { bigint, index, integer, jsonb, pgTable, primaryKey, text } from "drizzl
 // schema for PGlite and Postgres; migrations come from drizzle-kit (audit/migrations).
 // Times are epoch milliseconds and money is integer nano-dollars, as in the actors.
 //
-// Columns that name a person (user, agent, task) are plain nullable columns beside the
-// event, so an erasure can blank them and rewrite `event` without touching the chain
-// columns (seq, hash, prev) that prove the rest.
+// Columns that name a person (user, task) and the personal values (`pii`) are nullable
+// columns beside the event: an erasure blanks them, and `event` (the hashed part, which
+// holds only commitments to them) and the chain columns that prove it stay as they are.
 
 const ms = (name: string) => bigint(name, { mode: "number" });
 
@@ -38,8 +38,14 @@ export const auditEvents = pgTable(
     estimateNanos: ms("estimate_nanos"),
     hash: text("hash").notNull(),
     prev: text("prev").notNull(),
-    /** The event exactly as the actor logged it. */
+    /** The event exactly as the actor logged it (its hashed part). */
     event: jsonb("event").notNull(),
+    /**
+     * The personal values beside the event (lib/pii.ts: JSON pointer -> value and salt),
+     * each checked against its commitment in `event` before it was stored; never the
+     * policy's secrets. An erasure sets it to null, with the person's columns above.
+     */
+    pii: jsonb("pii"),
   },
   (t) => [
     primaryKey({ columns: [t.tenant, t.session, t.seq] }),
@@ -83,7 +89,7 @@ export const auditSessions = pgTable(
   (t) => [primaryKey({ columns: [t.tenant, t.session] }), index("audit_sessions_tenant_user").on(t.tenant, t.user)],
 );
 
-/** Signed heads of a session's log (issue 11 signs them; the store keeps them). */
+/** Signed heads of a session's log, each verified with the deployment's key before it is stored. */
 export const auditCheckpoints = pgTable(
   "audit_checkpoints",
   {
@@ -94,6 +100,7 @@ export const auditCheckpoints = pgTable(
     ts: ms("ts").notNull(),
     signature: text("signature").notNull(),
     keyId: text("key_id").notNull(),
+    alg: text("alg").notNull().default("Ed25519"),
   },
   (t) => [primaryKey({ columns: [t.tenant, t.session, t.seq] })],
 );
@@ -114,8 +121,14 @@ export const auditErasures = pgTable(
     status: text("status").notNull(),
     sessions: integer("sessions").notNull().default(0),
     events: integer("events").notNull().default(0),
+    /**
+     * What was blanked, per session (`{pii, user, task}` seq ranges, `row` for the session's
+     * own row): applied again whenever the store starts, so a restored copy of the rows
+     * cannot bring the subject back. Seqs only, never a value.
+     */
+    targets: jsonb("targets"),
   },
-  (t) => [index("audit_erasures_tenant").on(t.tenant, t.requestedAt)],
+  (t) => [index("audit_erasures_tenant").on(t.tenant, t.requestedAt), index("audit_erasures_subject").on(t.tenant, t.subjectDigest)],
 );
 
 export const auditSchema = { auditEvents, auditSessions, auditCheckpoints, auditErasures };

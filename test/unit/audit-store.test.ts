@@ -10,7 +10,11 @@ import { parseEventQuery, parseExportQuery, parseSpendQuery } from "../../audit/
 import { emptyCursor, prepare } from "../../audit/ingest";
 import { eachEvent, eventPage, spend, type AuditEventItem } from "../../audit/query";
 import { AuditStore, HeadMovedError } from "../../audit/store";
+import { listErasures, reapplyErasures, recordErasure } from "../../audit/erase";
+import { and, eq } from "drizzle-orm";
+import { auditErasures, auditEvents, auditSessions } from "../../schema/audit";
 import { verifyChain, type Hashable } from "../../lib/chain";
+import { reveal, type Pii } from "../../lib/pii";
 import { BadRequestError } from "../../lib/errors";
 import { freshStoreDir } from "../support/audit-template";
 import { SessionLog } from "../support/logs";
@@ -70,7 +74,9 @@ function scenario() {
   const approvalId = s1.summary.pendingApprovals[0].approvalId;
   step(s1, "u3", "a9", () => s1.approve(approvalId));
 
-  const s2 = new SessionLog("acme", "s2", NOW - 10 * DAY, { user: "u2", agent: "a2", policy: { budget: { session_usd: 0.1 } } });
+  // s1 is written as logs were before commitments (values in the clear inside the hash);
+  // s2 and s3 as the actor writes them now (commitments inside, values beside).
+  const s2 = new SessionLog("acme", "s2", NOW - 10 * DAY, { user: "u2", agent: "a2", policy: { budget: { session_usd: 0.1 } }, sealed: true });
   own(byUser, "u2", s2, 0);
   own(byAgent, "a2", s2, 0);
   for (let i = 0; i < 4; i++) step(s2, "u2", "a2", () => s2.llm("claude-sonnet-4", 0.03));
@@ -78,7 +84,7 @@ function scenario() {
 
   // Identifiers with commas, quotes, newlines and a spreadsheet formula.
   const tricky = 'O\'Brien, "Pat"\nline two';
-  const s3 = new SessionLog("acme", "s3", NOW - 2 * DAY, { user: tricky, agent: "=1+2", task: "naïve ☃, task" });
+  const s3 = new SessionLog("acme", "s3", NOW - 2 * DAY, { user: tricky, agent: "=1+2", task: "naïve ☃, task", sealed: true });
   own(byUser, tricky, s3, 0);
   own(byAgent, "=1+2", s3, 0);
   step(s3, tricky, "=1+2", () => s3.action("send,mail", 0.125));
@@ -115,6 +121,11 @@ for (const engine of engines) {
     });
     afterAll(() => store?.close());
 
+    const everything2 = async (tenant: string, q: Record<string, string>) => {
+      const out: AuditEventItem[] = [];
+      for await (const e of eachEvent(store.db, tenant, parseEventQuery(new URLSearchParams(q)), 100)) out.push(e);
+      return out;
+    };
     const everything = async (q: Record<string, string>) => {
       const out: AuditEventItem[] = [];
       for await (const e of eachEvent(store.db, "acme", parseEventQuery(new URLSearchParams(q)), 4)) out.push(e);
@@ -245,11 +256,80 @@ for (const engine of engines) {
           const w = asText(want[c]);
           expect(r[c]).toBe(formula.test(w) ? `'${w}` : w);
         }
-        expect(JSON.parse(r.data)).toEqual((ndjson[i].event as { data: unknown }).data);
+        // The data as a person reads it: the values in place of their commitments.
+        const ev = ndjson[i].event as { data: unknown; pii?: Pii };
+        expect(JSON.parse(r.data)).toEqual(reveal(ev.data, ev.pii));
       });
       expect(records.some((r) => r.user === s.tricky)).toBe(true);
       // Written again from what was parsed, it is the same file.
       expect(stringifyCsv(records, { header: true, columns: [...CSV_COLUMNS] })).toBe(csv);
+    });
+
+    it("erases a subject: a stored subject.redacted, the service's erasure and its re-application after a restore leave no trace, and the chains still verify", async () => {
+      const X = "erin-7731";
+      const e1 = new SessionLog("er", "e1", NOW - 3 * DAY, { user: X, agent: "bot", task: `help ${X} with a refund`, sealed: true });
+      e1.action("search", 0.01);
+      e1.llm("gpt-4o-mini", 0.02, { user: "yann-2" });
+      e1.action("refund", 0.5, {}, { amount: 90 });
+      e1.llm("gpt-4o-mini", 0.03);
+      const e2 = new SessionLog("er", "e2", NOW - 2 * DAY, { user: "yann-2", agent: "bot", sealed: true });
+      e2.action("search", 0.01);
+      e2.action("refund", 0.2, { user: X, task: "x's own ticket" }, { amount: 50 });
+      e2.llm("gpt-4o-mini", 0.04, { user: X });
+      const spent = async (session: string) => (await store.session("er", session))?.spentNanos;
+      const rowsText = async () => {
+        const ev = await store.db.select().from(auditEvents).where(eq(auditEvents.tenant, "er"));
+        const ss = await store.db.select().from(auditSessions).where(eq(auditSessions.tenant, "er"));
+        const er = await store.db.select().from(auditErasures).where(eq(auditErasures.tenant, "er"));
+        return JSON.stringify([ev, ss, er]);
+      };
+
+      // Stored before the erasure: the subject is everywhere.
+      await ingest(store, e1, 3);
+      await ingest(store, e2, 50);
+      expect(await rowsText()).toContain(X);
+      expect((await everything2("er", { user: X })).length).toBeGreaterThan(0);
+      const before = { e1: await spent("e1"), e2: await spent("e2") };
+
+      // The actor erases in e1 (every event of the subject: the opening, its own and the
+      // session's calls, not yann's) and appends subject.redacted; the sync stores it.
+      const mine = e1.events.filter((e) => e.type !== "request.settled" && (e.data as { attribution?: { user?: string } }).attribution?.user === undefined).map((e) => e.seq);
+      e1.erase(mine.filter((seq) => e1.pii.has(seq)));
+      await ingest(store, e1, 50);
+      const e1Rows = await everything2("er", { session: "e1" });
+      expect(JSON.stringify(e1Rows)).not.toContain(X);
+      expect(e1Rows.find((r) => r.type === "subject.redacted")).toMatchObject({ user: null, task: null });
+      // yann's call in the subject's session keeps its own values.
+      expect(e1Rows.filter((r) => r.user === "yann-2").length).toBe(2);
+      expect(verifyChain(e1Rows.map((r) => r.event as Hashable & { hash: string }))).toBeUndefined();
+      expect(await spent("e1")).toBe(before.e1);
+
+      // The service's erasure, before e2's actor said anything: every row naming X, at once.
+      const x = e2.events.filter((e) => e2.pii.get(e.seq)?.["/attribution/user"]?.v === X).map((e) => e.seq);
+      const saved = await store.db.select().from(auditEvents).where(and(eq(auditEvents.tenant, "er"), eq(auditEvents.session, "e2")));
+      const record = await recordErasure(store.db, "er", { erasure: "era_1", subject: "hmac-sha256:abc", user: X, by: "alice", sessions: [{ session: "e2", erased: x }] });
+      expect(record).toMatchObject({ id: "era_1", subject: "hmac-sha256:abc", requestedBy: "alice", status: "completed" });
+      expect(record.events).toBeGreaterThanOrEqual(x.length);
+      expect(await rowsText()).not.toContain(X);
+      expect(await everything2("er", { user: X })).toEqual([]);
+      expect(await spent("e2")).toBe(before.e2);
+      // Idempotent: again, nothing changes, and it stays one record.
+      const again = await recordErasure(store.db, "er", { erasure: "era_2", subject: "hmac-sha256:abc", user: X, by: "alice", sessions: [] });
+      expect(again).toMatchObject({ id: "era_1", events: record.events });
+      expect(await listErasures(store.db, "er")).toHaveLength(1);
+
+      // A backup of the rows comes back: applying the recorded erasures blanks them again.
+      for (const r of saved) await store.db.update(auditEvents).set({ user: r.user, task: r.task, pii: r.pii }).where(and(eq(auditEvents.tenant, "er"), eq(auditEvents.session, "e2"), eq(auditEvents.seq, r.seq)));
+      expect(await rowsText()).toContain(X);
+      expect(await reapplyErasures(store.db)).toBeGreaterThan(0);
+      expect(await rowsText()).not.toContain(X);
+      expect(verifyChain((await everything2("er", { session: "e2" })).map((r) => r.event as Hashable & { hash: string }))).toBeUndefined();
+
+      // A value beside an event that does not match its commitment is refused like an edit.
+      const forged = new SessionLog("er", "e3", NOW - DAY, { user: "zed", sealed: true });
+      const raws = forged.raw() as Array<{ pii: Pii }>;
+      raws[0].pii["/user"].v = "someone-else";
+      expect(prepare("er", "e3", emptyCursor(), raws).refused).toEqual({ seq: 1, reason: "the value given beside the event for /user does not match its commitment" });
     });
 
     it("export pulls rows only as fast as they are read", async () => {
