@@ -152,7 +152,7 @@ async function serveCommand(g: Globals, opts: StoreOpts & { host: string; port: 
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
-  const p = new Command("audit")
+  const p = new Command("governor audit")
     .description("the audit store's sync and service (reads: `governor audit query|spend|export`)")
     .option("--url <url>", "Governor base URL", process.env.GOVERNOR_URL || "http://127.0.0.1:1999")
     .option("--token <token>", "an operator's or auditor's token of the tenant", process.env.GOVERNOR_TOKEN || "dev")

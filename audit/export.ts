@@ -1,5 +1,6 @@
 import { Readable } from "node:stream";
 import { stringify } from "csv-stringify";
+import type { SignedCheckpoint } from "../lib/checkpoint";
 import { reveal, type Pii } from "../lib/pii";
 import type { AuditEventItem } from "./query";
 
@@ -30,6 +31,18 @@ export const CSV_COLUMNS = [
   "prev",
   "data",
 ] as const;
+
+/** An export holds events and, when asked for, the signed checkpoints of their sessions. */
+export type ExportItem = AuditEventItem | SignedCheckpoint;
+
+const isCheckpoint = (x: ExportItem): x is SignedCheckpoint => "checkpoint" in x && !("type" in x);
+
+/** A checkpoint as a CSV row: type "checkpoint", its session, seq, time and hash, and the signed line as `data`. */
+function checkpointRecord(c: SignedCheckpoint): Record<(typeof CSV_COLUMNS)[number], string | number | null> {
+  const cp = c.checkpoint;
+  const blank = Object.fromEntries(CSV_COLUMNS.map((k) => [k, null])) as Record<(typeof CSV_COLUMNS)[number], string | number | null>;
+  return { ...blank, tenant: cp.tenant, session: cp.session, seq: cp.seq, ts: cp.ts, time: new Date(cp.ts).toISOString(), type: "checkpoint", hash: cp.hash, data: JSON.stringify(c) };
+}
 
 export function csvRecord(e: AuditEventItem): Record<(typeof CSV_COLUMNS)[number], string | number | null> {
   return {
@@ -67,12 +80,12 @@ export const CONTENT_TYPES: Record<ExportFormat, string> = {
 };
 
 /** A readable of the export's text; `rows` is consumed only as fast as it is read. */
-export function exportStream(format: ExportFormat, rows: AsyncIterable<AuditEventItem>): Readable {
+export function exportStream(format: ExportFormat, rows: AsyncIterable<ExportItem>): Readable {
   if (format === "csv") {
     // A cell that starts with = + - @ would run as a formula in a spreadsheet, and user
     // ids and reasons come from agents: such cells get a leading apostrophe.
     const csv = stringify({ header: true, columns: [...CSV_COLUMNS], escape_formulas: true, cast: { number: (n) => String(n) } });
-    const source = Readable.from(mapAsync(rows, csvRecord));
+    const source = Readable.from(mapAsync(rows, (x) => (isCheckpoint(x) ? checkpointRecord(x) : csvRecord(x))));
     source.on("error", (e) => csv.destroy(e));
     return source.pipe(csv);
   }
@@ -84,7 +97,7 @@ async function* mapAsync<T, U>(it: AsyncIterable<T>, f: (t: T) => U): AsyncGener
   for await (const x of it) yield f(x);
 }
 
-async function* jsonArray(rows: AsyncIterable<AuditEventItem>): AsyncGenerator<string> {
+async function* jsonArray(rows: AsyncIterable<ExportItem>): AsyncGenerator<string> {
   let first = true;
   yield "[";
   for await (const e of rows) {
@@ -92,4 +105,14 @@ async function* jsonArray(rows: AsyncIterable<AuditEventItem>): AsyncGenerator<s
     first = false;
   }
   yield first ? "]\n" : "\n]\n";
+}
+
+/** The events, then the stored checkpoints of every session they came from (as the log route ends with its own). */
+export async function* withCheckpoints(events: AsyncIterable<AuditEventItem>, checkpoints: (sessions: string[]) => AsyncIterable<SignedCheckpoint>): AsyncGenerator<ExportItem> {
+  const sessions = new Set<string>();
+  for await (const e of events) {
+    sessions.add(e.session);
+    yield e;
+  }
+  yield* checkpoints([...sessions].sort());
 }

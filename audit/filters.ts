@@ -65,7 +65,15 @@ function schemas(now: number) {
       cursor: z.string().max(512).optional(),
     }),
     spend: z.strictObject({ ...fields, by: z.enum(SPEND_BY) }),
-    export: z.strictObject({ ...fields, format: z.enum(["csv", "json", "ndjson"]).default("ndjson") }),
+    export: z.strictObject({
+      ...fields,
+      format: z.enum(["csv", "json", "ndjson"]).default("ndjson"),
+      // After the events, the signed checkpoints stored for the sessions they belong to.
+      checkpoints: z
+        .enum(["true", "false", "1", "0"])
+        .optional()
+        .transform((v) => v === "true" || v === "1"),
+    }),
   };
 }
 

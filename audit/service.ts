@@ -5,7 +5,8 @@ import type { AddressInfo } from "node:net";
 import { pipeline } from "node:stream/promises";
 import { ForbiddenError, GovernorError, NotFoundError, UnauthorizedError } from "../lib/errors";
 import { toUsd } from "../lib/money";
-import { CONTENT_TYPES, exportStream } from "./export";
+import { checkpointsOf } from "./checkpoints";
+import { CONTENT_TYPES, exportStream, withCheckpoints } from "./export";
 import { parseEventQuery, parseExportQuery, parseSpendQuery } from "./filters";
 import { eachEvent, eventPage, spend } from "./query";
 import { erasureCandidates, listErasures, recordErasure } from "./erase";
@@ -129,13 +130,14 @@ export async function startAuditService(opts: ServiceOptions): Promise<AuditServ
         return send(res, 200, await spend(store.db, who.tenant, by, filter));
       }
       case "GET /v1/audit/export": {
-        const { format, ...filter } = parseExportQuery(url.searchParams);
+        const { format, checkpoints, ...filter } = parseExportQuery(url.searchParams);
         res.writeHead(200, {
           "content-type": CONTENT_TYPES[format],
           "content-disposition": `attachment; filename="governor-audit-${who.tenant}.${format}"`,
           "cache-control": "no-store",
         });
-        await pipeline(exportStream(format, eachEvent(store.db, who.tenant, filter)), res);
+        const events = eachEvent(store.db, who.tenant, filter);
+        await pipeline(exportStream(format, checkpoints ? withCheckpoints(events, (sessions) => checkpointsOf(store.db, who.tenant, sessions)) : events), res);
         return;
       }
       case "GET /v1/audit/sessions": {

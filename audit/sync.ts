@@ -1,5 +1,6 @@
 import type WebSocket from "ws";
 import type { SessionSummary } from "../schema/protocol";
+import { checkCheckpoint, eventHashAt, fetchKey, storeCheckpoint, type KeyState } from "./checkpoints";
 import { prepare, type Cursor, type Refusal } from "./ingest";
 import { fetchLog, openSocket, socketUrl, SourceError, type Source } from "./source";
 import { HeadMovedError, type AuditStore, type IndexNote } from "./store";
@@ -35,6 +36,8 @@ const ENDED = new Set(["killed", "closed"]);
 const BUFFER_LIMIT = 10_000;
 const RETRY_MAX_MS = 30_000;
 const NOTE_EVERY_MS = 1000;
+// Checkpoints ahead of the stored head wait for their events; only the latest few are kept.
+const CHECKPOINTS_WAITING = 16;
 
 interface Track {
   id: string;
@@ -46,6 +49,8 @@ interface Track {
   gaveUp?: string;
   /** Events from the tail socket not yet stored, by seq. */
   buffer: Map<number, unknown>;
+  /** Signed checkpoints read and not yet verified and stored (one may wait for its events). */
+  checkpoints: unknown[];
   socket?: WebSocket;
   socketOpening?: boolean;
   /** Its tail was closed to make room: no reconnect until it is busy again. */
@@ -74,6 +79,7 @@ export class TenantSync {
   private backfill?: { total: number; done: number; targets: Map<string, number> };
   private idleWaiters: Array<() => void> = [];
   private socketsRefused = false;
+  private key?: Promise<KeyState>;
   private firstIndex?: { resolve: () => void; reject: (e: Error) => void; promise: Promise<void> };
 
   constructor(opts: SyncOptions) {
@@ -163,7 +169,7 @@ export class TenantSync {
   private track(id: string): Track {
     let t = this.tracks.get(id);
     if (!t) {
-      t = { id, known: 0, storedHint: 0, buffer: new Map(), lastEventAt: 0, running: false, again: false, retryMs: 500 };
+      t = { id, known: 0, storedHint: 0, buffer: new Map(), checkpoints: [], lastEventAt: 0, running: false, again: false, retryMs: 500 };
       this.tracks.set(id, t);
     }
     return t;
@@ -276,6 +282,7 @@ export class TenantSync {
       // The cursor (with its fold) is loaded only once a read slot is held, so a tenant
       // of many sessions keeps few of them in memory during a backfill.
       if (!t.broken && this.stored(t) < t.known) await this.pull(t);
+      if (!t.broken && t.checkpoints.length) await this.storeCheckpoints(t);
       if (t.broken) return;
       const busy = this.stored(t) > start;
       this.maybeTail(t, busy);
@@ -350,11 +357,52 @@ export class TenantSync {
       this.progressed(t.id, from.seq, p.cursor.seq);
     }
     if (p.refused) await this.refuse(t, p.refused);
+    else if (p.checkpoints.length) {
+      t.checkpoints.push(...p.checkpoints);
+      await this.storeCheckpoints(t);
+    }
+  }
+
+  private keyState(): Promise<KeyState> {
+    this.key ??= fetchKey(this.opts, this.abort.signal).then((k) => {
+      if ("none" in k) {
+        this.log(`checkpoints are not stored: ${k.none}`);
+        // Asked again later: the server may have been starting.
+        setTimeout(() => (this.key = undefined), RETRY_MAX_MS).unref?.();
+      }
+      return k;
+    });
+    return this.key;
+  }
+
+  /** Verifies the session's checkpoints read so far and stores the good ones; a bad one is refused like a forged event. */
+  private async storeCheckpoints(t: Track) {
+    const key = await this.keyState();
+    if ("none" in key) {
+      t.checkpoints = [];
+      return;
+    }
+    const cursor = t.cursor ?? (await this.store.cursor(this.opts.tenant, t.id));
+    const waiting: unknown[] = [];
+    for (const raw of t.checkpoints.splice(0)) {
+      const r = await checkCheckpoint(raw, this.opts.tenant, t.id, key.key, {
+        seq: cursor.seq,
+        hashAt: async (seq) => (seq === cursor.seq ? cursor.hash : eventHashAt(this.store.db, this.opts.tenant, t.id, seq)),
+      });
+      if ("refused" in r) {
+        await this.refuse(t, r.refused);
+        return;
+      }
+      if ("later" in r) waiting.push(raw);
+      else await storeCheckpoint(this.store.db, r.ok);
+    }
+    t.checkpoints = waiting.slice(-CHECKPOINTS_WAITING);
   }
 
   private async refuse(t: Track, r: Refusal) {
     t.broken = r;
     t.buffer.clear();
+    t.checkpoints = [];
     t.socket?.close();
     await this.store.recordProblem(this.opts.tenant, t.id, r);
     this.log(`session ${t.id}: event seq ${r.seq} refused, not stored: ${r.reason}`);
@@ -421,6 +469,11 @@ export class TenantSync {
       t.lastEventAt = Date.now();
       t.known = Math.max(t.known, seq);
       if (seq > this.stored(t) && t.buffer.size < BUFFER_LIMIT) t.buffer.set(seq, m.event);
+      this.kick(t);
+    } else if (m.type === "checkpoint") {
+      const { type: _t, ...signed } = m;
+      t.checkpoints.push(signed);
+      if (t.checkpoints.length > CHECKPOINTS_WAITING) t.checkpoints.shift();
       this.kick(t);
     } else if (m.type === "state" && typeof m.seq === "number") {
       t.known = Math.max(t.known, m.seq);

@@ -205,7 +205,7 @@ function program(): { p: Command; result: () => number } {
       if (checkpoint) out(JSON.stringify(checkpoint));
     });
 
-  registerAudit(p, { out });
+  registerAudit(p, { out, err, fail: (c) => (code = c) });
   return { p, result };
 }
 

@@ -6,10 +6,12 @@ import { Option, type Command } from "commander";
 import { errorFromResponse } from "../errors";
 import { usd } from "./format";
 
-// `governor audit …`: reads of the audit store (`query`, `spend`, `export`, `sessions`)
-// through the gateway's /v1/audit routes with the caller's token, like every other
-// command, so tenancy and roles hold. Writing the store (the sync, the audit service) is
-// the server's: `npm run audit -- sync|serve` in the Governor repository.
+// `governor audit …`: reads of the audit store (`query`, `spend`, `export`, `sessions`,
+// `erasures`) and erasure (`erase`) through the gateway's /v1/audit routes with the
+// caller's token, like every other command, so tenancy and roles hold. Writing the store
+// (`sync`, the audit service `serve`) is the server's: the Governor checkout's own
+// `governor` (`npx governor audit sync|serve` there) runs it, with PGlite and drizzle,
+// which this package does not carry.
 
 interface Globals {
   url: string;
@@ -20,6 +22,9 @@ interface Globals {
 
 interface Io {
   out: (s: string) => void;
+  err?: (s: string) => void;
+  /** Sets the exit code (a command that cannot run here). */
+  fail?: (code: number) => void;
 }
 
 const FILTERS = ["user", "agent", "session", "run", "type", "decision", "model", "since", "until"] as const;
@@ -115,13 +120,55 @@ export function registerAudit(program: Command, io: Io) {
   withFilters(audit.command("export").description("every matching event as CSV, JSON or NDJSON, streamed"))
     .addOption(new Option("--format <format>", "output format").choices(["csv", "json", "ndjson"]).default("ndjson"))
     .option("-o, --output <file>", "write to a file instead of stdout")
-    .action(async (opts: FilterOpts & { format: string; output?: string }, cmd: Command) => {
+    .option("--checkpoints", "end with the signed checkpoints stored for the sessions exported")
+    .action(async (opts: FilterOpts & { format: string; output?: string; checkpoints?: boolean }, cmd: Command) => {
       const g = globals(cmd);
-      const res = await get(g, "export", params(opts, { format: opts.format }));
+      const res = await get(g, "export", params(opts, { format: opts.format, checkpoints: opts.checkpoints ? "true" : undefined }));
       const sink: Writable = opts.output ? createWriteStream(opts.output) : process.stdout;
       const body = Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>);
       await pipeline(body, sink, { end: Boolean(opts.output) });
     });
+
+  audit
+    .command("erase")
+    .description("erase a person (GDPR Art. 17): their id and kept raw text leave every session's log, the audit store and later exports; the logs still verify (operators)")
+    .requiredOption("--user <id>", "the person's id, as the attribution carried it (X-User-ID, an action's user)")
+    .action(async (opts: { user: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const res = await fetch(`${g.url.replace(/\/+$/, "")}/v1/audit/erasures`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${g.token}`, "content-type": "application/json" },
+        body: JSON.stringify({ user: opts.user }),
+      });
+      if (!res.ok) throw errorFromResponse(res.status, await res.text());
+      const r = (await res.json()) as ErasureAnswer;
+      io.out(g.json ? JSON.stringify(r, null, 2) : formatErasure(r));
+    });
+
+  audit
+    .command("erasures")
+    .description("the erasures recorded in the audit store (subjects as keyed digests only)")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const data = (await (await get(g, "erasures", new URLSearchParams())).json()) as { erasures: Array<{ id: string; subject: string; requestedBy: string; completedAt: number | null; sessions: number; events: number }> };
+      if (g.json) return io.out(JSON.stringify(data, null, 2));
+      if (!data.erasures.length) return io.out("no erasures recorded");
+      io.out(table([["ERASURE", "SUBJECT", "BY", "COMPLETED", "SESSIONS", "ROWS"], ...data.erasures.map((e) => [e.id, e.subject, e.requestedBy, e.completedAt ? new Date(e.completedAt).toISOString() : "-", String(e.sessions), String(e.events)])]));
+    });
+
+  // The store's writers run with the server (they need its database drivers): say where.
+  for (const name of ["sync", "serve"]) {
+    audit
+      .command(name, { hidden: true })
+      .allowUnknownOption()
+      .allowExcessArguments()
+      .action(() => {
+        (io.err ?? io.out)(
+          `governor audit ${name} runs where the Governor server is, not from the SDK package: in the Governor checkout, \`npx governor audit ${name} …\` (or \`npm run audit -- ${name} …\`); \`npm start\` already runs the audit service and its sync. From here, read the store with \`governor audit query|spend|export|sessions\`.`,
+        );
+        io.fail?.(2);
+      });
+  }
 
   audit
     .command("sessions")
@@ -139,4 +186,41 @@ export function registerAudit(program: Command, io: Io) {
       }
       io.out(table(rows));
     });
+}
+
+interface ErasureAnswer {
+  erasure: string;
+  subject: string;
+  values: number;
+  sessions: Array<{ session: string; erased: number[]; values: number; kept: number[]; appended: number[] }>;
+  kept: Array<{ session: string; seqs: number[] }>;
+  visited: number;
+  store: { erasure?: { id: string; events: number } } | null;
+}
+
+function runs(seqs: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < seqs.length; ) {
+    let j = i;
+    while (j + 1 < seqs.length && seqs[j + 1] === seqs[j] + 1) j++;
+    parts.push(i === j ? String(seqs[i]) : `${seqs[i]}-${seqs[j]}`);
+    i = j + 1;
+  }
+  return parts.join(",") || "-";
+}
+
+function formatErasure(r: ErasureAnswer): string {
+  const lines = [`erasure ${r.erasure}: subject ${r.subject}`];
+  if (!r.sessions.length) lines.push(`nothing left to erase (${r.visited} session${r.visited === 1 ? "" : "s"} looked at)`);
+  else {
+    lines.push(`${r.values} value${r.values === 1 ? "" : "s"} erased in ${r.sessions.filter((s) => s.values).length} session(s); each says so with a subject.redacted event`, "");
+    lines.push(table([["SESSION", "EVENTS", "VALUES", "SUBJECT.REDACTED", "KEPT"], ...r.sessions.map((s) => [s.session, runs(s.erased), String(s.values), runs(s.appended), runs(s.kept)])]));
+  }
+  if (r.kept.length) {
+    lines.push("", "kept: events written before commitments hold these values inside their hash, so they cannot be erased without breaking the chain:");
+    for (const k of r.kept) lines.push(`  ${k.session} seq ${runs(k.seqs)}`);
+  }
+  const stored = r.store?.erasure;
+  lines.push("", stored ? `audit store: erasure ${stored.id} recorded, ${stored.events} row(s) blanked` : "audit store: none here");
+  return lines.join("\n");
 }

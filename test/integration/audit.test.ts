@@ -1,4 +1,5 @@
-import { isCheckpointLine } from "../../lib/checkpoint";
+import { importPublicKey, isCheckpointLine, verifyCheckpoint } from "../../lib/checkpoint";
+import { reveal } from "../../lib/pii";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
@@ -10,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../audit/db";
 import { CSV_COLUMNS } from "../../audit/export";
 import { eventPage } from "../../audit/query";
+import { checkpointsOf } from "../../audit/checkpoints";
 import { AuditStore } from "../../audit/store";
 import { TenantSync, type Problem } from "../../audit/sync";
 import { verifyChain, type Hashable } from "../../lib/chain";
@@ -263,10 +265,27 @@ describe("audit store following a live Governor", () => {
     records.forEach((r, i) => {
       expect([r.session, Number(r.seq), Number(r.ts), r.type, r.user, r.hash]).toEqual([nd[i].session, nd[i].seq, nd[i].ts, nd[i].type, nd[i].user, nd[i].hash]);
       expect(Number(r.cost_usd)).toBe(nd[i].costUsd);
-      expect(JSON.parse(r.data)).toEqual(nd[i].event.data);
+      // The data as a person reads it: personal values in place of their commitments.
+      expect(JSON.parse(r.data)).toEqual(reveal(nd[i].event.data, nd[i].event.pii));
     });
     const json = (await op()("/v1/audit/export?format=json&user=user-1")).json;
     expect(json).toEqual(nd);
+  });
+
+  it("keeps the signed checkpoints it read, verified, and exports them after the events", async () => {
+    const id = ids[0];
+    const key = await importPublicKey((await auditor()("/v1/checkpoints/key")).text);
+    const lines = (await auditor()(`/v1/audit/export?format=ndjson&session=${id}&checkpoints=true`)).text.trim().split("\n").map((l) => JSON.parse(l));
+    const checkpoints = lines.filter((l) => isCheckpointLine(l));
+    expect(lines.length - checkpoints.length).toBe(logs.get(id)!.length);
+    expect(checkpoints.length).toBeGreaterThan(0);
+    // The signed lines as the log gave them: each verifies with the deployment's key, the last covers the head.
+    for (const c of checkpoints) expect(await verifyCheckpoint(c, key)).toBe(true);
+    expect(checkpoints.at(-1).checkpoint).toMatchObject({ tenant: "acme", session: id, seq: logs.get(id)!.length, hash: logs.get(id)!.at(-1)!.hash });
+    // Without asking: events only.
+    expect((await auditor()(`/v1/audit/export?format=ndjson&session=${id}`)).text.trim().split("\n").every((l) => !isCheckpointLine(JSON.parse(l)))).toBe(true);
+    const csv = parseCsv((await auditor()(`/v1/audit/export?format=csv&session=${id}&checkpoints=1`)).text, { columns: true }) as Array<Record<string, string>>;
+    expect(csv.filter((r) => r.type === "checkpoint").map((r) => JSON.parse(r.data))).toEqual(checkpoints);
   });
 
   it("answers the same questions through the governor CLI", async () => {
@@ -310,7 +329,13 @@ describe("audit store following a live Governor", () => {
 
   it("refuses and reports a forged event, stores nothing from it on, and keeps syncing the other sessions", { timeout: 60_000 }, async () => {
     const victim = ids[2];
-    const proxy = await startTamperProxy(gov.url, { session: victim, seq: 4, edit: (e) => ((e.data as { costUsd: number }).costUsd = 0) });
+    // And another session's signed checkpoint with one letter of its signature changed.
+    const signedVictim = ids[6];
+    const flip = (c: Record<string, unknown>) => {
+      const sig = c.sig as string;
+      c.sig = `${sig[0] === "A" ? "B" : "A"}${sig.slice(1)}`;
+    };
+    const proxy = await startTamperProxy(gov.url, { session: victim, seq: 4, edit: (e) => ((e.data as { costUsd: number }).costUsd = 0) }, { session: signedVictim, edit: flip });
     // On Postgres when one can be had: the sync's other engine.
     const pg = await startPostgres();
     if ("skip" in pg) console.warn(`[audit] forged-event sync runs on PGlite only: ${pg.skip}`);
@@ -321,12 +346,20 @@ describe("audit store following a live Governor", () => {
     try {
       await sync.start();
       await sync.idle();
-      expect(problems).toEqual([{ session: victim, seq: 4, reason: "hash does not match the event's content" }]);
-      expect(sync.status().broken).toEqual([{ session: victim, seq: 4, reason: "hash does not match the event's content" }]);
+      const headOf = logs.get(signedVictim)!.length;
+      const forgedCheckpoint = { session: signedVictim, seq: headOf, reason: `checkpoint refused: the signature for seq ${headOf} is not valid` };
+      expect(problems.sort((a, b) => a.session.localeCompare(b.session))).toEqual([{ session: victim, seq: 4, reason: "hash does not match the event's content" }, forgedCheckpoint].sort((a, b) => a.session.localeCompare(b.session)));
+      expect(sync.status().broken).toContainEqual({ session: victim, seq: 4, reason: "hash does not match the event's content" });
+      expect(sync.status().broken).toContainEqual(forgedCheckpoint);
+      // Its events verified and are stored; the forged checkpoint is not.
+      expect((await eventPage(store.db, "acme", { session: signedVictim, limit: 1000 })).events.length).toBe(headOf);
+      const kept: unknown[] = [];
+      for await (const c of checkpointsOf(store.db, "acme", [signedVictim])) kept.push(c);
+      expect(kept).toEqual([]);
       const stored = (await eventPage(store.db, "acme", { session: victim, limit: 1000 })).events.map((e) => e.seq);
       expect(stored).toEqual([1, 2, 3]);
       expect(await store.session("acme", victim)).toMatchObject({ seq: 3, problemSeq: 4, problem: "hash does not match the event's content" });
-      for (const id of ids.filter((x) => x !== victim)) {
+      for (const id of ids.filter((x) => x !== victim && x !== signedVictim)) {
         const row = await store.session("acme", id);
         expect(row?.seq, id).toBe(logs.get(id)!.length);
         expect(row?.problemSeq).toBeNull();
@@ -345,7 +378,8 @@ describe("audit store following a live Governor", () => {
 function attributed(log: GovernorEvent[], sessionUser: string, sessionAgent: string) {
   const calls = new Map<string, { user?: string; agent?: string }>();
   return log.map((e) => {
-    const d = e.data as { requestId?: string; attribution?: { user?: string; agent?: string } };
+    // The attribution as the log reveals it (commitments inside the event, values beside it).
+    const d = reveal(e.data, e.pii) as { requestId?: string; attribution?: { user?: string; agent?: string } };
     if (e.type === "request.reserved" && d.requestId) calls.set(d.requestId, d.attribution ?? {});
     const own = e.type === "request.settled" && d.requestId ? { ...calls.get(d.requestId), ...stripEmpty(d.attribution) } : d.attribution ?? {};
     return { seq: e.seq, ts: e.ts, user: own.user ?? sessionUser, agent: own.agent ?? sessionAgent };
