@@ -105,7 +105,12 @@ export function prepare(tenant: string, session: string, from: Cursor, raws: unk
       fold = { ...fold, asked: { ...fold.asked }, ...(fold.session && { session: { ...fold.session } }) };
       redactions.push({ seqs, ...forgetInFold(fold, new Set(seqs)) });
     }
-    const { pii: _beside, ...event } = raw as Record<string, unknown>;
+    // The row keeps the hashed part as `event`, the values beside it as `pii`.
+    let event = raw;
+    if (raw && typeof raw === "object" && "pii" in raw) {
+      const { pii: _beside, ...hashed } = raw as Record<string, unknown>;
+      event = hashed;
+    }
     rows.push(toRow(tenant, session, e, event, pii, cursor.fold, fold));
     cursor = { seq: e.seq, hash: e.hash, fold };
   }

@@ -23,6 +23,37 @@ function asRecord(r: NewAuditEventRow): Record<string, unknown> {
   return out;
 }
 
+// On PGlite, COPY from a blob of tab-separated text is cheaper still: about half the time
+// of json_populate_recordset per row (measured on this project's machine). Postgres keeps
+// the JSON document, which it parses quickly.
+const COPY_COLUMNS = COLUMNS.map(([, name]) => `"${name}"`).join(", ");
+
+function copyField(v: unknown): string {
+  if (v === null || v === undefined) return "\\N";
+  const text = typeof v === "object" ? JSON.stringify(v) : String(v);
+  // COPY's text format: backslash, tab, newline and carriage return are escaped.
+  return /[\\\t\n\r]/.test(text) ? text.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : text;
+}
+
+function copyText(rows: NewAuditEventRow[]): string {
+  let out = "";
+  for (const r of rows) {
+    const rec = r as Record<string, unknown>;
+    out += COLUMNS.map(([key]) => copyField(rec[key])).join("\t") + "\n";
+  }
+  return out;
+}
+
+type PgliteTx = { query(text: string, params: unknown[], options: { blob: Blob }): Promise<unknown> };
+
+/** The PGlite transaction under drizzle's, when that is what `tx` is. */
+function pgliteClient(tx: unknown): PgliteTx | undefined {
+  const client = (tx as { session?: { client?: { query?: unknown; constructor?: { name?: string } } } }).session?.client;
+  return client && typeof client.query === "function" && "closed" in client ? (client as unknown as PgliteTx) : undefined;
+}
+
+const isUniqueViolation = (e: unknown) => (e as { code?: string } | null)?.code === "23505" || /duplicate key/.test(String((e as Error)?.message));
+
 export class HeadMovedError extends Error {
   constructor(readonly tenant: string, readonly session: string) {
     super(`the stored head of ${tenant}:${session} moved while this batch was verified`);
@@ -73,6 +104,17 @@ export class AuditStore {
    */
   async append(tenant: string, session: string, from: number, p: Prepared): Promise<void> {
     if (!p.rows.length) return;
+    try {
+      await this.appendOnce(tenant, session, from, p, this.database.describe.startsWith("pglite"));
+    } catch (e) {
+      // COPY cannot skip a row already stored (it should never be: rows past the head are
+      // not stored without moving it); if one is, the batch goes again the other way.
+      if (!isUniqueViolation(e)) throw e;
+      await this.appendOnce(tenant, session, from, p, false);
+    }
+  }
+
+  private async appendOnce(tenant: string, session: string, from: number, p: Prepared, copy: boolean): Promise<void> {
     const ctx = p.cursor.fold.context;
     const now = Date.now();
     const fold = p.cursor.fold;
@@ -99,9 +141,11 @@ export class AuditStore {
         })
         .returning({ seq: auditSessions.seq });
       if (!moved.length) throw new HeadMovedError(tenant, session);
+      const client = copy ? pgliteClient(tx) : undefined;
       for (let i = 0; i < p.rows.length; i += INSERT_CHUNK) {
-        const doc = JSON.stringify(p.rows.slice(i, i + INSERT_CHUNK).map(asRecord));
-        await tx.execute(sql`insert into ${auditEvents} select * from json_populate_recordset(null::${auditEvents}, ${doc}::json) on conflict do nothing`);
+        const rows = p.rows.slice(i, i + INSERT_CHUNK);
+        if (client) await client.query(`copy audit_events (${COPY_COLUMNS}) from '/dev/blob'`, [], { blob: new Blob([copyText(rows)]) });
+        else await tx.execute(sql`insert into ${auditEvents} select * from json_populate_recordset(null::${auditEvents}, ${JSON.stringify(rows.map(asRecord))}::json) on conflict do nothing`);
       }
       // An erasure the log records: the values it names go, with every column that copied
       // them, in the same transaction as the event that says so.

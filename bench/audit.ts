@@ -6,14 +6,17 @@ import { openDatabase } from "../audit/db";
 import { prepare } from "../audit/ingest";
 import { eventPage } from "../audit/query";
 import { AuditStore } from "../audit/store";
+import { randomBytes } from "node:crypto";
 import { eventHash, GENESIS } from "../lib/chain";
+import { seal } from "../lib/pii";
 import { parsePolicy } from "../schema/policy";
 import { gitState, log, writeResults } from "./harness";
 import { ms, rounded, summarize } from "./stats";
 
 // `npm run bench:audit`: the audit store's two goals.
 // 1. Ingest: events/s through the sync's own write path (schema check, chain link and
-//    hash, the session fold, one transaction per batch) into PGlite in a folder.
+//    hash, each personal value against its commitment, the session fold, one
+//    transaction per batch) into PGlite in a folder.
 // 2. "Every event of user X in the last 30 days" over 1M stored events: p50 of the whole
 //    answer (every page, limit 1000) for users picked at random.
 // Events are made here (valid, chained, spread over 60 days) rather than through a
@@ -30,7 +33,13 @@ const DAY = 86_400_000;
 const QUERIES = 200;
 const TENANT = "bench";
 
-/** One session's log: opened, then allowed actions with costs, by the session's user. */
+const salt = () => randomBytes(16).toString("hex");
+
+/**
+ * One session's log as the actor writes it now: opened by a user (the id and task as
+ * commitments, their values beside the event), then allowed actions with costs, every
+ * other one with its own user attribution (a proxied call's X-User-ID).
+ */
 function sessionLog(i: number, now: number): unknown[] {
   const user = `user-${i % USERS}`;
   const agent = `agent-${i % AGENTS}`;
@@ -39,13 +48,14 @@ function sessionLog(i: number, now: number): unknown[] {
   let ts = now - 60 * DAY + Math.floor((i / SESSIONS) * 60 * DAY);
   let prev = GENESIS;
   const out: unknown[] = [];
-  const push = (seq: number, id: string, type: string, data: unknown) => {
+  const push = (seq: number, id: string, type: string, raw: unknown) => {
+    const { data, pii } = seal(type, raw, salt);
     const base = { seq, id, ts: (ts += 250), type, data, prev };
     const e = { ...base, hash: eventHash(base) };
     prev = e.hash;
-    out.push(e);
+    out.push(pii ? { ...e, pii } : e);
   };
-  push(1, `open:${session}`, "session.opened", { tenant: TENANT, session, policy: POLICY, user, agent });
+  push(1, `open:${session}`, "session.opened", { tenant: TENANT, session, policy: POLICY, user, agent, task: `ticket ${i}` });
   for (let seq = 2; seq <= PER_SESSION; seq++) {
     const action = ACTIONS[seq % ACTIONS.length];
     push(seq, `action:${session}-${seq}`, "action.checked", {
@@ -54,7 +64,7 @@ function sessionLog(i: number, now: number): unknown[] {
       argsHash: "9f".repeat(32),
       decision: "allow",
       costUsd: 0.0001 * (1 + (seq % 7)),
-      attribution: { run: `run-${seq % 5}`, action },
+      attribution: { run: `run-${seq % 5}`, action, ...(seq % 2 === 0 && { user }) },
     });
   }
   return out;

@@ -73,9 +73,18 @@ function canon(value: unknown, seen: Set<object>): string {
   }
 }
 
-export function sha256Hex(text: string): string {
-  return bytesToHex(sha256(utf8ToBytes(text)));
-}
+/**
+ * Node's native SHA-256 where the runtime offers it synchronously (Node 20.16+:
+ * `process.getBuiltinModule`), about three times faster than SHA-256 in JavaScript; the
+ * same digest either way, so every log verifies the same everywhere (browsers, workerd
+ * without it, older Node: @noble/hashes).
+ */
+type NodeCrypto = { createHash(alg: "sha256"): { update(text: string, enc: "utf8"): { digest(enc: "hex"): string } } };
+const nativeCrypto = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule?.("node:crypto") as NodeCrypto | undefined;
+
+export const sha256Hex: (text: string) => string = nativeCrypto
+  ? (text) => nativeCrypto.createHash("sha256").update(text, "utf8").digest("hex")
+  : (text) => bytesToHex(sha256(utf8ToBytes(text)));
 
 export function eventHash(e: Hashable): string {
   return sha256Hex(canonicalJson({ seq: e.seq, id: e.id, ts: e.ts, type: e.type, data: e.data, prev: e.prev }));

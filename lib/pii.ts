@@ -76,11 +76,19 @@ export function secretPointers(type: string, data: unknown): string[] {
 
 export const isSecretPointer = (pointer: string) => pointer.startsWith("/policy/");
 
+// Pointers are few and asked for on every event: each is split once.
+const split = new Map<string, string[]>();
+
 function tokens(pointer: string): string[] {
-  return pointer
-    .split("/")
-    .slice(1)
-    .map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
+  let t = split.get(pointer);
+  if (!t) {
+    t = pointer
+      .split("/")
+      .slice(1)
+      .map((x) => x.replace(/~1/g, "/").replace(/~0/g, "~"));
+    if (split.size < 1024) split.set(pointer, t);
+  }
+  return t;
 }
 
 export function valueAt(data: unknown, pointer: string): unknown {

@@ -1,4 +1,5 @@
 import { eventHash, GENESIS } from "../../lib/chain";
+import { reveal } from "../../lib/pii";
 import { committedNanos } from "../../machines/decide";
 import { initialSnapshot, step, stateOf, type SessionSnapshot, type SessionState } from "../../machines/session";
 import { GovernorEvent } from "../../schema/events";
@@ -145,7 +146,8 @@ export class SessionFeed {
     const before = stateOf(this.snapshot);
     this.snapshot = step(this.snapshot, e);
     this.head = { seq: e.seq, hash: e.hash };
-    this.events.push(e);
+    // Shown with the personal values in place of their commitments (lib/pii.ts), while they exist.
+    this.events.push(e.pii ? ({ ...e, data: reveal(e.data, e.pii) } as GovernorEvent) : e);
     const after = stateOf(this.snapshot);
     if (e.type === "session.opened" || after !== before) this.path.push({ state: after, seq: e.seq, ts: e.ts, cause: e });
     const c = this.snapshot.context;

@@ -1,0 +1,44 @@
+import { performance } from "node:perf_hooks";
+import { prepare, emptyCursor } from "./audit/ingest";
+import { eventHash, GENESIS, verifyChain } from "./lib/chain";
+import { checkEvent } from "./lib/audit";
+import { parsePolicy } from "./schema/policy";
+import { reduce, initialContext } from "./machines/context";
+const POLICY = parsePolicy({ budget: { session_usd: 100 } });
+function sessionLog(i: number): any[] {
+  const session = `s-${i}`; let ts = Date.now() - 1e8; let prev = GENESIS; const out: unknown[] = [];
+  const push = (seq: number, id: string, type: string, data: unknown) => { const base = { seq, id, ts: (ts += 250), type, data, prev }; const e = { ...base, hash: eventHash(base) }; prev = e.hash; out.push(e); };
+  push(1, `open:${session}`, "session.opened", { tenant: "b", session, policy: POLICY, user: `u${i}`, agent: "a" });
+  for (let seq = 2; seq <= 500; seq++) push(seq, `action:${session}-${seq}`, "action.checked", { requestId: `${session}-${seq}`, action: "search", argsHash: "9f".repeat(32), decision: "allow", costUsd: 0.0001 * (1 + (seq % 7)), attribution: { run: `run-${seq % 5}`, action: "search" } });
+  return out;
+}
+const logs = Array.from({ length: 60 }, (_, i) => JSON.parse(JSON.stringify(sessionLog(i))));
+for (let i = 0; i < 10; i++) prepare("b", `s-${i}`, emptyCursor(), logs[i]);
+const N = 50 * 500;
+let t = performance.now();
+for (let i = 10; i < 60; i++) prepare("b", `s-${i}`, emptyCursor(), logs[i]);
+console.log("prepare", ((performance.now() - t) * 1000 / N).toFixed(2), "us/event");
+t = performance.now();
+for (let i = 10; i < 60; i++) for (const e of logs[i]) checkEvent(e, e.seq);
+console.log("checkEvent", ((performance.now() - t) * 1000 / N).toFixed(2));
+t = performance.now();
+for (let i = 10; i < 60; i++) verifyChain(logs[i]);
+console.log("verifyChain", ((performance.now() - t) * 1000 / N).toFixed(2));
+t = performance.now();
+for (let i = 10; i < 60; i++) { let c = initialContext(); for (const e of logs[i]) c = reduce(c, e); }
+console.log("reduce", ((performance.now() - t) * 1000 / N).toFixed(2));
+t = performance.now();
+for (let i = 10; i < 60; i++) for (const e of logs[i]) JSON.stringify(e);
+console.log("stringify", ((performance.now() - t) * 1000 / N).toFixed(2));
+import { canonicalJson, sha256Hex } from "./lib/chain";
+import { createHash } from "node:crypto";
+const texts: string[] = [];
+t = performance.now();
+for (let i = 10; i < 60; i++) for (const e of logs[i]) texts.push(canonicalJson({ seq: e.seq, id: e.id, ts: e.ts, type: e.type, data: e.data, prev: e.prev }));
+console.log("canon", ((performance.now() - t) * 1000 / N).toFixed(2));
+t = performance.now();
+for (const x of texts) sha256Hex(x);
+console.log("noble sha", ((performance.now() - t) * 1000 / N).toFixed(2));
+t = performance.now();
+for (const x of texts) createHash("sha256").update(x).digest("hex");
+console.log("node sha", ((performance.now() - t) * 1000 / N).toFixed(2));
