@@ -77,3 +77,48 @@ export async function* checkpointsOf(db: AuditDb, tenant: string, sessions: stri
     for (const r of rows) yield { checkpoint: { tenant: r.tenant, session: r.session, seq: r.seq, hash: r.hash, ts: r.ts }, alg: r.alg as "Ed25519", kid: r.keyId, sig: r.signature };
   }
 }
+
+/**
+ * The sync's checkpoints of one tenant: the key is fetched once (again later when the
+ * server had none to give), and each session's checkpoints read so far are verified
+ * against what the store holds, the good ones stored.
+ */
+export class CheckpointKeeper {
+  private key?: Promise<KeyState>;
+
+  constructor(
+    private readonly src: Source,
+    private readonly db: AuditDb,
+    private readonly log: (m: string) => void,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  private keyState(): Promise<KeyState> {
+    this.key ??= fetchKey(this.src, this.signal).then((k) => {
+      if ("none" in k) {
+        this.log(`checkpoints are not stored: ${k.none}`);
+        // Asked again later: the server may have been starting.
+        setTimeout(() => (this.key = undefined), 30_000).unref?.();
+      }
+      return k;
+    });
+    return this.key;
+  }
+
+  /** Stores the good ones of `pending`; returns those waiting for their events, or the first refusal. */
+  async settle(session: string, head: { seq: number; hash: string }, pending: unknown[]): Promise<{ waiting: unknown[] } | { refused: Refusal }> {
+    const key = await this.keyState();
+    if ("none" in key) return { waiting: [] };
+    const waiting: unknown[] = [];
+    for (const raw of pending) {
+      const r = await checkCheckpoint(raw, this.src.tenant, session, key.key, {
+        seq: head.seq,
+        hashAt: async (seq) => (seq === head.seq ? head.hash : eventHashAt(this.db, this.src.tenant, session, seq)),
+      });
+      if ("refused" in r) return r;
+      if ("later" in r) waiting.push(raw);
+      else await storeCheckpoint(this.db, r.ok);
+    }
+    return { waiting };
+  }
+}

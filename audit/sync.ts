@@ -1,6 +1,7 @@
 import type WebSocket from "ws";
 import type { SessionSummary } from "../schema/protocol";
-import { checkCheckpoint, eventHashAt, fetchKey, storeCheckpoint, type KeyState } from "./checkpoints";
+import { CheckpointKeeper } from "./checkpoints";
+import { Slots } from "./slots";
 import { prepare, type Cursor, type Refusal } from "./ingest";
 import { fetchLog, openSocket, socketUrl, SourceError, type Source } from "./source";
 import { HeadMovedError, type AuditStore, type IndexNote } from "./store";
@@ -72,19 +73,20 @@ export class TenantSync {
   private readonly abort = new AbortController();
   private reconnectMs = 500;
   private reconnectTimer?: ReturnType<typeof setTimeout>;
-  private httpSlots: number;
-  private readonly httpWaiters: Array<() => void> = [];
+  /** Sessions read over HTTP at once. */
+  private readonly http: Slots;
   private notes = new Map<string, IndexNote>();
   private noteTimer?: ReturnType<typeof setTimeout>;
   private backfill?: { total: number; done: number; targets: Map<string, number> };
   private idleWaiters: Array<() => void> = [];
   private socketsRefused = false;
-  private key?: Promise<KeyState>;
+  private readonly checkpoints: CheckpointKeeper;
   private firstIndex?: { resolve: () => void; reject: (e: Error) => void; promise: Promise<void> };
 
   constructor(opts: SyncOptions) {
     this.opts = { concurrency: 4, sockets: 32, pageSize: 1000, ...opts };
-    this.httpSlots = this.opts.concurrency;
+    this.http = new Slots(this.opts.concurrency);
+    this.checkpoints = new CheckpointKeeper(this.opts, this.opts.store.db, (m) => this.log(m), this.abort.signal);
   }
 
   private get store() {
@@ -327,7 +329,7 @@ export class TenantSync {
 
   /** Reads the log route from the stored head up to the index's head. */
   private async pull(t: Track) {
-    await this.acquireHttp();
+    await this.http.acquire();
     try {
       t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
       while (!this.stopped && !t.broken && t.cursor!.seq < t.known) {
@@ -343,7 +345,7 @@ export class TenantSync {
         }
       }
     } finally {
-      this.releaseHttp();
+      this.http.release();
     }
   }
 
@@ -363,40 +365,12 @@ export class TenantSync {
     }
   }
 
-  private keyState(): Promise<KeyState> {
-    this.key ??= fetchKey(this.opts, this.abort.signal).then((k) => {
-      if ("none" in k) {
-        this.log(`checkpoints are not stored: ${k.none}`);
-        // Asked again later: the server may have been starting.
-        setTimeout(() => (this.key = undefined), RETRY_MAX_MS).unref?.();
-      }
-      return k;
-    });
-    return this.key;
-  }
-
   /** Verifies the session's checkpoints read so far and stores the good ones; a bad one is refused like a forged event. */
   private async storeCheckpoints(t: Track) {
-    const key = await this.keyState();
-    if ("none" in key) {
-      t.checkpoints = [];
-      return;
-    }
     const cursor = t.cursor ?? (await this.store.cursor(this.opts.tenant, t.id));
-    const waiting: unknown[] = [];
-    for (const raw of t.checkpoints.splice(0)) {
-      const r = await checkCheckpoint(raw, this.opts.tenant, t.id, key.key, {
-        seq: cursor.seq,
-        hashAt: async (seq) => (seq === cursor.seq ? cursor.hash : eventHashAt(this.store.db, this.opts.tenant, t.id, seq)),
-      });
-      if ("refused" in r) {
-        await this.refuse(t, r.refused);
-        return;
-      }
-      if ("later" in r) waiting.push(raw);
-      else await storeCheckpoint(this.store.db, r.ok);
-    }
-    t.checkpoints = waiting.slice(-CHECKPOINTS_WAITING);
+    const r = await this.checkpoints.settle(t.id, cursor, t.checkpoints.splice(0));
+    if ("refused" in r) await this.refuse(t, r.refused);
+    else t.checkpoints = r.waiting.slice(-CHECKPOINTS_WAITING);
   }
 
   private async refuse(t: Track, r: Refusal) {
@@ -486,21 +460,5 @@ export class TenantSync {
       this.log(`tail sockets refused (${String(m.message)}); following through the index and the log route`);
       t.socket?.close();
     }
-  }
-
-  // ---------------------------------------------------------------- HTTP slots
-
-  private async acquireHttp() {
-    if (this.httpSlots > 0) {
-      this.httpSlots--;
-      return;
-    }
-    await new Promise<void>((r) => this.httpWaiters.push(r));
-  }
-
-  private releaseHttp() {
-    const next = this.httpWaiters.shift();
-    if (next) next();
-    else this.httpSlots++;
   }
 }
