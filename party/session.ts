@@ -61,7 +61,7 @@ export default class SessionActor implements Party.Server {
     this.notifier = new Notifier(room.storage, () => this.consoleUrl());
     this.checkpoints = new Checkpoints(room, this.journal);
     // After an erasure the index must not keep the summary from before: pushed at once.
-    this.erasures = new Erasures(room, this.journal, this.notifier, () => this.timers.flushIndex());
+    this.erasures = new Erasures(room, this.journal, this.notifier, this.approvals.held, () => this.timers.flushIndex());
     this.sockets.afterBackfill = (conn) => this.checkpoints.sendLatest(conn);
     this.journal.extrasFor = (events, before, after) => this.approvals.finals(events, before, after);
     // Each follow-up of a stored batch runs on its own (the journal isolates failures).

@@ -78,7 +78,7 @@ export class Approvals {
     if (this.journal.context.policy?.keep_raw) return undefined;
     const opened = events.find((e) => e.type === "approval.requested" && e.data.requestId === requestId);
     if (opened?.type !== "approval.requested") return undefined;
-    return this.held.hold({ approvalId: opened.data.approvalId, requestId, action: opened.data.action, user: attr.user ?? this.journal.context.user, agent: attr.agent ?? this.journal.context.agent }, args, opened.ts);
+    return this.held.hold({ approvalId: opened.data.approvalId, requestId, action: opened.data.action, user: attr.user ?? this.journal.vault.value(this.journal.context.user), agent: attr.agent ?? this.journal.context.agent }, args, opened.ts);
   }
 
   actionAnswer(id: string, v: Verdict) {

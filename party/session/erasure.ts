@@ -3,15 +3,17 @@ import { personalFields, plainValue, toRanges, valueAt, type Pii } from "../../l
 import type { EventDraft, GovernorEvent } from "../../schema/events";
 import type { SessionSummary } from "../../schema/protocol";
 import type { Notifier } from "../notify";
+import type { HeldArgs } from "./held-args";
 import type { Journal } from "./journal";
 import { deleteAll, piiKey, putAll } from "./vault";
 
 // An erasure in one session (GDPR Art. 17): the values and salts behind the commitments
 // of every event that belongs to the subject are deleted from `p:<seq>` (the events
 // themselves, and so the chain, stay as they are), copies kept outside the log lose them
-// (stored answers, the notification outbox), and a `subject.redacted` event says who
-// erased whom (a keyed digest, never the id) and when. Events written before commitments
-// hold their values inside the hash: they are reported (`kept`), not touched.
+// (stored answers, the notification outbox, arguments held for pending approvals), and a
+// `subject.redacted` event says who erased whom (a keyed digest, never the id) and when.
+// Events written before commitments hold their values inside the hash: they are reported
+// (`kept`), not touched.
 //
 // An event belongs to the subject when its own user is the subject's id, or when it names
 // no user of its own and the session's user is: a call or action of someone else in the
@@ -35,8 +37,8 @@ export interface EraseAnswer {
   kept: number[];
   /** The subject.redacted events appended. */
   appended: number[];
-  /** Copies outside the log that were changed: stored answers, outbox bodies. */
-  purged: { answers: number; outbox: number };
+  /** Copies outside the log that were changed: stored answers, outbox bodies, arguments held for pending approvals. */
+  purged: { answers: number; outbox: number; held: number };
   summary: SessionSummary;
 }
 
@@ -60,6 +62,7 @@ export class Erasures {
     private readonly room: Party.Room,
     private readonly journal: Journal,
     private readonly notifier: Notifier,
+    private readonly held: HeldArgs,
     private readonly afterErasure: () => Promise<void>,
   ) {}
 
@@ -116,6 +119,8 @@ export class Erasures {
     // fields), but ones from before may quote the id; outbox bodies quote the summary and event.
     const answers = await j.purgeAnswers([req.user]);
     const outbox = found.erase.size || found.kept.size ? await this.notifier.purge(values) : 0;
+    // Arguments held whole for pending approvals (held-args.ts) name their requester.
+    const held = await this.held.erase(req.user);
     await this.afterErasure();
     return {
       session: j.context.session,
@@ -123,7 +128,7 @@ export class Erasures {
       values: count,
       kept: [...found.kept].sort((a, b) => a - b),
       appended: committed?.events.map((e) => e.seq) ?? [],
-      purged: { answers, outbox },
+      purged: { answers, outbox, held },
       summary: j.summary(),
     };
   }

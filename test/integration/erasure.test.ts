@@ -144,7 +144,7 @@ async function tail(id: string, token: string): Promise<string> {
   return JSON.stringify(s.messages);
 }
 
-const SESSIONS = ["x-main", "y-side", "z-none"];
+const SESSIONS = ["x-main", "y-side", "z-none", "x-held"];
 const before = new Map<string, ReplayOk>();
 
 describe("erasure of a person", () => {
@@ -159,6 +159,8 @@ describe("erasure of a person", () => {
     expect((await op()("/v1/sessions", { body: { id: "x-main", user: X, task: `ticket 88 for ${X}`, agent: "support-bot", policy } })).status).toBe(201);
     expect((await op()("/v1/sessions", { body: { id: "y-side", user: "yolanda", agent: "support-bot", policy: { keep_raw: true } } })).status).toBe(201);
     expect((await op()("/v1/sessions", { body: { id: "z-none", user: "zoe", agent: "support-bot" } })).status).toBe(201);
+    // Arguments of a pending approval are held whole beside the log (keep_raw off), naming the person.
+    expect((await op()("/v1/sessions", { body: { id: "x-held", user: X, policy: { actions: { rules: { refund: { amount: { require_approval_above: 100 } } } } } } })).status).toBe(201);
 
     const a = agent();
     expect((await a("/v1/sessions/x-main/actions", { body: { action: "search", args: { q: `orders of ${X}` }, costUsd: 0.01 } })).json.decision).toBe("allow");
@@ -178,6 +180,8 @@ describe("erasure of a person", () => {
     expect((await a("/v1/sessions/y-side/actions", { body: { action: "search", user: X, args: { q: "x asks" }, costUsd: 0.01 } })).json.decision).toBe("allow");
     expect((await a("/v1/sessions/y-side/actions", { body: { action: "search", args: { q: "y asks" }, costUsd: 0.01 } })).json.decision).toBe("allow");
     expect((await a("/v1/sessions/z-none/actions", { body: { action: "search", args: { q: "z asks" }, costUsd: 0.01 } })).json.decision).toBe("allow");
+    expect((await a("/v1/sessions/x-held/actions", { body: { action: "refund", args: { amount: 700, account: `${X}@bank.example` }, costUsd: 0 } })).json.decision).toBe("review");
+    expect(JSON.stringify((await auditor()("/v1/sessions/x-held")).json.pendingApprovals)).toContain(`${X}@bank.example`);
 
     // Operators see the webhook URL beside the log; auditors, in the log and on the tail, do not.
     expect((await op()("/v1/sessions/x-main/log")).text).toContain(SECRET_URL_TOKEN);
@@ -216,14 +220,14 @@ describe("erasure of a person", () => {
     erasure = res.json;
     expect(erasure.subject).toMatch(/^hmac-sha256:[0-9a-f]{64}$/);
     expect(JSON.stringify(erasure)).not.toContain(X);
-    expect(erasure.sessions.map((s: { session: string }) => s.session).sort()).toEqual(["x-main", "y-side"]);
+    expect(erasure.sessions.map((s: { session: string }) => s.session).sort()).toEqual(["x-held", "x-main", "y-side"]);
     expect(erasure.kept).toEqual([]);
     expect(erasure.store.erasure).toMatchObject({ subject: erasure.subject, requestedBy: "alice", status: "completed" });
 
     for (const id of SESSIONS) {
       for (const token of [TOKENS.operator, TOKENS.auditor]) expect((await client(gov.url, token)(`/v1/sessions/${id}/log`)).text).not.toContain(X);
       expect(await tail(id, TOKENS.auditor)).not.toContain(X);
-      expect(JSON.stringify((await op()(`/v1/sessions/${id}`)).json)).not.toContain(X);
+      for (const token of [TOKENS.operator, TOKENS.auditor, TOKENS.agent]) expect(JSON.stringify((await client(gov.url, token)(`/v1/sessions/${id}`)).json)).not.toContain(X);
       const now = await replayed(id);
       const was = before.get(id)!;
       expect([now.state, now.spentUsd, now.checkpoint !== null]).toEqual([was.state, was.spentUsd, true]);
@@ -239,6 +243,8 @@ describe("erasure of a person", () => {
     // Someone else's values in the person's session, and the session owner's in the other, stay.
     expect((await op()("/v1/sessions/x-main/log")).text).toContain("yolanda");
     expect((await op()("/v1/sessions/y-side/log")).text).toContain("y asks");
+    // The approval still waits, now without the person's arguments.
+    expect(((await op()("/v1/sessions/x-held")).json as SessionSummary).pendingApprovals).toHaveLength(1);
     // The webhook URL is no person's: operators still see it.
     expect((await op()("/v1/sessions/x-main/log")).text).toContain(SECRET_URL_TOKEN);
 
@@ -266,7 +272,7 @@ describe("erasure of a person", () => {
     const recorded = (await auditor()("/v1/audit/erasures")).json.erasures;
     expect(recorded).toEqual([expect.objectContaining({ subject: erasure.subject, requestedBy: "alice" })]);
     const csv = parseCsv((await auditor()("/v1/audit/export?format=csv&type=subject.redacted")).text, { columns: true }) as Array<Record<string, string>>;
-    expect(csv.map((r) => r.session).sort()).toEqual(["x-main", "y-side"]);
+    expect(csv.map((r) => r.session).sort()).toEqual(["x-held", "x-main", "y-side"]);
 
     const foreign = globex();
     for (const path of ["/v1/audit/erasures", `/v1/audit/events?type=subject.redacted`, "/v1/audit/export?format=ndjson&session=x-main"]) {
