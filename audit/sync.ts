@@ -121,10 +121,12 @@ export class TenantSync {
     this.abort.abort();
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.noteTimer);
-    this.tenantSocket?.close();
+    // Terminated, not closed: a closing handshake the server does not answer holds the
+    // process for ws's 30 s close timeout.
+    this.tenantSocket?.terminate();
     for (const t of this.tracks.values()) {
       clearTimeout(t.retryTimer);
-      t.socket?.close();
+      t.socket?.terminate();
     }
     // Let running batches commit: each is one transaction, but a clean stop should not
     // make the next start redo them.
