@@ -1,3 +1,4 @@
+import { reveal } from "../../lib/pii";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isCheckpointLine } from "../../lib/checkpoint";
 import { client, startGovernor, TOKENS, type Governor } from "../support/server";
@@ -62,7 +63,7 @@ describe("held arguments of pending approvals", () => {
 
     // The log keeps the argument the rule read, and the memo nowhere.
     const requested = (await logOf(id)).find((e) => e.type === "approval.requested");
-    expect(requested.data.args).toEqual({ amount: 4200 });
+    expect(reveal(requested.data, requested.pii).args).toEqual({ amount: 4200 });
     expect(JSON.stringify(await logOf(id))).not.toContain("beneficiary changed banks");
 
     // Operators and auditors see all of it, nested values and the long string included.
@@ -141,7 +142,7 @@ describe("held arguments of pending approvals", () => {
     const id = await open({ ...POLICY, keep_raw: true });
     await review(id, ARGS);
     const requested = (await logOf(id)).find((e) => e.type === "approval.requested");
-    expect(requested.data.args).toEqual(ARGS);
+    expect(reveal(requested.data, requested.pii).args).toEqual(ARGS);
     const s = (await op()(`/v1/sessions/${id}`)).json.pendingApprovals[0];
     expect(s.args).toEqual(ARGS);
     expect(s.argsFull).toBe(true);
