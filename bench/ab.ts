@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { freePort, ROOT, TOKEN_MAP, TOKENS } from "../test/support/server";
 import { startUpstream } from "../test/support/upstream";
 import { cpuOf, cpuPerRequest, expectOk, httpClient, load, log, onCleanup, runBenchmark, startChild, type Client } from "./harness";
-import { joinDevtools } from "./inspector";
+import { quietDevtools } from "../scripts/devtools.js";
 import { agentContext } from "./context";
 import { cpuLines, ms, summarize, table } from "./stats";
 
@@ -38,11 +38,7 @@ async function startFrom(root: string, vars: Record<string, string>) {
     await child.stop();
     rmSync(persist, { recursive: true, force: true });
   });
-  if (process.env.AB_DEVTOOLS !== "on") {
-    const dt = await joinDevtools(child.pid);
-    dt?.send("Network.disable");
-    onCleanup(() => dt?.close());
-  }
+  if (process.env.AB_DEVTOOLS !== "on" && !(await quietDevtools(child.pid))) log(`  ${root}: DevTools network events could not be turned off`);
   return { url, pid: child.pid };
 }
 

@@ -1,5 +1,5 @@
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import WS from "ws";
+import { listeningPorts } from "../scripts/devtools.js";
 import { sleep } from "./harness";
 
 // `partykit dev` keeps a DevTools session open on workerd and turns on its Network domain,
@@ -7,28 +7,8 @@ import { sleep } from "./harness";
 // as four inspector events, which partykit's Node process then parses and, with no
 // DevTools window attached, buffers. partykit proxies that session on a port of its own;
 // through it a client can send DevTools commands to workerd (workerd takes one session).
-
-/** TCP ports a process listens on (Linux only: /proc). */
-function listeningPorts(pid: number): number[] {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(m[1]);
-    } catch {
-      /* closed while we looked */
-    }
-  }
-  const ports: number[] = [];
-  for (const table of ["tcp", "tcp6"]) {
-    for (const line of readFileSync(`/proc/${pid}/net/${table}`, "utf8").split("\n").slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      // State 0A is LISTEN; column 9 is the socket's inode.
-      if (cols.length > 9 && cols[3] === "0A" && inodes.has(cols[9])) ports.push(parseInt(cols[1].split(":")[1], 16));
-    }
-  }
-  return ports;
-}
+// startGovernor() and `npm start` turn the events off (scripts/devtools.js); this joins the
+// session to count them (profile.ts, with `devtoolsNetwork: true`).
 
 export interface DevtoolsSession {
   /** Inspector events received since `counted()` was last called, by method. */

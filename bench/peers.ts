@@ -5,7 +5,6 @@ import { ROOT, startGovernor, TOKENS } from "../test/support/server";
 import { startUpstream, type Behavior } from "../test/support/upstream";
 import { agentContext } from "./context";
 import { alternate, expectOk, gitState, httpClient, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, throughputRounds, writeResults, type Reply, type Target, type Throughput } from "./harness";
-import { joinDevtools } from "./inspector";
 import { startPeer } from "./peer";
 import { cpuLines, ms, rounded, table, type Summary } from "./stats";
 
@@ -29,7 +28,8 @@ const STREAM_BEHAVIOR = { chunkDelayMs: 5, chunks: 4 } satisfies Behavior;
 // partykit dev keeps a DevTools session on workerd with network events on: four inspector
 // events per subrequest, ~1.4 ms of workerd CPU and as much again in partykit's Node
 // process per proxied call (profile:proxy measures it). It is a development server's
-// instrument, which a deployment does not have, so it is off here; BENCH_DEVTOOLS=on keeps it.
+// instrument, which a deployment does not have; npm start and startGovernor() turn it off,
+// and so does this benchmark; BENCH_DEVTOOLS=on keeps it.
 const DEVTOOLS_NETWORK = process.env.BENCH_DEVTOOLS === "on";
 
 interface Workload {
@@ -81,17 +81,9 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
   onCleanup(() => peer.stop());
   log(`peer gateway (Portkey) at ${peer.url}`);
   log("starting partykit dev ...");
-  const gov = await startGovernor({ vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" } });
+  const gov = await startGovernor({ devtoolsNetwork: DEVTOOLS_NETWORK, vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" } });
   onCleanup(() => gov.stop());
-  log(`Governor at ${gov.url}`);
-  if (!DEVTOOLS_NETWORK) {
-    const devtools = await joinDevtools(gov.pid);
-    if (devtools) {
-      devtools.send("Network.disable");
-      onCleanup(() => devtools.close());
-      log("  partykit dev's DevTools network events: off (BENCH_DEVTOOLS=on keeps them)");
-    } else log("  partykit dev's DevTools proxy not found: its network events stay on");
-  }
+  log(`Governor at ${gov.url}; partykit dev's DevTools network events ${DEVTOOLS_NETWORK ? "on" : "off, as npm start has them (BENCH_DEVTOOLS=on keeps them)"}`);
 
   const clients = [httpClient(upstream.url, CONCURRENCY), httpClient(peer.url, CONCURRENCY), httpClient(gov.url, CONCURRENCY)];
   for (const c of clients) onCleanup(() => c.close());

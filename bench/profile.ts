@@ -57,7 +57,8 @@ runBenchmark("profile:proxy", 300_000, async () => {
     return;
   }
   log("starting partykit dev ...");
-  const gov = await startGovernor({ vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" } });
+  // partykit dev's default, DevTools network events on: measured with them, then without.
+  const gov = await startGovernor({ devtoolsNetwork: true, vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" } });
   onCleanup(() => gov.stop());
   const c: Client = httpClient(gov.url, CONCURRENCY);
   onCleanup(() => c.close());

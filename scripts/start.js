@@ -9,6 +9,7 @@ import { mkdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { quietDevtools } from "./devtools.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const port = process.env.PORT ?? "1999";
@@ -56,6 +57,13 @@ children.push(child);
 let announced = false;
 child.stdout.on("data", (d) => {
   process.stdout.write(d);
+  // partykit dev's DevTools network events cost ~2 ms of CPU per proxied call (scripts/devtools.js):
+  // off once workerd is up, and again after each reload (partykit turns them on with every
+  // new workerd). GOVERNOR_DEVTOOLS_NETWORK=on keeps them.
+  if (/Ready on|Updated and ready on/.test(String(d)) && process.env.GOVERNOR_DEVTOOLS_NETWORK !== "on") {
+    const first = !announced;
+    setTimeout(() => void quietDevtools(child.pid).catch(() => false), first ? 0 : 1_000);
+  }
   if (!announced && /Ready on/.test(String(d))) {
     announced = true;
     const tokens = process.env.GOVERNOR_TOKENS

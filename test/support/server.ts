@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { quietDevtools } from "../../scripts/devtools.js";
 
 // A real Governor: `partykit dev` (workerd) on a free port with its own --persist folder,
 // stopped by its process group id. Used by the integration tests, benchmarks and demo.
@@ -52,6 +53,11 @@ export interface StartOptions {
   port?: number;
   /** Leave GOVERNOR_TOKENS unset, as a new user's `npm start` does. */
   devTokens?: boolean;
+  /**
+   * Keep partykit dev's DevTools network events on (its default). They are turned off
+   * otherwise, as `npm start` does: ~2 ms of CPU per proxied call that nobody looks at.
+   */
+  devtoolsNetwork?: boolean;
 }
 
 export async function startGovernor(opts: StartOptions = {}): Promise<Governor> {
@@ -86,6 +92,7 @@ export async function startGovernor(opts: StartOptions = {}): Promise<Governor> 
     }
     await new Promise((r) => setTimeout(r, 150));
   }
+  if (!opts.devtoolsNetwork) await quietDevtools(child.pid!);
   return {
     url,
     wsUrl: `ws://127.0.0.1:${port}`,
