@@ -1,4 +1,5 @@
 import type * as Party from "partykit/server";
+import "./hashing";
 import { tryDecode } from "./uri";
 import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
 import { ActionBody, ApprovalBody, KillBody, killRequest, OpenSessionBody, ReportBody, SessionId } from "../schema/api";

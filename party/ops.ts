@@ -20,8 +20,11 @@ export type SessionOp =
   | { op: "report"; body: ReportBody }
   | { op: "approval"; approvalId: string; decision: "approve" | "deny"; note?: string }
   | { op: "kill" | "close"; reason: string; /** why the operator's reason was replaced (see killReason) */ replaced?: string }
-  | { op: "reserve"; input: ReserveRequest }
-  | { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage; error?: { code?: string; message?: string } }
+  /** `settles`: finished calls of this session whose settles ride along (party/proxy/settles.ts); applied first. */
+  | { op: "reserve"; input: ReserveRequest; settles?: SettleOp[] }
+  | SettleOp
+  /** Settles that found no reserve to ride along with in time. */
+  | { op: "settles"; settles: SettleOp[] }
   | { op: "progress"; requestId: string; costUsd: number; usage: Usage; holdMs?: number }
   | { op: "deliveries" }
   /** A pending approval with every argument as the agent sent it (operators and auditors). */
@@ -31,6 +34,8 @@ export type SessionOp =
   | { op: "listed"; actions: string[] }
   /** GDPR erasure of one subject in this session (party/session/erasure.ts). */
   | { op: "erase"; user: string; subject: string; erasure: string };
+
+export type SettleOp = { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage; error?: { code?: string; message?: string } };
 
 export type TenantOp =
   | { op: "upsert"; summary: import("../schema/protocol").SessionSummary }

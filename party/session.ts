@@ -19,7 +19,7 @@ import { withPii } from "./session/vault";
 import { visiblePii } from "../lib/pii";
 import { Reservations } from "./session/reservations";
 import { Sockets, type ConnState } from "./session/sockets";
-import { Timers } from "./session/timers";
+import { deadlinesOf, Timers } from "./session/timers";
 import { stateOf, type SessionSnapshot } from "../machines/session";
 import { Role, type SessionSummary } from "../schema/protocol";
 
@@ -56,7 +56,7 @@ export default class SessionActor implements Party.Server {
     this.approvals = new Approvals(room, this.journal);
     this.sockets = new Sockets(room, this.journal, (s, role) => this.summaryFor(s, role));
     this.timers = new Timers(room, this.journal, (s) => this.summaryFor(s, "auditor"));
-    this.money = new Reservations(room, this.journal, () => this.timers.schedule());
+    this.money = new Reservations(room, this.journal, (added) => this.timers.schedule(added));
     this.timers.money = this.money;
     this.notifier = new Notifier(room.storage, () => this.consoleUrl());
     this.checkpoints = new Checkpoints(room, this.journal);
@@ -65,7 +65,7 @@ export default class SessionActor implements Party.Server {
     this.sockets.afterBackfill = (conn) => this.checkpoints.sendLatest(conn);
     this.journal.extrasFor = (events, before, after) => this.approvals.finals(events, before, after);
     // Each follow-up of a stored batch runs on its own (the journal isolates failures).
-    this.journal.onCommitted(() => this.timers.schedule());
+    this.journal.onCommitted((c) => this.timers.schedule(deadlinesOf(c.events)));
     this.journal.onCommitted((c) => this.approvals.deliver(c.extras));
     this.journal.onCommitted((c) => this.money.committed(c));
     this.journal.onCommitted((c) => this.sockets.push(c));
@@ -73,7 +73,7 @@ export default class SessionActor implements Party.Server {
     const otel = OtlpExporter.fromEnv(room.env);
     // Spans name the user as the live actor shows it (the values, not their commitments).
     if (otel) this.journal.onCommitted((c) => otel.record(this.journal.vault.revealBatch(c)));
-    this.journal.onCommitted((c) => this.timers.scheduleIndex(stateOf(c.before) !== stateOf(c.after) || c.events[0].type === "session.opened"));
+    this.journal.onCommitted((c) => this.timers.scheduleIndex(stateOf(c.before) !== stateOf(c.after) || c.events[0].type === "session.opened", deadlinesOf(c.events)));
     this.journal.onCommitted((c) => {
       const policy = c.after.context.policy;
       if (!policy?.notify.length) return;
@@ -201,9 +201,11 @@ export default class SessionActor implements Party.Server {
         case "close":
           return json(await this.end(op.op, op.reason, by, op.replaced));
         case "reserve":
-          return await this.money.reserve(op.input);
+          return await this.money.reserve(op.input, op.settles);
         case "settle":
           return json(await this.money.settle(op));
+        case "settles":
+          return json(await this.money.settleAll(op.settles));
         case "progress":
           return await this.money.report(op);
         case "deliveries":

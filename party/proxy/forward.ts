@@ -3,11 +3,12 @@ import { GovernorError } from "../../lib/errors";
 import { callCostUsd, ratesCostUsd, type Provider, type Usage } from "../../schema/pricing";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
-import type { ReserveAnswer, SessionOp } from "../ops";
+import type { ReserveAnswer, SessionOp, SettleOp } from "../ops";
 import { readCall, type ProxiedCall } from "./call";
 import { governorHeaders, providerError } from "./errors";
 import { countPrompt } from "./estimate";
 import { StreamRelay, type Outcome } from "./relay";
+import { sendSettles, settleSoon, take } from "./settles";
 import { countTextTokens, isReady, loadEncoding, warmTokenizers } from "./tokens";
 import { outgoingBody, upstreamHeaders, upstreamUrl } from "./upstream";
 import { StreamUsageTracker, usageFromJson } from "./usage";
@@ -17,7 +18,8 @@ import { watchCall, type Produced } from "./watch";
 export { providerError } from "./errors";
 
 // The proxy: reserve the worst case in the session's actor, forward with the gateway's
-// provider key, pass the answer through as it arrives, and settle with the real usage.
+// provider key, pass the answer through as it arrives, and settle with the real usage
+// (carried by the session's next reserve when one follows soon: settles.ts).
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 const DEFAULT_STALL_MS = 10_000;
@@ -56,19 +58,31 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     throw e;
   }
   const send = (op: SessionOp) => callSession(lobby, p, call.session, op);
+  const later = (op: SettleOp) => settleSoon(lobby, p, call.session, op);
 
-  const answer = await reserve(call, send);
+  // Finished calls of this session waiting to be settled ride along with this reserve.
+  const carried = take(p, call.session);
+  let answer: Awaited<ReturnType<typeof reserve>>;
+  try {
+    answer = await reserve(call, send, carried);
+  } catch (e) {
+    ctx.waitUntil(sendSettles(lobby, p, call.session, carried));
+    throw e;
+  }
   if ("error" in answer) return answer.error;
   if (answer.decision !== "allow") {
     return providerError(provider, answer.status, answer.code ?? "policy_violation", answer.reason ?? "refused by policy", { rule: answer.rule, retryAfter: answer.retryAfterMs === undefined ? undefined : answer.retryAfterMs / 1000 }, governorHeaders(call.reserve.requestId, answer));
   }
-  return forward(req, env, ctx, call, answer, send);
+  return forward(req, env, ctx, call, answer, send, later);
 }
 
-/** Reserves with the size bound; when that does not fit, the actor asks for the counted estimate once. */
-async function reserve(call: ProxiedCall, send: (op: SessionOp) => Promise<Response>): Promise<(ReserveAnswer & { status: number }) | { error: Response }> {
+/**
+ * Reserves with the size bound; when that does not fit, the actor asks for the counted
+ * estimate once. `settles` go with the first attempt (the actor applies them before deciding).
+ */
+async function reserve(call: ProxiedCall, send: (op: SessionOp) => Promise<Response>, settles: SettleOp[]): Promise<(ReserveAnswer & { status: number }) | { error: Response }> {
   for (let attempt = 0; ; attempt++) {
-    const res = await send({ op: "reserve", input: call.reserve });
+    const res = await send({ op: "reserve", input: call.reserve, ...(attempt === 0 && settles.length && { settles }) });
     const answer = (await res.json()) as ReserveAnswer & { error?: { code: string; message: string; field?: string } };
     if (answer.error) return { error: providerError(call.provider, res.status, answer.error.code, answer.error.message, { field: answer.error.field }) };
     if (answer.decision !== "count" || attempt > 0) return { ...answer, status: res.status };
@@ -76,7 +90,15 @@ async function reserve(call: ProxiedCall, send: (op: SessionOp) => Promise<Respo
   }
 }
 
-async function forward(req: Request, env: Record<string, unknown>, ctx: Party.ExecutionContext, call: ProxiedCall, answer: ReserveAnswer, send: (op: SessionOp) => Promise<Response>): Promise<Response> {
+async function forward(
+  req: Request,
+  env: Record<string, unknown>,
+  ctx: Party.ExecutionContext,
+  call: ProxiedCall,
+  answer: ReserveAnswer,
+  send: (op: SessionOp) => Promise<Response>,
+  later: (op: SettleOp) => Promise<void>,
+): Promise<Response> {
   const { provider } = call;
   const requestId = call.reserve.requestId;
   // `error`: why the call failed, recorded so that the same failure again and again is caught as a loop.
@@ -178,10 +200,11 @@ async function forward(req: Request, env: Record<string, unknown>, ctx: Party.Ex
     }
     // No usage in a successful answer: charge the worst case we reserved rather than guess low.
     const cost = usage ? costOf(usage) : answer.estimateUsd ?? 0;
-    // The answer goes out while the settle is written: the reservation already covers the
+    // The answer goes out before the settle is written, and the settle waits for the
+    // session's next reserve to carry it (settles.ts): the reservation already covers the
     // cost (or the settle records the overrun), and if the settle were lost the alarm
     // would charge the estimate.
-    ctx.waitUntil(settle(cost, "completed", usage));
+    ctx.waitUntil(later({ op: "settle", requestId, costUsd: cost, outcome: "completed", usage }));
     const money = { spentUsd: answer.spentUsd + cost, remainingUsd: answer.remainingUsd === null ? null : Math.max(0, answer.remainingUsd + (answer.estimateUsd ?? 0) - cost) };
     return new Response(text, { status: upstream.status, headers: { ...passHeaders, ...governorHeaders(requestId, money) } });
   }
@@ -202,7 +225,7 @@ async function forward(req: Request, env: Record<string, unknown>, ctx: Party.Ex
     clearInterval(stallCheck);
     watch.stop();
     void measure(true)
-      .then((u) => settle(costOf(u), outcome, u))
+      .then((u) => later({ op: "settle", requestId, costUsd: costOf(u), outcome, usage: u }))
       .catch((e) => console.error("settle failed; the reservation will expire at its estimate", e))
       .finally(done);
   };

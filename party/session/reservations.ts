@@ -1,4 +1,5 @@
 import type * as Party from "partykit/server";
+import "../hashing";
 import { GovernorError } from "../../lib/errors";
 import { toNanos } from "../../lib/money";
 import { STATUS, type Verdict } from "../../machines/decide";
@@ -7,7 +8,7 @@ import { stateOf } from "../../machines/session";
 import type { Usage } from "../../schema/events";
 import { callTenant } from "../calls";
 import { errorResponse, json } from "../http";
-import type { ReserveAnswer, ReserveRequest, SessionOp } from "../ops";
+import type { ReserveAnswer, ReserveRequest, SessionOp, SettleOp } from "../ops";
 import type { Committed, Journal } from "./journal";
 import { callRates } from "./pricing";
 import { crossSessionRate } from "./quotas";
@@ -44,7 +45,8 @@ export class Reservations {
   constructor(
     private readonly room: Party.Room,
     private readonly journal: Journal,
-    private readonly schedule: () => void,
+    /** Sets the actor's alarm; `added`: deadlines just added (see Timers.schedule). */
+    private readonly schedule: (added?: number[]) => void,
   ) {}
 
   // ---------------------------------------------------------------- learned ratios
@@ -140,8 +142,10 @@ export class Reservations {
     };
   }
 
-  async reserve(req: ReserveRequest): Promise<Response> {
+  /** `settles`: finished calls of this session carried by the reserve; applied before it is decided. */
+  async reserve(req: ReserveRequest, settles?: SettleOp[]): Promise<Response> {
     const j = this.journal;
+    const carried = settles?.length ? this.settleAll(settles) : undefined;
     await this.freshRatios();
     const input = this.priced(req);
     let decidedHere = false;
@@ -174,6 +178,8 @@ export class Reservations {
       },
       !req.clientKey,
     );
+    // Their writes were issued before the reserve's (one storage transaction); answer after both.
+    await carried;
     if (answer === undefined) return this.hold(req);
     if (answer.decision === "count") return json(answer);
     // A replayed Idempotency-Key must not send a second call out on the first one's
@@ -224,15 +230,61 @@ export class Reservations {
 
   // ---------------------------------------------------------------- settle
 
-  async settle(op: Extract<SessionOp, { op: "settle" }>) {
+  /**
+   * A settle is idempotent by the reservation it closes: decided and appended in one turn
+   * while the reservation is open (no storage read, no idempotency record), and a repeat
+   * finds it closed. Only a settle for a reservation that is not open looks for the answer
+   * of a settle stored before that rule (an idempotency record), else it is a 404.
+   */
+  async settle(op: SettleOp) {
     const j = this.journal;
+    const now = this.settleNow(op);
+    if (now) {
+      await now;
+      return { requestId: op.requestId, settled: true, ...j.money() };
+    }
     return j.once(`settle:${op.requestId}`, async () => {
       const d = decideSettle(j.view, op, Date.now());
       if (!d) throw new GovernorError("not_found", 404, `no open reservation "${op.requestId}"`, { field: "requestId" });
-      const { write, answer } = j.commit(d.drafts, { key: `settle:${op.requestId}`, answer: () => ({ requestId: op.requestId, settled: true, ...j.money() }) });
+      const { write } = j.commit(d.drafts);
       await write;
-      return answer;
+      return { requestId: op.requestId, settled: true, ...j.money() };
     });
+  }
+
+  /**
+   * Settles of several finished calls (background work: the calls were answered), each
+   * applied in this turn, their writes going out as one. Never throws: a settle that is
+   * refused or not stored is reported and left to the alarm, which charges its estimate.
+   */
+  async settleAll(ops: SettleOp[]): Promise<{ settled: string[]; gone: string[]; failed: string[] }> {
+    const out = { settled: [] as string[], gone: [] as string[], failed: [] as string[] };
+    const writes: Promise<void>[] = [];
+    const failed = (id: string) => (e: unknown) => {
+      console.error(`settle of ${id} not recorded; its reservation will expire at its estimate`, e);
+      out.failed.push(id);
+    };
+    for (const op of ops) {
+      try {
+        const write = this.settleNow(op);
+        if (!write) out.gone.push(op.requestId);
+        else writes.push(write.then(() => void out.settled.push(op.requestId), failed(op.requestId)));
+      } catch (e) {
+        // One bad settle (a draft the log refuses) must not keep the others from landing.
+        failed(op.requestId)(e);
+      }
+    }
+    await Promise.all(writes);
+    return out;
+  }
+
+  /** The settle's write when the reservation is open (appended in this turn), else undefined. */
+  private settleNow(op: SettleOp): Promise<void> | undefined {
+    const j = this.journal;
+    if (!j.context.reservations[op.requestId]) return undefined;
+    const d = decideSettle(j.view, op, Date.now());
+    if (!d) return undefined;
+    return j.commit(d.drafts).write;
   }
 
   // ---------------------------------------------------------------- calls in flight
@@ -247,8 +299,9 @@ export class Reservations {
     if (!j.context.reservations[op.requestId]) return json({ gone: true } satisfies WatchAnswer);
     if (!j.isLive()) return json(this.ended());
     const hold = Math.min(Math.max(0, op.holdMs ?? 0), MAX_HOLD_MS);
-    this.progress.set(op.requestId, { costUsd: op.costUsd, usage: op.usage, staleAt: Date.now() + hold + STREAM_IDLE_MS });
-    this.schedule();
+    const staleAt = Date.now() + hold + STREAM_IDLE_MS;
+    this.progress.set(op.requestId, { costUsd: op.costUsd, usage: op.usage, staleAt });
+    this.schedule([staleAt]);
     if (!hold) return json({ ok: true } satisfies WatchAnswer);
     return new Promise<Response>((resolve) => {
       const set = this.watchers.get(op.requestId) ?? new Set();

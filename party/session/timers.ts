@@ -3,6 +3,7 @@ import { decideTimers, nextDeadline } from "../../machines/money";
 import type { SessionSnapshot } from "../../machines/session";
 import type { SessionSummary } from "../../schema/protocol";
 import { callTenant } from "../calls";
+import type { GovernorEvent } from "../../schema/events";
 import type { Journal } from "./journal";
 import type { Reservations } from "./reservations";
 
@@ -16,6 +17,16 @@ import type { Reservations } from "./reservations";
 // timers on its first request after a start (party/wake.ts).
 
 const INDEX_DELAY_MS = 200;
+
+/** The deadlines a stored batch adds: its reservations' expiries and its approvals' deadlines. */
+export function deadlinesOf(events: GovernorEvent[]): number[] {
+  const out: number[] = [];
+  for (const e of events) {
+    if (e.type === "request.reserved") out.push(e.data.expiresAt);
+    else if (e.type === "approval.requested") out.push(e.data.deadline);
+  }
+  return out;
+}
 
 export class Timers {
   private alarmAt: number | null = null;
@@ -40,7 +51,23 @@ export class Timers {
     this.schedule();
   }
 
-  schedule() {
+  /**
+   * Sets the alarm for the earliest thing due. `added`: the deadlines just added (a batch's
+   * reservations and approvals, a call's report). While an alarm is pending in the future
+   * it covers everything that was already there, so only those need looking at: not every
+   * open reservation on every event. An alarm that fires early finds nothing due and is
+   * set again from everything (alarm()).
+   */
+  schedule(added?: number[]) {
+    if (added && this.alarmAt !== null && this.alarmAt > Date.now()) {
+      let next = Infinity;
+      for (const t of added) next = Math.min(next, t);
+      if (next < this.alarmAt) {
+        this.alarmAt = next;
+        void this.room.storage.setAlarm(next);
+      }
+      return;
+    }
     let next = nextDeadline(this.journal.context);
     const stale = this.money.nextStale();
     if (stale !== undefined) next = Math.min(next ?? Infinity, stale);
@@ -64,9 +91,9 @@ export class Timers {
    * index per call; a change of state goes at once. Always from a fresh turn: PartyKit
    * forbids reaching other parties from inside onAlarm.
    */
-  scheduleIndex(urgent: boolean) {
+  scheduleIndex(urgent: boolean, added?: number[]) {
     // The index is how a restart finds sessions with something due: that goes at once.
-    if (!this.indexedDue && nextDeadline(this.journal.context) !== undefined) urgent = true;
+    if (!this.indexedDue && (added ? added.length > 0 : nextDeadline(this.journal.context) !== undefined)) urgent = true;
     this.indexDirty = true;
     if (this.indexing) return;
     // A pending batch keeps its time (under steady traffic it must still go out).
