@@ -30,7 +30,12 @@ const DRAIN_LIMIT = 64 * 1024 * 1024;
  * drained (not kept) so the client gets a clean 413 rather than a reset connection.
  */
 export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<string> {
-  if (!req.body) return "";
+  return (await readBody(req, limit)).text;
+}
+
+/** The body as text and as the bytes it came in (hashing and sizing the bytes skips re-encoding the text). */
+export async function readBody(req: Request, limit = MAX_BODY_BYTES): Promise<{ text: string; bytes: Uint8Array<ArrayBuffer> }> {
+  if (!req.body) return { text: "", bytes: new Uint8Array(0) };
   // Bodies are read as sent: a compressed one would reach the JSON parser as bytes.
   const encoding = req.headers.get("content-encoding")?.trim().toLowerCase();
   if (encoding && encoding !== "identity") {
@@ -41,7 +46,10 @@ export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<st
   // reader loop copying chunk by chunk costs ~2 ms of CPU on a 190 KiB agent context.
   // HTTP framing stops the body at its Content-Length, so no more than `limit` is buffered.
   const declared = Number(req.headers.get("content-length") ?? NaN);
-  if (Number.isSafeInteger(declared) && declared >= 0 && declared <= limit) return decodeUtf8(new Uint8Array(await req.arrayBuffer()), limit);
+  if (Number.isSafeInteger(declared) && declared >= 0 && declared <= limit) {
+    const bytes = new Uint8Array(await req.arrayBuffer());
+    return { text: decodeUtf8(bytes, limit), bytes };
+  }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -62,7 +70,7 @@ export async function readText(req: Request, limit = MAX_BODY_BYTES): Promise<st
     all.set(c, at);
     at += c.byteLength;
   }
-  return decodeUtf8(all, limit);
+  return { text: decodeUtf8(all, limit), bytes: all };
 }
 
 // Fatal: bytes that are not UTF-8 are refused, not turned into U+FFFD behind the sender's back.

@@ -1,8 +1,7 @@
-import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { BadRequestError } from "../../lib/errors";
 import { contextWindow, priceFor, ratesFor, reserveRates, type Price, type Provider } from "../../schema/pricing";
-import { assertWellFormed, attributionOf, readText } from "../http";
+import { assertWellFormed, attributionOf, readBody } from "../http";
 import type { ReserveRequest } from "../ops";
 import { boundTokens, scanPrompt, type PromptScan } from "./estimate";
 import { maxOutputFrom } from "./upstream";
@@ -18,6 +17,8 @@ export interface ProxiedCall {
   path: string;
   session: string;
   text: string;
+  /** The body's bytes as they came: hashed, sized, and sent upstream when nothing in it changes. */
+  bytes: Uint8Array<ArrayBuffer>;
   body: Record<string, unknown>;
   model: string;
   family?: string;
@@ -41,14 +42,14 @@ export async function readCall(req: Request, provider: Provider, path: string): 
   const session = req.headers.get("x-session-id") ?? "";
   if (!/^[A-Za-z0-9._~-]{1,128}$/.test(session)) throw new BadRequestError(session ? "X-Session-ID: use 1-128 letters, digits, '.', '_', '~' or '-'" : "X-Session-ID header is required", "X-Session-ID");
   const { attribution, idempotencyKey: clientKey } = attributionOf(req);
-  const text = await readText(req, MAX_PROXY_BODY);
+  const { text, bytes } = await readBody(req, MAX_PROXY_BODY);
   const parsed = parseBody(text);
   if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new BadRequestError("body must be a JSON object", "body");
   const body = parsed as Record<string, unknown>;
   if (typeof body.model !== "string" || !body.model) throw new BadRequestError("model is required", "model");
   const model = body.model;
   const priced = priceFor(provider, model);
-  const scan = scanPrompt(provider, path, body, Buffer.byteLength(text, "utf8"), priced?.family ?? "", model);
+  const scan = scanPrompt(provider, path, body, bytes.byteLength, priced?.family ?? "", model);
   assertWellFormed(body);
   const context = contextWindow(provider, priced?.family ?? "", req.headers.get("anthropic-beta") ?? "");
   const bound = boundTokens(scan, context);
@@ -68,10 +69,11 @@ export async function readCall(req: Request, provider: Provider, path: string): 
     ...(scan.unpriced && { unpriced: scan.unpriced }),
     ...(scan.cacheWrite !== "none" && { cacheWrite: scan.cacheWrite }),
     context,
-    // A digest of the body as sent, by the runtime's native SHA-256 (the prompt itself is never stored).
-    promptHash: createHash("sha256").update(text).digest("hex"),
+    // A digest of the body as sent (its bytes: hashing the text would encode it again), by
+    // the runtime's native SHA-256; the prompt itself is never stored.
+    promptHash: createHash("sha256").update(bytes).digest("hex"),
     attribution,
     toolCalls: toolCallsOf(provider, path, body),
   };
-  return { provider, path, session, text, body, model, family: priced?.family, price: priced?.price, scan, context, reserve };
+  return { provider, path, session, text, bytes, body, model, family: priced?.family, price: priced?.price, scan, context, reserve };
 }

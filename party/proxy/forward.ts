@@ -117,7 +117,7 @@ async function forward(
   const costOf = (u: Usage) => (answer.rates ? ratesCostUsd(provider, answer.rates, u) : call.price && call.family ? callCostUsd(provider, call.family, call.price, u) : 0);
 
   // The cap the reservation assumed goes upstream where the call named none, or lower than it asked under fit_output.
-  const body = outgoingBody(provider, call.path, call.model, call.text, call.body, { value: answer.outputCap, replace: Boolean(answer.fitted) }, call.scan.patch);
+  const body = outgoingBody(provider, call.path, call.model, call.bytes, call.body, { value: answer.outputCap, replace: Boolean(answer.fitted) }, call.scan.patch);
   const capHeaders: Record<string, string> = answer.outputCap !== undefined && (answer.fitted || call.reserve.maxOutputTokens === null) ? { "x-governor-output-cap": String(answer.outputCap) } : {};
 
   const timeoutMs = Number(env.GOVERNOR_UPSTREAM_TIMEOUT_MS ?? DEFAULT_TIMEOUT_MS) || DEFAULT_TIMEOUT_MS;

@@ -60,12 +60,13 @@ export function maxOutputFrom(provider: Provider, path: string, body: Record<str
 }
 
 /**
- * The body that goes upstream. When nothing changes, the client's text goes out as it came
- * (no second JSON.stringify of a long context); otherwise the parsed body with: the output
+ * The body that goes upstream. When nothing changes, the client's body goes out as it came
+ * (`raw`: its bytes, or its text; no second JSON.stringify or UTF-8 encoding of a long
+ * context); otherwise the parsed body with: the output
  * cap the reservation assumed (set where the call named none, or lowered by fit_output),
  * limits on server-side tool uses, and OpenAI's stream usage option.
  */
-export function outgoingBody(provider: Provider, path: string, model: string, text: string, body: Record<string, unknown>, cap: { value?: number; replace: boolean }, patch: PromptScan["patch"]): string {
+export function outgoingBody<Raw extends string | Uint8Array>(provider: Provider, path: string, model: string, raw: Raw, body: Record<string, unknown>, cap: { value?: number; replace: boolean }, patch: PromptScan["patch"]): Raw | string {
   let out = body;
   const field = capField(provider, path, model);
   if (field && cap.value !== undefined && (cap.replace || maxOutputFrom(provider, path, body) === null)) {
@@ -79,5 +80,5 @@ export function outgoingBody(provider: Provider, path: string, model: string, te
   }
   if (patch.openaiMaxToolCalls !== undefined) out = { ...out, max_tool_calls: patch.openaiMaxToolCalls };
   out = withStreamUsage(provider, path, out);
-  return out === body ? text : JSON.stringify(out);
+  return out === body ? raw : JSON.stringify(out);
 }
