@@ -1,6 +1,6 @@
 import type * as Party from "partykit/server";
 import type { Principal } from "./auth";
-import { INTERNAL, type SessionOp, type TenantOp } from "./ops";
+import { INTERNAL, type Carrying, type TenantOp } from "./ops";
 
 // How the gateway reaches the actors: the caller's tenant and role ride along as headers,
 // which only the gateway can set (actors refuse HTTP from outside).
@@ -11,7 +11,7 @@ export function sessionStub(lobby: Parties, tenant: string, session: string) {
   return lobby.parties.session.get(`${tenant}:${session}`);
 }
 
-export async function callSession(lobby: Parties, p: Principal, session: string, op: SessionOp): Promise<Response> {
+export async function callSession(lobby: Parties, p: Principal, session: string, op: Carrying): Promise<Response> {
   return sessionStub(lobby, p.tenant, session).fetch({
     method: "POST",
     headers: { "content-type": "application/json", [INTERNAL.tenant]: p.tenant, [INTERNAL.role]: p.role, [INTERNAL.name]: p.name },

@@ -11,6 +11,8 @@ import { authenticate, can, requirePermission, tokenFrom, type Principal } from 
 import { assertDepth, assertWellFormed, attributionOf, closing, drainBody, errorResponse, json, parseJson, readText, validate } from "./http";
 import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";
+import { callSessionCarrying } from "./proxy/settles";
+import type { SessionOp } from "./ops";
 import { wakeOnce } from "./wake";
 import { mcpErrorResponse, mcpRoute } from "./mcp/route";
 import { auditRoute } from "./audit-proxy";
@@ -115,6 +117,8 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   const p = authenticate(tokenFrom(req), env.GOVERNOR_TOKENS as string | undefined);
   const method = req.method.toUpperCase();
   const [, resource, id, sub, subId] = parts;
+  // Settles of this session's finished calls waiting in this isolate ride along (proxy/settles.ts).
+  const toSession = (session: string, op: SessionOp) => callSessionCarrying(lobby, ctx, p, session, op);
   if (resource === "audit") return auditRoute(req, env, p, url, () => erasureRoute(req, lobby, p));
 
   if (resource === "proxy") {
@@ -147,7 +151,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     if (method !== "GET") throw methodNotAllowed(method, "GET");
     requirePermission(p, "read");
     const session = sessionIdFrom(url.searchParams.get("session"), "session");
-    const res = await callSession(lobby, p, session, { op: "get" });
+    const res = await toSession(session, { op: "get" });
     if (!res.ok) return res;
     const s = (await res.json()) as { state: string; spentUsd: number; reservedUsd: number; remainingUsd: number | null };
     const live = s.state !== "killed" && s.state !== "closed";
@@ -198,19 +202,19 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   switch (key) {
     case "GET ":
       requirePermission(p, "read");
-      return callSession(lobby, p, session, { op: "get" });
+      return toSession(session, { op: "get" });
     case "GET log": {
       requirePermission(p, "export");
       const after = Number(url.searchParams.get("after") ?? "0");
       const limit = Number(url.searchParams.get("limit") ?? "1000");
       if (!Number.isInteger(after) || after < 0) throw new BadRequestError("after must be a non-negative integer", "after");
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new BadRequestError("limit must be an integer from 1 to 10000", "limit");
-      return callSession(lobby, p, session, { op: "log", after, limit });
+      return toSession(session, { op: "log", after, limit });
     }
     case "GET deliveries": {
       // Delivery records hold the webhook URLs (secrets of their own): not for agents.
       requirePermission(p, "list");
-      const res = await callSession(lobby, p, session, { op: "deliveries" });
+      const res = await toSession(session, { op: "deliveries" });
       if (!res.ok || can(p, "configure")) return res;
       return json(maskDeliveries(await res.json()));
     }
@@ -219,11 +223,11 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       const body = validate(ActionBody, await bodyOf(req));
       const wait = Number(url.searchParams.get("wait") ?? "0");
       if (!Number.isFinite(wait) || wait < 0) throw new BadRequestError("wait must be a number of seconds", "wait");
-      return callSession(lobby, p, session, { op: "action", body, attribution: attributionOf(req).attribution, waitMs: wait * 1000 });
+      return toSession(session, { op: "action", body, attribution: attributionOf(req).attribution, waitMs: wait * 1000 });
     }
     case "POST events": {
       requirePermission(p, "report");
-      return callSession(lobby, p, session, { op: "report", body: validate(ReportBody, await bodyOf(req)) });
+      return toSession(session, { op: "report", body: validate(ReportBody, await bodyOf(req)) });
     }
     case "GET approvals": {
       // Every argument of a pending action, as sent: for those who may read the log.
@@ -235,11 +239,11 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       requirePermission(p, "decide");
       if (!subId || !/^[A-Za-z0-9._~:-]{1,256}$/.test(subId)) throw new BadRequestError("approval id: 1-256 letters, digits, '.', '_', '~', ':' or '-'", "approvalId");
       const body = validate(ApprovalBody, await bodyOf(req));
-      return callSession(lobby, p, session, { op: "approval", approvalId: subId, decision: body.decision, note: body.note });
+      return toSession(session, { op: "approval", approvalId: subId, decision: body.decision, note: body.note });
     }
     case "POST kill": {
       requirePermission(p, "decide");
-      return kill(req, lobby, p, session);
+      return kill(req, p, session, toSession);
     }
     case "POST what-if":
       // A re-decided copy of the log: for those who may read the log (operators, auditors).
@@ -250,7 +254,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
       requirePermission(p, "open");
       const text = await readText(req);
       const body = text.trim() ? validate(KillBody, parseJson(text)) : {};
-      return callSession(lobby, p, session, { op: "close", reason: body.reason ?? "closed" });
+      return toSession(session, { op: "close", reason: body.reason ?? "closed" });
     }
   }
   if (["", "log", "deliveries", "actions", "events", "approvals", "kill", "close", "what-if"].includes(sub ?? "")) {
@@ -264,7 +268,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
  * too large, not JSON, or with a reason that is not well-formed text still kills, with the
  * reason replaced and the event and answer saying so.
  */
-async function kill(req: Request, lobby: Party.FetchLobby, p: Principal, session: string): Promise<Response> {
+async function kill(req: Request, p: Principal, session: string, toSession: (session: string, op: SessionOp) => Promise<Response>): Promise<Response> {
   let text = "";
   let unreadable: string | undefined;
   try {
@@ -274,7 +278,7 @@ async function kill(req: Request, lobby: Party.FetchLobby, p: Principal, session
     await drainBody(req);
   }
   const { reason, replaced } = unreadable ? { reason: "killed by an operator", replaced: unreadable } : killRequest(text);
-  const res = await callSession(lobby, p, session, { op: "kill", reason, ...(replaced && { replaced }) });
+  const res = await toSession(session, { op: "kill", reason, ...(replaced && { replaced }) });
   if (!res.ok || !replaced) return res;
   return json({ ...((await res.json()) as object), reasonReplaced: replaced });
 }

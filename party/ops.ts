@@ -20,8 +20,7 @@ export type SessionOp =
   | { op: "report"; body: ReportBody }
   | { op: "approval"; approvalId: string; decision: "approve" | "deny"; note?: string }
   | { op: "kill" | "close"; reason: string; /** why the operator's reason was replaced (see killReason) */ replaced?: string }
-  /** `settles`: finished calls of this session whose settles ride along (party/proxy/settles.ts); applied first. */
-  | { op: "reserve"; input: ReserveRequest; settles?: SettleOp[] }
+  | { op: "reserve"; input: ReserveRequest }
   | SettleOp
   /** Settles that found no reserve to ride along with in time. */
   | { op: "settles"; settles: SettleOp[] }
@@ -34,6 +33,9 @@ export type SessionOp =
   | { op: "listed"; actions: string[] }
   /** GDPR erasure of one subject in this session (party/session/erasure.ts). */
   | { op: "erase"; user: string; subject: string; erasure: string };
+
+/** Any op, with the settles of finished calls of the session riding along (party/proxy/settles.ts); the actor applies them first. */
+export type Carrying = SessionOp & { settles?: SettleOp[] };
 
 export type SettleOp = { op: "settle"; requestId: string; costUsd: number; outcome: "completed" | "aborted" | "released"; usage?: Usage; error?: { code?: string; message?: string } };
 

@@ -8,7 +8,7 @@ import { can, requirePermission, type Permission } from "./auth";
 import { admitSocket, refuseDirectRequest } from "./admission";
 import { errorResponse, json } from "./http";
 import { decodeClientMessage } from "./messages";
-import { INTERNAL, type SessionOp } from "./ops";
+import { INTERNAL, type Carrying, type SessionOp } from "./ops";
 import { Notifier } from "./notify";
 import { OtlpExporter } from "./otel";
 import { Approvals } from "./session/approvals";
@@ -179,44 +179,53 @@ export default class SessionActor implements Party.Server {
       const tenant = req.headers.get(INTERNAL.tenant);
       if (!tenant || !this.room.id.startsWith(`${tenant}:`)) throw new ForbiddenError("this token may not reach another tenant's session");
       const by = req.headers.get(INTERNAL.name) ?? "unknown";
-      const op = (await req.json()) as SessionOp;
-      if (op.op === "open") return await this.open(op);
-      // Woken after a restart: onStart has re-armed the alarm, nothing else to do.
-      if (op.op === "wake") return json({ ok: true, opened: this.journal.context.opened });
-      this.requireOpen();
-      switch (op.op) {
-        case "get":
-          return json(this.summaryFor(this.journal.snapshot, roleOf(req)));
-        case "held-args":
-          return json(await this.heldArgs(op.approvalId));
-        case "log":
-          return await this.journal.log(op.after, op.limit, secretsFor(req), (head) => this.checkpoints.trailer(head.seq, head.hash));
-        case "action":
-          return json(await this.action(op.body, op.attribution, op.waitMs, op.source ?? "http"));
-        case "report":
-          return json(await this.report(op.body), 201);
-        case "approval":
-          return json(await this.approval(op.approvalId, op.decision, by, op.note));
-        case "kill":
-        case "close":
-          return json(await this.end(op.op, op.reason, by, op.replaced));
-        case "reserve":
-          return await this.money.reserve(op.input, op.settles);
-        case "settle":
-          return json(await this.money.settle(op));
-        case "settles":
-          return json(await this.money.settleAll(op.settles));
-        case "progress":
-          return await this.money.report(op);
-        case "deliveries":
-          return json({ deliveries: await this.notifier.list() });
-        case "listed":
-          return json({ listed: listedActions(this.journal.context.policy, op.actions) });
-        case "erase":
-          return json(await this.erasures.erase(op, by));
-      }
+      const op = (await req.json()) as Carrying;
+      // Settles of finished calls riding along (party/proxy/settles.ts): applied first, in
+      // this turn, so whatever the op decides or shows counts the calls' real costs.
+      const carried = op.op !== "settles" && op.settles?.length && this.journal.context.opened ? this.money.settleAll(op.settles) : undefined;
+      const res = await this.handle(op, by, req);
+      await carried;
+      return res;
     } catch (e) {
       return errorResponse(e);
+    }
+  }
+
+  private async handle(op: SessionOp, by: string, req: Party.Request): Promise<Response> {
+    if (op.op === "open") return await this.open(op);
+    // Woken after a restart: onStart has re-armed the alarm, nothing else to do.
+    if (op.op === "wake") return json({ ok: true, opened: this.journal.context.opened });
+    this.requireOpen();
+    switch (op.op) {
+      case "get":
+        return json(this.summaryFor(this.journal.snapshot, roleOf(req)));
+      case "held-args":
+        return json(await this.heldArgs(op.approvalId));
+      case "log":
+        return await this.journal.log(op.after, op.limit, secretsFor(req), (head) => this.checkpoints.trailer(head.seq, head.hash));
+      case "action":
+        return json(await this.action(op.body, op.attribution, op.waitMs, op.source ?? "http"));
+      case "report":
+        return json(await this.report(op.body), 201);
+      case "approval":
+        return json(await this.approval(op.approvalId, op.decision, by, op.note));
+      case "kill":
+      case "close":
+        return json(await this.end(op.op, op.reason, by, op.replaced));
+      case "reserve":
+        return await this.money.reserve(op.input);
+      case "settle":
+        return json(await this.money.settle(op));
+      case "settles":
+        return json(await this.money.settleAll(op.settles));
+      case "progress":
+        return await this.money.report(op);
+      case "deliveries":
+        return json({ deliveries: await this.notifier.list() });
+      case "listed":
+        return json({ listed: listedActions(this.journal.context.policy, op.actions) });
+      case "erase":
+        return json(await this.erasures.erase(op, by));
     }
   }
 

@@ -8,7 +8,7 @@ import { readCall, type ProxiedCall } from "./call";
 import { governorHeaders, providerError } from "./errors";
 import { countPrompt } from "./estimate";
 import { StreamRelay, type Outcome } from "./relay";
-import { sendSettles, settleSoon, take } from "./settles";
+import { callSessionCarrying, settleSoon } from "./settles";
 import { countTextTokens, isReady, loadEncoding, warmTokenizers } from "./tokens";
 import { outgoingBody, upstreamHeaders, upstreamUrl } from "./upstream";
 import { StreamUsageTracker, usageFromJson } from "./usage";
@@ -61,14 +61,7 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
   const later = (op: SettleOp) => settleSoon(lobby, p, call.session, op);
 
   // Finished calls of this session waiting to be settled ride along with this reserve.
-  const carried = take(p, call.session);
-  let answer: Awaited<ReturnType<typeof reserve>>;
-  try {
-    answer = await reserve(call, send, carried);
-  } catch (e) {
-    ctx.waitUntil(sendSettles(lobby, p, call.session, carried));
-    throw e;
-  }
+  const answer = await reserve(call, (op) => callSessionCarrying(lobby, ctx, p, call.session, op));
   if ("error" in answer) return answer.error;
   if (answer.decision !== "allow") {
     return providerError(provider, answer.status, answer.code ?? "policy_violation", answer.reason ?? "refused by policy", { rule: answer.rule, retryAfter: answer.retryAfterMs === undefined ? undefined : answer.retryAfterMs / 1000 }, governorHeaders(call.reserve.requestId, answer));
@@ -76,13 +69,10 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
   return forward(req, env, ctx, call, answer, send, later);
 }
 
-/**
- * Reserves with the size bound; when that does not fit, the actor asks for the counted
- * estimate once. `settles` go with the first attempt (the actor applies them before deciding).
- */
-async function reserve(call: ProxiedCall, send: (op: SessionOp) => Promise<Response>, settles: SettleOp[]): Promise<(ReserveAnswer & { status: number }) | { error: Response }> {
+/** Reserves with the size bound; when that does not fit, the actor asks for the counted estimate once. */
+async function reserve(call: ProxiedCall, send: (op: SessionOp) => Promise<Response>): Promise<(ReserveAnswer & { status: number }) | { error: Response }> {
   for (let attempt = 0; ; attempt++) {
-    const res = await send({ op: "reserve", input: call.reserve, ...(attempt === 0 && settles.length && { settles }) });
+    const res = await send({ op: "reserve", input: call.reserve });
     const answer = (await res.json()) as ReserveAnswer & { error?: { code: string; message: string; field?: string } };
     if (answer.error) return { error: providerError(call.provider, res.status, answer.error.code, answer.error.message, { field: answer.error.field }) };
     if (answer.decision !== "count" || attempt > 0) return { ...answer, status: res.status };

@@ -1,12 +1,13 @@
 import type * as Party from "partykit/server";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
-import type { SettleOp } from "../ops";
+import type { SessionOp, SettleOp } from "../ops";
 
 // Settles of finished calls, carried to the session's actor on its next hop instead of a
-// hop of their own: a settle waits up to CARRY_MS for the same session's next reserve,
-// which takes every waiting settle along (the actor applies them before it decides the
-// reserve, and stores them with it in one write); if none comes, it goes on its own then.
+// hop of their own: a settle waits up to CARRY_MS for the same session's next hop from
+// this isolate (a reserve, mostly), which takes every waiting settle along (the actor
+// applies them before it handles the op, in the same turn); if none comes, it goes on its
+// own then.
 // An agent calling in a loop thus pays one actor round trip per call instead of two.
 //
 // Nothing is lost or counted twice by waiting: the reservation covers the call's cost
@@ -15,8 +16,13 @@ import type { SettleOp } from "../ops";
 // this isolate's memory; each settle keeps its own request alive (waitUntil) until it
 // has been handed to the actor, by whichever request sends it.
 
-/** About an agent loop's turnaround on a fast link; a settle is delayed by at most this. */
-export const CARRY_MS = 5;
+/**
+ * A tight agent loop's turnaround (answer received, next call sent), with room for a busy
+ * machine; a settle is delayed by at most this. Meanwhile any hop to the session from this
+ * isolate carries it (a budget check, an action), so only readers elsewhere (the console,
+ * socket checks) see the reservation a little longer than the call.
+ */
+export const CARRY_MS = 25;
 
 type Lobby = { parties: Party.Context["parties"] };
 const waiting = new Map<string, SettleOp[]>();
@@ -47,6 +53,22 @@ export function take(p: Principal, session: string): SettleOp[] {
   if (!queue) return [];
   waiting.delete(key);
   return queue;
+}
+
+/**
+ * A hop to the session's actor that takes the settles waiting for it along (any op: the
+ * actor applies them before it handles the op, so a reserve, an action or a budget check
+ * sees the calls' real costs). If the hop fails, they are sent again on their own.
+ */
+export async function callSessionCarrying(lobby: Lobby, ctx: Party.ExecutionContext, p: Principal, session: string, op: SessionOp): Promise<Response> {
+  const settles = take(p, session);
+  if (!settles.length) return callSession(lobby, p, session, op);
+  try {
+    return await callSession(lobby, p, session, { ...op, settles });
+  } catch (e) {
+    ctx.waitUntil(sendSettles(lobby, p, session, settles));
+    throw e;
+  }
 }
 
 /** Sends settles on their own (one hop, one write for all of them). */

@@ -142,10 +142,8 @@ export class Reservations {
     };
   }
 
-  /** `settles`: finished calls of this session carried by the reserve; applied before it is decided. */
-  async reserve(req: ReserveRequest, settles?: SettleOp[]): Promise<Response> {
+  async reserve(req: ReserveRequest): Promise<Response> {
     const j = this.journal;
-    const carried = settles?.length ? this.settleAll(settles) : undefined;
     await this.freshRatios();
     const input = this.priced(req);
     let decidedHere = false;
@@ -178,8 +176,6 @@ export class Reservations {
       },
       !req.clientKey,
     );
-    // Their writes were issued before the reserve's (one storage transaction); answer after both.
-    await carried;
     if (answer === undefined) return this.hold(req);
     if (answer.decision === "count") return json(answer);
     // A replayed Idempotency-Key must not send a second call out on the first one's
