@@ -360,6 +360,22 @@ export interface Target {
   governed: boolean;
 }
 
+/** A chat completion, and from Governor one that carries its headers: an ungoverned answer would make the figures meaningless. */
+export function checkChat(t: Target) {
+  return (r: Reply) => {
+    if (!r.body.includes('"chat.completion"')) throw new Error(`${t.name}: not a chat completion: ${r.body.slice(0, 300)}`);
+    if (t.governed && !r.headers["x-governor-request-id"]) throw new Error(`${t.name}: answer has no X-Governor-Request-ID header`);
+  };
+}
+
+/** A whole event stream, ended by [DONE]. */
+export function checkStream(t: Target) {
+  return (r: Reply) => {
+    if (!String(r.headers["content-type"]).includes("text/event-stream")) throw new Error(`${t.name}: not an event stream (${r.headers["content-type"]}): ${r.body.slice(0, 300)}`);
+    if (!r.body.includes("data: [DONE]")) throw new Error(`${t.name}: stream ended without [DONE]: ${r.body.slice(-300)}`);
+  };
+}
+
 export function call(t: Target, body: unknown, check: (r: Reply) => void) {
   return async () => {
     const r = expectOk(await t.client.request(t.path, { headers: t.headers, body }), `${t.name} POST ${t.path}`);

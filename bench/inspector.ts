@@ -13,6 +13,8 @@ import { sleep } from "./harness";
 export interface DevtoolsSession {
   /** Inspector events received since `counted()` was last called, by method. */
   counted(): Record<string, number>;
+  /** URLs of the subrequests workerd reported (network events on) since this was last called. */
+  subrequests(): string[];
   send(method: string, params?: Record<string, unknown>): void;
   close(): void;
 }
@@ -34,9 +36,13 @@ export async function joinDevtools(pid: number): Promise<DevtoolsSession | null>
       ws.once("error", fail);
     });
     let counts: Record<string, number> = {};
+    let urls: string[] = [];
     ws.on("message", (raw) => {
-      const m = JSON.parse(String(raw)) as { method?: string };
-      if (m.method) counts[m.method] = (counts[m.method] ?? 0) + 1;
+      const m = JSON.parse(String(raw)) as { id?: number; method?: string; params?: { request?: { url?: string } } };
+      // workerd's answer to a command repeats its method; only events (no id) are counted.
+      if (!m.method || m.id !== undefined) return;
+      counts[m.method] = (counts[m.method] ?? 0) + 1;
+      if (m.method === "Network.requestWillBeSent" && m.params?.request?.url) urls.push(m.params.request.url);
     });
     // The proxy wires the two sockets together on its next render.
     await sleep(500);
@@ -46,6 +52,11 @@ export async function joinDevtools(pid: number): Promise<DevtoolsSession | null>
         const c = counts;
         counts = {};
         return c;
+      },
+      subrequests() {
+        const u = urls;
+        urls = [];
+        return u;
       },
       send(method, params = {}) {
         ws.send(JSON.stringify({ id: id++, method, params }));

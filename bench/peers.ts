@@ -4,7 +4,7 @@ import { performance } from "node:perf_hooks";
 import { ROOT, startGovernor, TOKENS } from "../test/support/server";
 import { startUpstream, type Behavior } from "../test/support/upstream";
 import { agentContext } from "./context";
-import { alternate, expectOk, gitState, httpClient, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, throughputRounds, writeResults, type Reply, type Target, type Throughput } from "./harness";
+import { alternate, checkChat, checkStream, expectOk, gitState, httpClient, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, throughputRounds, writeResults, type Target, type Throughput } from "./harness";
 import { startPeer } from "./peer";
 import { cpuLines, ms, rounded, table, type Summary } from "./stats";
 
@@ -44,20 +44,6 @@ interface Workload {
 }
 
 const CONCURRENCY = 32;
-
-function checkChat(t: Target) {
-  return (r: Reply) => {
-    if (!r.body.includes('"chat.completion"')) throw new Error(`${t.name}: not a chat completion: ${r.body.slice(0, 300)}`);
-    if (t.governed && !r.headers["x-governor-request-id"]) throw new Error(`${t.name}: answer has no X-Governor-Request-ID header`);
-  };
-}
-
-function checkStream(t: Target) {
-  return (r: Reply) => {
-    if (!String(r.headers["content-type"]).includes("text/event-stream")) throw new Error(`${t.name}: not an event stream (${r.headers["content-type"]}): ${r.body.slice(0, 300)}`);
-    if (!r.body.includes("data: [DONE]")) throw new Error(`${t.name}: stream ended without [DONE]: ${r.body.slice(-300)}`);
-  };
-}
 
 interface Measured {
   latency: Record<string, Summary>;

@@ -2,9 +2,9 @@ import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { startGovernor, TOKENS } from "../test/support/server";
 import { startUpstream, type Behavior } from "../test/support/upstream";
-import { cpuPerRequest, cpuSnapshot, expectOk, gitState, httpClient, load, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, sequential, writeResults, type Client, type Reply } from "./harness";
+import { agentContext } from "./context";
+import { alternate, call, checkChat, checkStream, cpuPerRequest, cpuSnapshot, expectOk, gitState, httpClient, load, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, sequential, sleep, writeResults, type Reply, type Target } from "./harness";
 import { cpuLines, ms, rounded, summarize, table, type Summary } from "./stats";
-import { history, step, TOOLS } from "./history";
 
 // What the proxy adds to an LLM call: the same request sent straight to the local
 // stand-in provider and through Governor (reserve in the session actor, forward,
@@ -23,9 +23,10 @@ const STREAM = { behavior: { chunkDelayMs: 5, chunks: 4 } satisfies Behavior, ro
 const DEADLINE_MS = 300_000;
 
 const GOALS = { addedP50Ms: 1, addedP99Ms: 5, longContextWithinMs: 1, coldStartWithinMs: 5 };
-// A coding agent's history of ~40k tokens (56 tool calls), and one that grows by a message per call.
-const LONG = { rounds: 5, perRound: n(60), warmup: n(20), steps: 56 };
-const GROWING = { from: 40, calls: n(120) };
+// A coding agent's context of ~40k tokens (the same bytes bench:peers sends), and one that
+// grows by a message per call from ~30k tokens on.
+const LONG = { rounds: 5, perRound: n(60), warmup: n(20), tokens: 40_000 };
+const GROWING = { fromTokens: 30_000, calls: n(120) };
 const COLD = { starts: Math.max(1, Math.round(3 * Math.min(1, SCALE * 3))), after: 20 };
 
 const CHAT = { model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 16 };
@@ -33,48 +34,9 @@ const CHAT = { model: "gpt-4o-mini", messages: [{ role: "user", content: "Say he
 // the provider send one more chunk; the direct request asks too, so both streams match.
 const STREAM_CHAT = { ...CHAT, stream: true, stream_options: { include_usage: true } };
 
-type Target = { name: string; client: Client; path: string; headers: Record<string, string>; governed: boolean };
-
-function call(t: Target, body: unknown, check: (r: Reply) => void) {
-  return async () => {
-    const r = expectOk(await t.client.request(t.path, { headers: t.headers, body }), `${t.name} POST ${t.path}`);
-    check(r);
-    return r;
-  };
-}
-
-/** A proxied answer that lacks Governor's headers was not governed: the figures would be meaningless. */
-function checkChat(t: Target) {
-  return (r: Reply) => {
-    if (!r.body.includes('"chat.completion"')) throw new Error(`${t.name}: not a chat completion: ${r.body.slice(0, 300)}`);
-    if (t.governed && !r.headers["x-governor-request-id"]) throw new Error(`${t.name}: answer has no X-Governor-Request-ID header`);
-  };
-}
-
-function checkStream(t: Target) {
-  return (r: Reply) => {
-    if (!String(r.headers["content-type"]).includes("text/event-stream")) throw new Error(`${t.name}: not an event stream (${r.headers["content-type"]}): ${r.body.slice(0, 300)}`);
-    if (!r.body.includes("data: [DONE]")) throw new Error(`${t.name}: stream ended without [DONE]: ${r.body.slice(-300)}`);
-  };
-}
-
-/**
- * Concurrency 1, alternating between direct and governed in rounds, so that drift on a
- * busy machine lands on both sides instead of biasing one.
- */
-async function paired(targets: Target[], body: unknown, check: (t: Target) => (r: Reply) => void, rounds: number, perRound: number, warmup: number, pick: (r: Reply) => number) {
-  const samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
-  for (const t of targets) {
-    const fn = call(t, body, check(t));
-    await sequential(warmup, async () => pick(await fn()));
-  }
-  for (let round = 0; round < rounds; round++) {
-    for (const t of targets) {
-      const fn = call(t, body, check(t));
-      samples.get(t.name)!.push(...(await sequential(perRound, async () => pick(await fn()))));
-    }
-  }
-  return Object.fromEntries(targets.map((t) => [t.name, summarize(samples.get(t.name)!)])) as Record<string, Summary>;
+/** Concurrency 1, alternating between direct and governed in rounds (harness.ts `alternate`). */
+function paired(targets: Target[], body: unknown, check: (t: Target) => (r: Reply) => void, rounds: number, perRound: number, warmup: number, pick: (r: Reply) => number) {
+  return alternate(targets, body, check, { rounds, perRound, warmup, pick });
 }
 
 async function throughput(t: Target, pgid: number) {
@@ -164,32 +126,41 @@ runBenchmark("bench:proxy", DEADLINE_MS, async () => {
   upstream.reset();
 
   // ---------------------------------------------------------------- long contexts
-  const LONG_CHAT = { model: "gpt-4o-mini", max_tokens: 16, tools: TOOLS, messages: history(LONG.steps) };
+  const longContext = agentContext(LONG.tokens);
+  const LONG_CHAT = longContext.body;
   const longBytes = Buffer.byteLength(JSON.stringify(LONG_CHAT));
-  log(`\nlong context (${LONG.steps} tool calls, ${Math.round(longBytes / 1024)} KiB), concurrency 1: ${LONG.warmup} warm-up each, then ${LONG.rounds} alternating rounds of ${LONG.perRound}`);
+  const longTurns = (LONG_CHAT.messages.length - 3) / 2;
+  log(`\nlong context (${longContext.tokens} tokens, ${longTurns} tool calls, ${Math.round(longBytes / 1024)} KiB), concurrency 1: ${LONG.warmup} warm-up each, then ${LONG.rounds} alternating rounds of ${LONG.perRound}`);
+  // The stand-in reports a fixed prompt size rather than tokenizing 190 KiB on every call
+  // (60 ms in this process, which would drown what is measured), as bench:peers has it.
+  upstream.setDefault({ promptTokens: longContext.tokens });
   const long = await phase("long context", async () => {
     upstream.reset();
     return paired([direct, governed], LONG_CHAT, checkChat, LONG.rounds, LONG.perRound, LONG.warmup, (r) => r.ms);
   });
   const addedLongP50 = long[governed.name].p50 - long[direct.name].p50;
 
-  log(`\ngrowing context: from ${GROWING.from} tool calls, one message more per call, ${GROWING.calls} calls each side`);
+  // The same agent loop, longer: from the prefix of ~30k tokens on, each call sends one message more.
+  const grown = agentContext(GROWING.fromTokens + 60_000).body;
+  const from = agentContext(GROWING.fromTokens).body.messages.length - 1;
+  log(`\ngrowing context: from ${from} messages (~${GROWING.fromTokens / 1000}k tokens), one message more per call, ${GROWING.calls} calls each side`);
   const growing = await phase("growing context", async () => {
     upstream.reset();
-    const base = history(GROWING.from);
-    const extra = Array.from({ length: GROWING.calls }, (_, i) => step(GROWING.from + Math.floor(i / 2))[i % 2]);
     const d: number[] = [];
     const g: number[] = [];
+    let body: unknown = grown;
     for (let i = 0; i < GROWING.calls; i++) {
-      const body = { model: "gpt-4o-mini", max_tokens: 16, tools: TOOLS, messages: [...base, ...extra.slice(0, i + 1)] };
+      body = { ...grown, messages: grown.messages.slice(0, Math.min(grown.messages.length, from + i + 1)) };
       d.push((await call(direct, body, checkChat(direct))()).ms);
       g.push((await call(governed, body, checkChat(governed))()).ms);
     }
-    const endTokens = Math.round(Buffer.byteLength(JSON.stringify({ messages: [...base, ...extra] })) / 3.7);
-    return { direct: summarize(d), governed: summarize(g), added: summarize(g.map((x, i) => x - d[i])), endKiB: Math.round(Buffer.byteLength(JSON.stringify([...base, ...extra])) / 1024), endTokensApprox: endTokens };
+    const endBytes = Buffer.byteLength(JSON.stringify(body));
+    return { direct: summarize(d), governed: summarize(g), added: summarize(g.map((x, i) => x - d[i])), endKiB: Math.round(endBytes / 1024), endTokensApprox: Math.round(endBytes / 4.7) };
   });
 
-  // Every governed call was reserved and settled in the actor; its spend proves it.
+  // Every governed call was reserved and settled in the actor; its spend proves it (the
+  // last settle waits a moment for a next call to carry it, then goes on its own).
+  await sleep(100);
   const state = JSON.parse(expectOk(await govClient.request(`/v1/sessions/${session}`, { headers: { authorization: `Bearer ${TOKENS.operator}` } }), "read session").body) as { seq: number; spentUsd: number; reservations: unknown[] };
 
   // ---------------------------------------------------------------- cold start
@@ -214,6 +185,7 @@ runBenchmark("bench:proxy", DEADLINE_MS, async () => {
       await fresh.stop();
     }
   }
+  upstream.setDefault({});
   const coldAdded = summarize(cold.map((x) => x.first - x.next.p50));
 
   // ---------------------------------------------------------------- report
@@ -278,7 +250,7 @@ runBenchmark("bench:proxy", DEADLINE_MS, async () => {
   lines.push("");
   const ld = long[direct.name];
   const lg = long[governed.name];
-  lines.push(`Long context: a coding agent's history, ${LONG.steps} tool calls (${Math.round(longBytes / 1024)} KiB, ~40k tokens), non-streaming, concurrency 1 (ms)`);
+  lines.push(`Long context: a coding agent's context, ${longTurns} tool calls (${Math.round(longBytes / 1024)} KiB, ${longContext.tokens} tokens), non-streaming, concurrency 1 (ms)`);
   lines.push(
     table(
       ["path", "p50", "p90", "p99"],
@@ -319,7 +291,7 @@ runBenchmark("bench:proxy", DEADLINE_MS, async () => {
         firstChunk: { direct: st[direct.name], governed: st[governed.name], added: { p50: st[governed.name].p50 - st[direct.name].p50, p99: st[governed.name].p99 - st[direct.name].p99 } },
         wholeStream: { direct: sw[direct.name], governed: sw[governed.name] },
       },
-      longContext: { steps: LONG.steps, bytes: longBytes, direct: ld, governed: lg, addedP50: addedLongP50, addedP50OneLine: addedP50 },
+      longContext: { tokens: longContext.tokens, turns: longTurns, bytes: longBytes, direct: ld, governed: lg, addedP50: addedLongP50, addedP50OneLine: addedP50 },
       growingContext: growing,
       coldStart: { starts: cold, firstMinusNextP50: coldAdded },
       session: { events: state.seq, spentUsd: state.spentUsd, openReservations: state.reservations.length },
