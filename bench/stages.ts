@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { canonicalJson, eventHash, sha256Hex } from "../lib/chain";
+import { canonicalJson, eventHash, sha256Hex, useNativeSha256 } from "../lib/chain";
 import { decideAction, decideReserve, decideSettle, type ReserveInput, type View } from "../machines/decide";
 import { reduce } from "../machines/context";
 import { appendDrafts, EMPTY_HEAD } from "../machines/log";
@@ -69,7 +69,15 @@ function openedView(): { view: View; head: { seq: number; hash: string }; snapsh
   return { view: { state: stateOf(snapshot), context: snapshot.context }, head, snapshot };
 }
 
-const sha256Native = (s: string) => createHash("sha256").update(s).digest("hex");
+/** `fn` timed with lib/chain's digest in JavaScript (@noble), as browsers and older runtimes have it. */
+function withJsDigest(fn: () => unknown): number {
+  useNativeSha256(undefined);
+  try {
+    return timeit(fn);
+  } finally {
+    useNativeSha256(createHash);
+  }
+}
 
 /**
  * An append split in its parts: validating each draft (zod), chaining it (canonical JSON
@@ -86,7 +94,7 @@ function appendParts(label: string, snapshot: SessionSnapshot, head: { seq: numb
   return [
     { stage: `${label}: append, whole (${events.length} event${events.length > 1 ? "s" : ""})`, side: "actor", us: 0, note: `${whole.toFixed(1)} us = the four rows below` },
     { stage: `${label}:   validate (zod)`, side: "actor", us: validate },
-    { stage: `${label}:   hash chain (canonical JSON + SHA-256, JS)`, side: "actor", us: chain, note: `with node:crypto: ${timeit(each((e) => sha256Native(canonicalJson({ seq: e.seq, id: e.id, ts: e.ts, type: e.type, data: e.data, prev: e.prev })))).toFixed(1)} us` },
+    { stage: `${label}:   hash chain (canonical JSON + native SHA-256)`, side: "actor", us: chain, note: `with @noble's JS SHA-256: ${withJsDigest(each((e) => eventHash(e))).toFixed(1)} us` },
     { stage: `${label}:   fold: context reducer`, side: "actor", us: reducer },
     { stage: `${label}:   fold: XState transition around it`, side: "actor", us: Math.max(0, transition - reducer) },
   ];
@@ -122,18 +130,18 @@ export async function proxyStages(body: Record<string, unknown>, answer: string)
 
   return [
     { stage: "auth (SHA-256 of the token, JS)", side: "gateway", us: timeit(() => authenticate(TOKENS.agent, tokens)) },
-    { stage: "read the call (readCall): body UTF-8 decode + JSON.parse", side: "gateway", us: timeit(() => JSON.parse(new TextDecoder().decode(bytes))) },
+    { stage: "read the call (readCall): body UTF-8 decode + JSON.parse", side: "gateway", us: timeit(() => JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes))) },
     { stage: "  size bound and depth (scanPrompt)", side: "gateway", us: timeit(() => scanPrompt("openai", path, body, bytes.byteLength, priced?.family ?? "", model)) },
     { stage: "  well-formed text (assertWellFormed)", side: "gateway", us: timeit(() => assertWellFormed(body)) },
-    { stage: "  prompt hash (node:crypto SHA-256 of the body)", side: "gateway", us: timeit(() => createHash("sha256").update(text).digest("hex")), note: `@noble in JS: ${timeit(() => sha256Hex(text)).toFixed(1)} us` },
+    { stage: "  prompt hash (node:crypto SHA-256 of the body's bytes)", side: "gateway", us: timeit(() => createHash("sha256").update(bytes).digest("hex")), note: `of the text (encoded again): ${timeit(() => createHash("sha256").update(text).digest("hex")).toFixed(1)} us; @noble: ${withJsDigest(() => sha256Hex(text)).toFixed(1)} us` },
     { stage: "token count, only when the actor asks (tight budget)", side: "gateway", us: 0, note: `${(coldCount / 1000).toFixed(1)} ms first time, ${timeit(() => countText(enc, scan.encoding, scan.kind, body)).toFixed(1)} us when every message was counted before` },
     { stage: "reserve op: stringify + parse", side: "gateway", us: timeit(() => JSON.parse(JSON.stringify({ op: "reserve", input: call.reserve }))) },
     { stage: "reserve: decide (policy engine)", side: "actor", us: timeit(() => decideReserve(view, input, Date.now())) },
     ...appendParts("reserve", snapshot, head, reserve.drafts),
     { stage: "reserve: event size check (stringify)", side: "actor", us: timeit(() => JSON.stringify(reservedEvent)) },
-    { stage: "upstream body (outgoingBody)", side: "gateway", us: timeit(() => outgoingBody("openai", path, model, text, body, { value: 16, replace: false }, scan.patch)) },
+    { stage: "upstream body (outgoingBody: the bytes as they came)", side: "gateway", us: timeit(() => outgoingBody("openai", path, model, bytes, body, { value: 16, replace: false }, scan.patch)) },
     { stage: "answer usage (JSON.parse of the reply)", side: "gateway", us: timeit(() => usageFromJson("openai", path, JSON.parse(answer))) },
-    { stage: "settle op: stringify + parse", side: "gateway", us: timeit(() => JSON.parse(JSON.stringify(settleOp))) },
+    { stage: "settle op (carried by the next hop): stringify + parse", side: "gateway", us: timeit(() => JSON.parse(JSON.stringify(settleOp))) },
     { stage: "settle: decide (previews with zod parse)", side: "actor", us: timeit(() => decideSettle(afterView, settleOp, Date.now())) },
     ...appendParts("settle", reserved.snapshot, reserved.head, settle.drafts),
     { stage: "summary for subscribers/index (summarize)", side: "actor", us: timeit(() => summarize(reserved.snapshot)), note: "only with sockets open, and the index every 200 ms" },
@@ -154,7 +162,7 @@ export function actionStages(): Stage[] {
     { stage: "auth (SHA-256 of the token, JS)", side: "gateway", us: timeit(() => authenticate(TOKENS.agent, tokens)) },
     { stage: "body parse (JSON.parse)", side: "gateway", us: timeit(() => JSON.parse(text)) },
     { stage: "action op: stringify + parse", side: "gateway", us: timeit(() => JSON.parse(JSON.stringify({ op: "action", body, attribution: {}, waitMs: 0 }))) },
-    { stage: "args hash (canonical JSON + SHA-256 JS)", side: "actor", us: timeit(() => sha256Hex(canonicalJson(body))) },
+    { stage: "args hash (canonical JSON + native SHA-256)", side: "actor", us: timeit(() => sha256Hex(canonicalJson(body))) },
     { stage: "decide (policy engine)", side: "actor", us: timeit(() => decideAction(view, input, Date.now())) },
     ...appendParts("action", snapshot, head, decision.drafts),
     { stage: "event size check (stringify)", side: "actor", us: timeit(() => JSON.stringify(appended.events[0])) },
