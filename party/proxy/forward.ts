@@ -8,7 +8,7 @@ import { readCall, type ProxiedCall } from "./call";
 import { governorHeaders, providerError } from "./errors";
 import { countPrompt } from "./estimate";
 import { StreamRelay, type Outcome } from "./relay";
-import { callSessionCarrying, settleSoon } from "./settles";
+import { callSessionCarrying, carryMs, settleSoon } from "./settles";
 import { countTextTokens, isReady, loadEncoding, warmTokenizers } from "./tokens";
 import { outgoingBody, upstreamHeaders, upstreamUrl } from "./upstream";
 import { StreamUsageTracker, usageFromJson } from "./usage";
@@ -58,7 +58,8 @@ export async function proxy(req: Request, lobby: Party.FetchLobby, ctx: Party.Ex
     throw e;
   }
   const send = (op: SessionOp) => callSession(lobby, p, call.session, op);
-  const later = (op: SettleOp) => settleSoon(lobby, p, call.session, op);
+  const carry = carryMs(env);
+  const later = (op: SettleOp) => settleSoon(lobby, p, call.session, op, carry);
 
   // Finished calls of this session waiting to be settled ride along with this reserve.
   const answer = await reserve(call, (op) => callSessionCarrying(lobby, ctx, p, call.session, op));

@@ -21,26 +21,38 @@ import type { SessionOp, SettleOp } from "../ops";
  * machine; a settle is delayed by at most this. Meanwhile any hop to the session from this
  * isolate carries it (a budget check, an action), so only readers elsewhere (the console,
  * socket checks) see the reservation a little longer than the call.
+ * GOVERNOR_SETTLE_CARRY_MS sets it (0: every settle goes at once, on its own hop).
  */
 export const CARRY_MS = 25;
+const MAX_CARRY_MS = 1_000;
+
+export function carryMs(env: Record<string, unknown>): number {
+  const raw = env.GOVERNOR_SETTLE_CARRY_MS;
+  const ms = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+  return Number.isFinite(ms) && ms >= 0 ? Math.min(ms, MAX_CARRY_MS) : CARRY_MS;
+}
 
 type Lobby = { parties: Party.Context["parties"] };
+/** Settles waiting for a hop, by tenant and session. */
 const waiting = new Map<string, SettleOp[]>();
+/** Settles sent on their own whose hop has not been answered yet. */
+const sending = new Map<string, Set<SettleOp>>();
 const keyOf = (p: Principal, session: string) => `${p.tenant}:${session}`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
- * Queues a finished call's settle; it goes with the session's next reserve, or alone after
- * CARRY_MS. The caller keeps its request alive until the promise resolves (waitUntil): by
+ * Queues a finished call's settle; it goes with the session's next hop, or alone after
+ * `ms`. The caller keeps its request alive until the promise resolves (waitUntil): by
  * then the settle is sent, or taken by a request that sends it.
  */
-export function settleSoon(lobby: Lobby, p: Principal, session: string, op: SettleOp): Promise<void> {
+export function settleSoon(lobby: Lobby, p: Principal, session: string, op: SettleOp, ms = CARRY_MS): Promise<void> {
+  if (ms <= 0) return sendSettles(lobby, p, session, [...take(p, session), op]);
   const key = keyOf(p, session);
   const queue = waiting.get(key) ?? [];
   queue.push(op);
   waiting.set(key, queue);
-  return sleep(CARRY_MS).then(() => {
-    // Taken by a reserve meanwhile: that request sends it (and sends it again if its hop fails).
+  return sleep(ms).then(() => {
+    // Taken by a hop meanwhile: that request sends it (and sends it again if its hop fails).
     if (waiting.get(key) !== queue) return;
     return sendSettles(lobby, p, session, take(p, session));
   });
@@ -58,15 +70,18 @@ export function take(p: Principal, session: string): SettleOp[] {
 /**
  * A hop to the session's actor that takes the settles waiting for it along (any op: the
  * actor applies them before it handles the op, so a reserve, an action or a budget check
- * sees the calls' real costs). If the hop fails, they are sent again on their own.
+ * sees the calls' real costs). Settles already on their way on a hop of their own go along
+ * again: the hops are not ordered, and the actor applies a settle only once (a repeat finds
+ * its reservation closed). If this hop fails, the waiting ones are sent again on their own.
  */
 export async function callSessionCarrying(lobby: Lobby, ctx: Party.ExecutionContext, p: Principal, session: string, op: SessionOp): Promise<Response> {
-  const settles = take(p, session);
+  const taken = take(p, session);
+  const settles = [...(sending.get(keyOf(p, session)) ?? []), ...taken];
   if (!settles.length) return callSession(lobby, p, session, op);
   try {
     return await callSession(lobby, p, session, { ...op, settles });
   } catch (e) {
-    ctx.waitUntil(sendSettles(lobby, p, session, settles));
+    ctx.waitUntil(sendSettles(lobby, p, session, taken));
     throw e;
   }
 }
@@ -74,11 +89,18 @@ export async function callSessionCarrying(lobby: Lobby, ctx: Party.ExecutionCont
 /** Sends settles on their own (one hop, one write for all of them). */
 export async function sendSettles(lobby: Lobby, p: Principal, session: string, settles: SettleOp[]): Promise<void> {
   if (!settles.length) return;
+  const key = keyOf(p, session);
+  const inFlight = sending.get(key) ?? new Set<SettleOp>();
+  for (const s of settles) inFlight.add(s);
+  sending.set(key, inFlight);
   try {
     const res = await callSession(lobby, p, session, { op: "settles", settles });
     await res.body?.cancel();
     if (!res.ok) throw new Error(`the session answered ${res.status}`);
   } catch (e) {
     console.error(`${settles.length} settle(s) not delivered; their reservations will expire at their estimates`, e);
+  } finally {
+    for (const s of settles) inFlight.delete(s);
+    if (!inFlight.size && sending.get(key) === inFlight) sending.delete(key);
   }
 }
