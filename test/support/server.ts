@@ -61,7 +61,24 @@ export interface StartOptions {
 }
 
 export async function startGovernor(opts: StartOptions = {}): Promise<Governor> {
-  const port = opts.port ?? (await freePort());
+  // freePort() hands out a port that is free when asked, and workerd binds it seconds later;
+  // in between, any other process on the machine may take it (a port from listen(0) is what
+  // every other server asks for too). Then workerd cannot listen, and a health check on that
+  // port would be answered by whatever took it. So the server counts as up only once our own
+  // workerd says it listens, and a lost port is retried on a fresh one (a pinned port, as a
+  // restart asks for, is not: that failure is reported).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOn(opts.port ?? (await freePort()), opts);
+    } catch (e) {
+      if (!(e instanceof PortTaken) || opts.port !== undefined || attempt >= 5) throw e;
+    }
+  }
+}
+
+class PortTaken extends Error {}
+
+async function startOn(port: number, opts: StartOptions): Promise<Governor> {
   const persist = opts.persist ?? mkdtempSync(join(tmpdir(), "governor-test-"));
   const vars: Record<string, string> = { ...(opts.devTokens ? {} : { GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP) }), ...opts.vars };
   const args = ["dev", "--port", String(port), "--persist", persist, "--disable-request-cf-fetch", "--no-hotkeys"];
@@ -76,21 +93,30 @@ export async function startGovernor(opts: StartOptions = {}): Promise<Governor> 
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (out += d));
   const url = `http://127.0.0.1:${port}`;
+  // miniflare prints this once workerd has bound the port: from then on, the port is ours.
+  const listening = new RegExp(`Ready on http://[^\\s]+:${port}\\b`);
   const deadline = Date.now() + 60_000;
+  const giveUp = async (error: Error) => {
+    await kill(child);
+    if (!opts.persist) rmSync(persist, { recursive: true, force: true });
+    return error;
+  };
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`partykit dev exited (${child.exitCode}):\n${out}`);
-    try {
-      const res = await fetch(`${url}/healthz`);
-      await res.body?.cancel();
-      if (res.status < 500) break;
-    } catch {
-      /* not up yet */
+    if (child.exitCode !== null) throw await giveUp(new Error(`partykit dev exited (${child.exitCode}):\n${out}`));
+    if (/Address already in use/.test(out)) throw await giveUp(new PortTaken(`port ${port} was taken before partykit dev could listen on it:\n${out}`));
+    // A runtime that failed to start stays down: partykit dev keeps running and waits for an edit.
+    if (/Workers runtime failed to start|Error reloading local server/.test(out)) throw await giveUp(new Error(`partykit dev could not start workerd:\n${out}`));
+    if (listening.test(out)) {
+      try {
+        const res = await fetch(`${url}/healthz`);
+        await res.body?.cancel();
+        if (res.status < 500) break;
+      } catch {
+        /* not up yet */
+      }
     }
-    if (Date.now() > deadline) {
-      kill(child);
-      throw new Error(`partykit dev did not start within 60s:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 150));
+    if (Date.now() > deadline) throw await giveUp(new Error(`partykit dev did not start within 60s:\n${out}`));
+    await new Promise((r) => setTimeout(r, 100));
   }
   if (!opts.devtoolsNetwork) await quietDevtools(child.pid!);
   return {
