@@ -5,7 +5,7 @@ import OpenAI from "openai";
 import { getEncoding } from "js-tiktoken";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { callCostUsd, priceFor, type Provider, type Usage } from "../../schema/pricing";
-import { client, startGovernor, TOKENS, type Governor } from "../support/server";
+import { client, START_TIMEOUT_MS, startGovernor, TOKENS, type Governor } from "../support/server";
 import { countPromptTokens as standInCount, startUpstream, type Upstream } from "../support/upstream";
 
 // The money lifecycle against a real server and the official SDKs: reservations that hold
@@ -337,7 +337,8 @@ describe("the money lifecycle", () => {
 });
 
 describe("restart", () => {
-  it("reservations open when the server died are settled by the alarm after restart, with no other traffic", async () => {
+  // Two server starts in the test body, each budgeted like a hook's (START_TIMEOUT_MS).
+  it("reservations open when the server died are settled by the alarm after restart, with no other traffic", { timeout: 30_000 + 2 * START_TIMEOUT_MS }, async () => {
     const upstream = await startUpstream();
     upstream.setDefault({ hang: true });
     let g = await startGovernor({ vars: VARS(upstream) });

@@ -8,7 +8,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSigningKey, type SigningKey } from "../../lib/checkpoint";
 import { WhatIfReport } from "../../schema/whatif";
-import { client, freePort, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
+import { client, freePort, ROOT, START_TIMEOUT_MS, startGovernor, TOKENS, type Governor } from "../support/server";
 import { startUpstream, type Upstream } from "../support/upstream";
 import { Socket } from "../support/ws";
 
@@ -272,7 +272,8 @@ describe("OpenTelemetry", () => {
 });
 
 describe("a local key", () => {
-  it("is made on the first start, kept with the state across a restart, and verifies logs signed before it", async () => {
+  // Two server starts in the test body, each budgeted like a hook's (START_TIMEOUT_MS).
+  it("is made on the first start, kept with the state across a restart, and verifies logs signed before it", { timeout: 30_000 + 2 * START_TIMEOUT_MS }, async () => {
     const local = await startGovernor();
     let restarted: Governor | undefined;
     try {

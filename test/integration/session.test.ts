@@ -6,7 +6,7 @@ import { verifyChain } from "../../lib/chain";
 import { replay, stateOf } from "../../machines/session";
 import { summarize } from "../../machines/summary";
 import { GovernorEvent } from "../../schema/events";
-import { client, startGovernor, TOKENS, type Governor } from "../support/server";
+import { client, START_TIMEOUT_MS, startGovernor, TOKENS, type Governor } from "../support/server";
 import { Socket } from "../support/ws";
 
 let gov: Governor;
@@ -285,20 +285,22 @@ describe("sessions over WebSocket", () => {
 });
 
 describe("durability", () => {
-  it("a restarted server on the same storage keeps every acknowledged event and the same state", async () => {
+  // Two server starts in the test body, each budgeted like a hook's (START_TIMEOUT_MS).
+  it("a restarted server on the same storage keeps every acknowledged event and the same state", { timeout: 30_000 + 2 * START_TIMEOUT_MS }, async () => {
     const g = await startGovernor();
-    const c = client(g.url, TOKENS.operator);
-    const id = sid("restart");
-    await c("/v1/sessions", { body: { id, policy: { budget: { session_usd: 100 } } } });
-    // More than one snapshot interval, so the wake-up uses snapshot + tail.
-    const acks = await Promise.all(Array.from({ length: 300 }, (_, i) => c(`/v1/sessions/${id}/actions`, { body: { id: `a${i}`, action: "t", costUsd: 0.01 } })));
-    expect(acks.every((r) => r.json.decision === "allow")).toBe(true);
-    const before = (await c(`/v1/sessions/${id}`)).json;
-    const logBefore = (await c(`/v1/sessions/${id}/log?limit=10000`)).text;
-    await g.stop({ keepStorage: true });
-
-    const again = await startGovernor({ persist: g.persist });
+    let again: Governor | undefined;
     try {
+      const c = client(g.url, TOKENS.operator);
+      const id = sid("restart");
+      await c("/v1/sessions", { body: { id, policy: { budget: { session_usd: 100 } } } });
+      // More than one snapshot interval, so the wake-up uses snapshot + tail.
+      const acks = await Promise.all(Array.from({ length: 300 }, (_, i) => c(`/v1/sessions/${id}/actions`, { body: { id: `a${i}`, action: "t", costUsd: 0.01 } })));
+      expect(acks.every((r) => r.json.decision === "allow")).toBe(true);
+      const before = (await c(`/v1/sessions/${id}`)).json;
+      const logBefore = (await c(`/v1/sessions/${id}/log?limit=10000`)).text;
+      await g.stop({ keepStorage: true });
+
+      again = await startGovernor({ persist: g.persist });
       const c2 = client(again.url, TOKENS.operator);
       const after = (await c2(`/v1/sessions/${id}`)).json;
       expect(after).toEqual(before);
@@ -314,7 +316,9 @@ describe("durability", () => {
       expect(verifyChain(events)).toBeUndefined();
       expect(stateOf(replay(events))).toBe("active");
     } finally {
-      await again.stop();
+      // Whatever failed, both servers stop (they run detached) and the storage goes.
+      await again?.stop();
+      await g.stop();
       rmSync(g.persist, { recursive: true, force: true });
     }
   });

@@ -60,6 +60,13 @@ export interface StartOptions {
   devtoolsNetwork?: boolean;
 }
 
+/**
+ * How long startGovernor waits for a server: on a loaded machine partykit dev takes 5-10 s
+ * to bundle and start workerd. A test that starts servers in its body (a restart) budgets
+ * this much per start on top of its own work, as vitest.config.ts's hookTimeout does for hooks.
+ */
+export const START_TIMEOUT_MS = 60_000;
+
 export async function startGovernor(opts: StartOptions = {}): Promise<Governor> {
   // freePort() hands out a port that is free when asked, and workerd binds it seconds later;
   // in between, any other process on the machine may take it (a port from listen(0) is what
@@ -95,7 +102,7 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
   const url = `http://127.0.0.1:${port}`;
   // miniflare prints this once workerd has bound the port: from then on, the port is ours.
   const listening = new RegExp(`Ready on http://[^\\s]+:${port}\\b`);
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + START_TIMEOUT_MS;
   const giveUp = async (error: Error) => {
     await kill(child);
     if (!opts.persist) rmSync(persist, { recursive: true, force: true });
@@ -115,7 +122,7 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
         /* not up yet */
       }
     }
-    if (Date.now() > deadline) throw await giveUp(new Error(`partykit dev did not start within 60s:\n${out}`));
+    if (Date.now() > deadline) throw await giveUp(new Error(`partykit dev did not start within ${START_TIMEOUT_MS / 1000}s:\n${out}`));
     await new Promise((r) => setTimeout(r, 100));
   }
   if (!opts.devtoolsNetwork) await quietDevtools(child.pid!);
