@@ -97,8 +97,16 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
     env: { ...process.env, NO_COLOR: "1", CI: "1" },
   });
   let out = "";
-  child.stdout!.on("data", (d) => (out += d));
-  child.stderr!.on("data", (d) => (out += d));
+  let up = false;
+  const onOutput = (d: Buffer) => {
+    out += d;
+    // partykit dev rebuilds and restarts workerd when a file it watches changes (party/ and
+    // what it imports, console/dist): every request in flight dies ("other side closed", then
+    // ECONNREFUSED). Said out loud, so such a failure is not mistaken for a flaky test.
+    if (up && /Build succeeded/.test(String(d))) process.stderr.write(`[test server :${port}] partykit dev restarted workerd mid-test: a file it watches changed (party/ sources, console/dist)\n`);
+  };
+  child.stdout!.on("data", onOutput);
+  child.stderr!.on("data", onOutput);
   const url = `http://127.0.0.1:${port}`;
   // miniflare prints this once workerd has bound the port: from then on, the port is ours.
   const listening = new RegExp(`Ready on http://[^\\s]+:${port}\\b`);
@@ -117,7 +125,10 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
       try {
         const res = await fetch(`${url}/healthz`);
         await res.body?.cancel();
-        if (res.status < 500) break;
+        if (res.status < 500) {
+          up = true;
+          break;
+        }
       } catch {
         /* not up yet */
       }
