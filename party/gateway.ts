@@ -18,6 +18,7 @@ import { mcpErrorResponse, mcpRoute } from "./mcp/route";
 import { auditRoute } from "./audit-proxy";
 import { erasureRoute } from "./erasure";
 import { checkpointKey, whatIfRoute } from "./proof";
+import { whoamiRoute } from "./whoami";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
@@ -120,6 +121,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   // Settles of this session's finished calls waiting in this isolate ride along (proxy/settles.ts).
   const toSession = (session: string, op: SessionOp) => callSessionCarrying(lobby, ctx, p, session, op);
   if (resource === "audit") return auditRoute(req, env, p, url, () => erasureRoute(req, lobby, p));
+  if (resource === "whoami") return whoamiRoute(method, parts, p);
 
   if (resource === "proxy") {
     requirePermission(p, "proxy");

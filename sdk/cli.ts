@@ -19,7 +19,8 @@ import { registerAudit } from "./cli/audit";
 interface Globals {
   url: string;
   token: string;
-  tenant: string;
+  /** Only when given (--tenant or GOVERNOR_TENANT); else the token's, asked of the server. */
+  tenant?: string;
   json?: boolean;
 }
 
@@ -75,7 +76,7 @@ function program(): { p: Command; result: () => number } {
     .description("Governor: inspect and steer governed agent sessions, and verify their logs")
     .option("--url <url>", "Governor base URL", process.env.GOVERNOR_URL || "http://127.0.0.1:1999")
     .option("--token <token>", "API token (operator or auditor for most commands)", process.env.GOVERNOR_TOKEN || "dev")
-    .option("--tenant <tenant>", "tenant of the token", process.env.GOVERNOR_TENANT || "local")
+    .option("--tenant <tenant>", "tenant of the token (default: the token's own, from GET /v1/whoami)", process.env.GOVERNOR_TENANT || undefined)
     .option("--json", "machine-readable output")
     .exitOverride()
     .showHelpAfterError();
@@ -157,6 +158,18 @@ function program(): { p: Command; result: () => number } {
         page = await gov.listSessions({ ...filters, cursor: opts.cursor });
       }
       print(g, page, () => formatSessionPage(page));
+    });
+
+  p.command("whoami")
+    .description("the token's tenant, role and name (GET /v1/whoami); exit 1 when --tenant names another tenant")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { g, gov } = ctx(cmd);
+      const who = await gov.whoami();
+      print(g, who, () => `${who.name}: ${who.role} of tenant ${who.tenant}`);
+      if (g.tenant !== undefined && g.tenant !== who.tenant) {
+        err(`--tenant ${g.tenant} is not this token's tenant (${who.tenant}): every route answers for ${who.tenant}`);
+        code = 1;
+      }
     });
 
   p.command("show")

@@ -19,6 +19,7 @@ import type {
   GovernorOptions,
   OpenSessionInput,
   ReportResult,
+  WhoAmI,
 } from "./types";
 
 // Typed methods over the gateway's /v1 routes. Every non-2xx answer becomes a
@@ -255,6 +256,11 @@ export class Governor {
     return { apiKey: this.token, baseURL, defaultHeaders: { ...headers } };
   }
 
+  /** Who this client's token is (GET /v1/whoami): its tenant, role and name, never the token. */
+  whoami(): Promise<WhoAmI> {
+    return this.call("GET", "/v1/whoami");
+  }
+
   /** The deployment's public checkpoint key (GET /v1/checkpoints/key). */
   checkpointKey(): Promise<{ alg: "Ed25519"; kid: string; x: string; jwk: JsonWebKey; pem: string; source: "env" | "generated" }> {
     return this.call("GET", "/v1/checkpoints/key");
@@ -270,7 +276,7 @@ export class Governor {
   session(id: string): SessionHandle {
     const open = this.handles.get(id);
     if (open && !open.closed) return open;
-    if (!this.tenant) throw new Error("session(): pass `tenant` to new Governor({...}); the socket room is <tenant>:<session>");
+    if (!this.tenant) throw new Error("session(): pass `tenant` to new Governor({...}) (`(await gov.whoami()).tenant` is the token's); the socket room is <tenant>:<session>");
     const handle = new SessionHandle({
       baseUrl: this.baseUrl,
       token: this.token,

@@ -6,13 +6,14 @@ import type { SessionSummary } from "../schema/protocol";
 export type { SessionSummary } from "../schema/protocol";
 export type { GovernorEvent } from "../schema/events";
 export type { PolicyInput } from "../schema/policy";
+export type { WhoAmI } from "../schema/whoami";
 
 export type FailMode = "closed" | "open";
 
 export interface GovernorOptions {
   baseUrl: string;
   token: string;
-  /** Needed only for sockets: the room is `<tenant>:<session>` and the server has no whoami route. */
+  /** Needed only for sockets (the room is `<tenant>:<session>`); `whoami()` tells the token's. */
   tenant?: string;
   fetch?: typeof fetch;
   /** What `checkAction` answers when the server cannot be reached; the policy's own default is closed. */

@@ -16,7 +16,7 @@ import { usd } from "./format";
 interface Globals {
   url: string;
   token: string;
-  tenant: string;
+  tenant?: string;
   json?: boolean;
 }
 

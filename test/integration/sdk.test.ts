@@ -31,9 +31,14 @@ let agent: Governor;
 let dir: string;
 
 async function cli(...args: string[]) {
-  const full = ["--url", server.url, "--token", TOKENS.operator, "--tenant", "acme", ...args];
+  return cliRaw("--url", server.url, "--token", TOKENS.operator, "--tenant", "acme", ...args);
+}
+
+/** The CLI as a user runs it: only the arguments given, no GOVERNOR_TENANT in the environment. */
+async function cliRaw(...full: string[]) {
+  const { GOVERNOR_TENANT: _unset, ...env } = process.env;
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...full], { cwd: ROOT });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...full], { cwd: ROOT, env });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -88,6 +93,23 @@ describe("Governor SDK over HTTP", () => {
     const bad = await gov.openSession({ id: "sdk-bad", policy: { budget: { sesion_usd: 1 } } as never }).catch((e) => e);
     expect(bad).toMatchObject({ status: 400, code: "bad_request", field: expect.stringContaining("budget") });
     expect(await agent.kill("sdk-1").catch((e) => e)).toMatchObject({ status: 403, code: "forbidden" });
+  });
+
+  it("whoami: the token's own tenant, role and name, for every role, and never the token", async () => {
+    expect(await gov.whoami()).toEqual({ tenant: "acme", role: "operator", name: "alice" });
+    expect(await agent.whoami()).toEqual({ tenant: "acme", role: "agent", name: "agent-1" });
+    expect(await new Governor({ baseUrl: server.url, token: TOKENS.auditor }).whoami()).toEqual({ tenant: "acme", role: "auditor", name: "audit" });
+    expect(await new Governor({ baseUrl: server.url, token: TOKENS.foreign }).whoami()).toEqual({ tenant: "globex", role: "operator", name: "mallory" });
+    const res = await fetch(`${server.url}/v1/whoami`, { headers: { authorization: `Bearer ${TOKENS.operator}` } });
+    expect(res.headers.get("cache-control")).toBe("no-store");
+    expect(await res.text()).not.toContain(TOKENS.operator);
+    expect(await new Governor({ baseUrl: server.url, token: "tok-not-configured" }).whoami().catch((e) => e)).toMatchObject({ status: 401, code: "unauthorized" });
+    const post = await fetch(`${server.url}/v1/whoami`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.operator}` }, body: "{}" });
+    expect(post.status).toBe(405);
+    expect(((await post.json()) as { error: { message: string } }).error.message).toContain("use GET");
+    const deeper = await fetch(`${server.url}/v1/whoami/else`, { headers: { authorization: `Bearer ${TOKENS.operator}` } });
+    expect(deeper.status).toBe(404);
+    await deeper.body?.cancel();
   });
 
   it("decides by failMode when the server cannot be reached", async () => {
@@ -225,6 +247,16 @@ describe("governor CLI against the server", () => {
     expect(bad.stderr).toContain("1 to 500");
     const show = await cli("show", "sdk-1");
     expect(show.stdout).toMatch(/state\s+(active|alerting)/);
+  });
+
+  it("whoami takes the tenant from the token; a --tenant that disagrees is named, exit 1", async () => {
+    const who = await cliRaw("--url", server.url, "--token", TOKENS.auditor, "whoami");
+    expect(who.code, who.stderr).toBe(0);
+    expect(who.stdout.trim()).toBe("audit: auditor of tenant acme");
+    const wrong = await cliRaw("--url", server.url, "--token", TOKENS.foreign, "--tenant", "acme", "--json", "whoami");
+    expect(wrong.code).toBe(1);
+    expect(JSON.parse(wrong.stdout)).toEqual({ tenant: "globex", role: "operator", name: "mallory" });
+    expect(wrong.stderr).toContain("--tenant acme is not this token's tenant (globex)");
   });
 
   it("replay --session prints the spend getSession reports", async () => {
