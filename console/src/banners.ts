@@ -4,7 +4,7 @@ import { Observable } from "./signal";
 
 export interface Banner {
   id: number;
-  kind: "error" | "info";
+  kind: "error" | "warn" | "info";
   text: string;
 }
 

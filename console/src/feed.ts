@@ -6,6 +6,7 @@ import { GovernorEvent } from "../../schema/events";
 import type { SessionSummary } from "../../schema/protocol";
 import { ApiError, getLines } from "./api";
 import { config } from "./config";
+import { checkSocket } from "./identity";
 import { live, type Live, type LinkStatus } from "./live";
 import { Observable } from "./signal";
 
@@ -88,6 +89,12 @@ export class SessionFeed {
       },
       onInvalid: (why) => {
         this.error = `The session socket sent ${why}`;
+        this.changed();
+      },
+      name: "The session's live connection",
+      check: () => checkSocket("The session's live connection"),
+      onRefused: (why) => {
+        this.error = why;
         this.changed();
       },
       onMessage: (m, raw) => {

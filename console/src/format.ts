@@ -3,9 +3,9 @@
 const NANOS = 1_000_000_000;
 
 /**
- * Decimals that show every amount exactly (down to the nano-dollar the actor counts in),
- * at least cents. Amounts shown side by side share them, so spent + reserved + remaining
- * visibly add up to the budget.
+ * The decimals an amount needs to be shown exactly (to the nano-dollar the actor counts
+ * in), and never fewer than cents: $5 needs 2, $0.0001116 needs 7. Of several amounts, the
+ * most any of them needs (the width a column aligns its decimal points to).
  */
 export function decimalsFor(values: ReadonlyArray<number | null | undefined>, min = 2): number {
   let d = min;
@@ -32,21 +32,28 @@ function numberFormat(decimals: number): Intl.NumberFormat {
   return f;
 }
 
-/** `$1,234.50`; with no `decimals`, as many as this amount needs. */
-export function usd(v: number | null | undefined, decimals?: number): string {
+/**
+ * `$1,234.50`, `$0.0001116`: cents, and past them only the digits the amount has, so no
+ * zero is padding and each figure is exact. Exact figures add up: spent + reserved +
+ * remaining, as shown, is the budget as shown.
+ */
+export function usd(v: number | null | undefined): string {
   if (v == null) return "–";
-  const d = decimals ?? decimalsFor([v]);
-  const s = numberFormat(d).format(Math.abs(v));
+  const s = numberFormat(decimalsFor([v])).format(Math.abs(v));
   return `${v < 0 ? "−" : ""}$${s}`;
 }
 
-/** A short amount for axes and tiles where the exact figure sits next to it. */
-export function usdShort(v: number): string {
-  if (v === 0) return "$0";
-  if (Math.abs(v) >= 1000) return `$${(v / 1000).toFixed(1)}k`;
-  if (Math.abs(v) >= 1) return `$${v.toFixed(2)}`;
-  if (Math.abs(v) >= 0.01) return `$${v.toFixed(3)}`;
-  return `$${v.toPrecision(2)}`;
+/**
+ * Axis labels: one precision for every tick, just enough to tell ticks `step` apart
+ * ($0, $0.05, $0.10; $0.00005, $0.00010), thousands as `k` from $10k on.
+ */
+export function usdTicks(ticks: number[], step: number): string[] {
+  const big = ticks.some((t) => Math.abs(t) >= 10_000);
+  const unit = big ? 1000 : 1;
+  // The decimals the step itself has (0.25 → 2, 2.5k → 1), so no two ticks read the same.
+  const places = step > 0 ? decimalsFor([step / unit], 0) : 2;
+  const decimals = !big && places > 0 ? Math.max(2, places) : places;
+  return ticks.map((t) => (t === 0 ? "$0" : `${t < 0 ? "−" : ""}$${numberFormat(decimals).format(Math.abs(t) / unit)}${big ? "k" : ""}`));
 }
 
 export function ago(ts: number, now = Date.now()): string {
@@ -64,8 +71,8 @@ export function timeLeft(deadline: number, now = Date.now()): string {
   return s >= 60 ? `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s` : `${s}s`;
 }
 
-export const clock = (ts: number) => new Date(ts).toLocaleTimeString([], { hour12: false });
-export const stamp = (ts: number) => new Date(ts).toLocaleString([], { hour12: false });
+export const clock = (ts: number) => new Date(ts).toLocaleTimeString([], { hourCycle: "h23" });
+export const stamp = (ts: number) => new Date(ts).toLocaleString([], { hourCycle: "h23" });
 
 export function clip(s: string, n = 160): string {
   return s.length > n ? `${s.slice(0, n - 1)}…` : s;

@@ -1,8 +1,9 @@
 import { render } from "preact";
-import { useEffect, useState } from "preact/hooks";
-import { onUnauthorized } from "./api";
-import { banners, dismiss } from "./banners";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { ApiError, onUnauthorized } from "./api";
+import { banner, banners, dismiss } from "./banners";
 import { config, readConfig, signIn, signOut } from "./config";
+import { identify } from "./identity";
 import { route } from "./route";
 import { useObservable } from "./signal";
 import { sessions, startTenant, stopTenant, tenantStatus, tenantVersion } from "./tenant";
@@ -14,28 +15,66 @@ import { SessionDetail } from "./views/session";
 import { Sessions } from "./views/sessions";
 import "./style.css";
 
+type Phase = { kind: "signed-out" } | { kind: "identifying"; why?: string } | { kind: "ready" };
+
 function App() {
-  const [signedIn, setSignedIn] = useState(false);
+  const [phase, setPhase] = useState<Phase>({ kind: "signed-out" });
+  // Each sign-in gets a number, so a whoami answer that arrives after a sign-out is dropped.
+  const attempt = useRef(0);
+
+  const leave = () => {
+    attempt.current++;
+    stopTenant();
+    signOut();
+    setPhase({ kind: "signed-out" });
+  };
+
+  /** Learns the token's tenant and role, then goes live; an unreachable server is tried again. */
+  const enter = async () => {
+    const mine = ++attempt.current;
+    setPhase({ kind: "identifying" });
+    for (let n = 0; ; n++) {
+      const r = await identify();
+      if (mine !== attempt.current) return;
+      if (r.ok) {
+        startTenant();
+        setPhase({ kind: "ready" });
+        return;
+      }
+      if (!r.retry) {
+        banner(r.why);
+        return leave();
+      }
+      setPhase({ kind: "identifying", why: r.why });
+      await new Promise((ok) => setTimeout(ok, Math.min(30_000, 1000 * 2 ** n)));
+      if (mine !== attempt.current) return;
+    }
+  };
 
   useEffect(() => {
     readConfig();
-    const refused = () => {
-      stopTenant();
-      signOut();
-      setSignedIn(false);
+    const refused = (e: ApiError) => {
+      banner(e.toString());
+      leave();
     };
     onUnauthorized.add(refused);
-    if (config.token) {
-      startTenant(refused);
-      setSignedIn(true);
-    }
-    return () => onUnauthorized.delete(refused);
+    if (config.token) void enter();
+    return () => void onUnauthorized.delete(refused);
   }, []);
 
   return (
     <>
-      <TopBar signedIn={signedIn} onSignOut={() => (stopTenant(), signOut(), setSignedIn(false))} />
-      <main>{signedIn ? <View /> : <SignIn onDone={() => (startTenant(() => (stopTenant(), signOut(), setSignedIn(false))), setSignedIn(true))} />}</main>
+      <TopBar signedIn={phase.kind === "ready"} onSignOut={leave} />
+      <main>
+        {phase.kind === "ready" && <View />}
+        {phase.kind === "signed-out" && <SignIn onDone={() => void enter()} />}
+        {phase.kind === "identifying" && (
+          <div class="card login" id="identifying">
+            <h2>Connecting…</h2>
+            <p class="muted small">{phase.why ? <>Governor did not answer ({phase.why}); trying again.</> : "Asking Governor who this token is."}</p>
+          </div>
+        )}
+      </main>
       <Banners />
     </>
   );
@@ -55,7 +94,8 @@ function TopBar({ signedIn, onSignOut }: { signedIn: boolean; onSignOut: () => v
   const pending = [...sessions.values()].reduce((n, s) => n + s.pendingApprovals.length, 0);
   const current = r.view === "session" ? "sessions" : r.view;
   useEffect(() => {
-    document.title = pending ? `(${pending}) Governor · ${config.tenant}` : `Governor · ${config.tenant}`;
+    const name = signedIn && config.tenant ? `Governor · ${config.tenant}` : "Governor";
+    document.title = pending ? `(${pending}) ${name}` : name;
   }, [pending, signedIn]);
   return (
     <header class="topbar">
@@ -76,11 +116,22 @@ function TopBar({ signedIn, onSignOut }: { signedIn: boolean; onSignOut: () => v
             ))}
           </nav>
           <span class="topbar-right">
-            <span class="tenant" id="tenant-label">
-              tenant {config.tenant}
+            <span class="tenant" id="tenant-label" title={`signed in as ${config.name} (${config.role}) of tenant ${config.tenant}`}>
+              <span class="tenant-word">tenant </span>
+              <strong>{config.tenant}</strong>
+              {config.role !== "operator" && (
+                <span class="role" id="role-label" title="Auditors read everything and decide nothing">
+                  {config.role} · read-only
+                </span>
+              )}
             </span>
             <span id="conn-wrap">
               <Link status={status} label="the tenant socket" />
+              {status.state === "refused" && (
+                <button type="button" class="ghost retry" id="reconnect" onClick={() => startTenant()}>
+                  Retry
+                </button>
+              )}
             </span>
             <button type="button" class="ghost" id="logout" onClick={onSignOut}>
               Sign out
@@ -110,25 +161,21 @@ function View() {
 
 function SignIn({ onDone }: { onDone: () => void }) {
   const [token, setToken] = useState("");
-  const [tenant, setTenant] = useState(config.tenant);
   return (
     <form
       id="login"
       class="card login"
       onSubmit={(e) => {
         e.preventDefault();
-        signIn(token.trim(), tenant.trim());
+        signIn(token.trim());
         setToken("");
         onDone();
       }}
     >
       <h2>Sign in</h2>
-      <p class="muted">Use an operator or auditor token. It is kept in this tab only (sessionStorage).</p>
+      <p class="muted">Use an operator's or an auditor's token; the tenant is the token's. It is kept in this tab only (sessionStorage).</p>
       <label>
         Token <input name="token" type="password" autoComplete="off" required autoFocus value={token} onInput={(e) => setToken((e.target as HTMLInputElement).value)} />
-      </label>
-      <label>
-        Tenant <input name="tenant" pattern="[A-Za-z0-9._~\-]{1,128}" required value={tenant} onInput={(e) => setTenant((e.target as HTMLInputElement).value)} />
       </label>
       <button type="submit" class="primary">
         Connect

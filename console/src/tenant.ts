@@ -1,8 +1,7 @@
 import type { SessionSummary } from "../../schema/protocol";
-import { SessionListAnswer } from "../../schema/session-list";
-import { ApiError, getJson } from "./api";
 import { banner } from "./banners";
 import { config } from "./config";
+import { checkSocket } from "./identity";
 import { live, type Live, type LinkStatus } from "./live";
 import { Observable } from "./signal";
 
@@ -83,31 +82,16 @@ function saveSeries() {
   }, 1000);
 }
 
-/** The socket cannot say why it was refused; one HTTP call can. */
-async function tokenStillGood(): Promise<boolean> {
-  try {
-    await getJson("/v1/sessions?limit=1", SessionListAnswer);
-  } catch (e) {
-    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
-      banner(`${e.code}: ${e.message}`);
-      return false;
-    }
-  }
-  return true;
-}
-
-export function startTenant(onRefused: () => void): void {
+export function startTenant(): void {
   stopTenant();
   restoreSeries();
   socket = live({
     path: () => `/parties/tenant/${encodeURIComponent(config.tenant)}`,
     onStatus: (s) => tenantStatus.set(s),
     onInvalid: (why) => banner(`The tenant socket sent ${why}`),
-    onClose: async () => {
-      const ok = await tokenStillGood();
-      if (!ok) onRefused();
-      return ok;
-    },
+    name: "The tenant's live connection",
+    check: () => checkSocket("The tenant's live connection", (who) => (who.role === "agent" ? `role "agent" may not watch the tenant index` : null)),
+    onRefused: (why) => banner(why),
     onMessage: (m) => {
       if (m.type === "sessions") {
         sessions.clear();

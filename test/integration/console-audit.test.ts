@@ -13,6 +13,7 @@ import { serve, type Running } from "../../audit/serve";
 import { freshStoreDir } from "../support/audit-template";
 import { startMcpUpstream, type McpUpstream } from "../support/mcp-upstream";
 import { client, freePort, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
+import { chartsFit, overflowing, tablesFit } from "../support/console-page";
 import { startUpstream, type Upstream } from "../support/upstream";
 
 // The console's second half in a real headless Chromium, against a real `partykit dev`
@@ -51,7 +52,7 @@ async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 20_0
 }
 
 const problems = new WeakMap<Page, string[]>();
-async function openConsole(hash = "", { width = 1440, height = 960 } = {}): Promise<Page> {
+async function openConsole(hash = "", { width = 1440, height = 960 }: { width?: number; height?: number } = {}): Promise<Page> {
   if (!browser) throw new Error(`Chromium is missing at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
   const page = await browser.newPage({ viewport: { width, height }, acceptDownloads: true });
   const list: string[] = [];
@@ -92,23 +93,13 @@ async function caughtUp() {
   );
 }
 
-/** Everything wider than the viewport that is not inside a scroll box of its own. */
-async function overflowing(page: Page): Promise<string[]> {
-  return page.evaluate(() => {
-    const vw = document.documentElement.clientWidth;
-    const bad: string[] = [];
-    if (document.documentElement.scrollWidth > vw) bad.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
-    for (const el of document.querySelectorAll<HTMLElement>("main *")) {
-      const r = el.getBoundingClientRect();
-      if (!r.width || r.right <= vw + 0.5) continue;
-      let scrolled = false;
-      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
-        if (/(auto|scroll|hidden)/.test(getComputedStyle(p).overflowX)) scrolled = true;
-      }
-      if (!scrolled) bad.push(`${el.tagName.toLowerCase()}.${el.className} ends at ${Math.round(r.right)}`);
-    }
-    return bad.slice(0, 10);
-  });
+/** Nothing sideways, no table wider than its card, no chart label cut off. */
+async function fits(page: Page, what: string) {
+  expect(await overflowing(page), what).toEqual([]);
+  const tables = await tablesFit(page);
+  expect(tables.bad, what).toEqual([]);
+  expect(tables.tables, what).toBeGreaterThan(0);
+  expect((await chartsFit(page)).bad, what).toEqual([]);
 }
 
 /** The cells of these rows (cards on a phone): wide enough to read, none clipping its text. */
@@ -202,9 +193,27 @@ describe("web console: approvals, audit, what-if, history", () => {
     expect(await rollup("user", "ivy")).toBeCloseTo(mine.find((s) => s.session === histId)!.spentUsd, 6);
     expect(await rollup("agent", "loop-bot")).toBeCloseTo(mine.find((s) => s.session === loopId)!.spentUsd, 6);
     expect(await rollup("model", "gpt-4o-mini")).toBeGreaterThan(0);
+    // Amounts carry the digits they have and no padding: $0.15, never $0.15000000.
+    const spentTexts = await page.locator('[data-card="rollups"] [data-audit="rows"] td.num .usd').allTextContents();
+    expect(spentTexts.length).toBeGreaterThan(0);
+    for (const t of spentTexts) expect(t.split(".")[1].length <= 2 || !t.endsWith("0"), t).toBe(true);
+    await fits(page, "overview at 1440px");
     expect(problems.get(page)).toEqual([]);
     await page.screenshot({ path: `${SHOTS}/console2-1440-overview.png`, fullPage: true });
     await page.close();
+
+    // On a phone the spend-by table fits its card, shares and all (it was 363 px in 344).
+    const narrow = await openConsole("#overview", { width: 390, height: 844 });
+    await narrow.locator('[data-card="rollups"] [data-audit="rows"] tr td.num').first().waitFor();
+    await narrow.locator('[data-card="spend-chart"] canvas').waitFor();
+    await fits(narrow, "overview at 390px");
+    const shares = await narrow.locator('[data-card="rollups"] [data-audit="rows"] td.share-col').evaluateAll((tds) => tds.map((td) => td.getBoundingClientRect().right));
+    const card = (await narrow.locator('[data-card="rollups"]').boundingBox())!;
+    for (const right of shares) expect(right).toBeLessThanOrEqual(card.x + card.width);
+    await narrow.locator('[data-card="rollups"]').screenshot({ path: `${SHOTS}/console2-390-overview-rollups.png`, style: UNSTICK });
+    await narrow.screenshot({ path: `${SHOTS}/console2-390-overview.png`, fullPage: true });
+    expect(problems.get(narrow)).toEqual([]);
+    await narrow.close();
   });
 
   it("shows an approval's every argument, nested and long, with the rule's; approving it unblocks the waiting agent", { timeout: 60_000 }, async () => {
@@ -256,7 +265,8 @@ describe("web console: approvals, audit, what-if, history", () => {
     await small.locator('[data-args="all"]').waitFor();
     await narrow.screenshot({ path: `${SHOTS}/console2-390-approvals.png`, fullPage: true });
     await small.locator('[data-fold="memo"]').click();
-    expect(await overflowing(narrow)).toEqual([]);
+    await fits(narrow, "approvals at 390px");
+    await fits(page, "approvals at 1440px");
     const box = await small.boundingBox();
     expect(box!.width).toBeGreaterThan(330);
     // Deep values keep a readable width on a phone.
@@ -309,7 +319,8 @@ describe("web console: approvals, audit, what-if, history", () => {
     const narrow = await openConsole(`#audit?user=ivy`, { width: 390, height: 844 });
     await narrow.locator("#audit-results tbody tr").first().waitFor();
     await narrow.waitForTimeout(200);
-    expect(await overflowing(narrow)).toEqual([]);
+    await fits(narrow, "audit at 390px");
+    await fits(page, "audit at 1440px");
     await cellsFit(narrow, "#audit-results tbody tr", 100);
     await narrow.screenshot({ path: `${SHOTS}/console2-390-audit.png`, fullPage: false });
     expect(problems.get(page)).toEqual([]);
@@ -337,6 +348,7 @@ describe("web console: approvals, audit, what-if, history", () => {
     // Shown to the digit that makes them add up: recorded - what-if = saved.
     expect((await amount("recorded")) - (await amount("what-if"))).toBe(await amount("saved"));
     expect(page.url()).toContain(`whatif=${loopId}`);
+    await fits(page, "what-if at 1440px");
     await page.screenshot({ path: `${SHOTS}/console2-1440-whatif.png`, fullPage: true });
 
     // A policy that is not one: the field is named, nothing breaks.
@@ -348,7 +360,7 @@ describe("web console: approvals, audit, what-if, history", () => {
     await narrow.locator('textarea[name="whatif-policy"]').fill("runaway:\n  on_detect: kill\n");
     await narrow.locator("#whatif-run").click();
     await narrow.locator('[data-whatif="done"]').waitFor();
-    expect(await overflowing(narrow)).toEqual([]);
+    await fits(narrow, "what-if at 390px");
     await cellsFit(narrow, "#whatif-diffs tbody tr", 100);
     await narrow.locator('[data-card="whatif"]').screenshot({ path: `${SHOTS}/console2-390-whatif.png`, style: UNSTICK });
     expect(problems.get(page)).toEqual([]);
@@ -385,7 +397,7 @@ describe("web console: approvals, audit, what-if, history", () => {
       await expect(tools.locator("#tool-errors li").count()).resolves.toBe(3);
       await expect(page.locator('[data-card="money"] dd').last().textContent()).resolves.toBe("3");
       await page.waitForTimeout(200);
-      expect(await overflowing(page)).toEqual([]);
+      await fits(page, `session page at ${width}px`);
       if (width < 500) await cellsFit(page, "#tools tbody tr", 60);
       await tools.screenshot({ path: `${SHOTS}/console2-${width}-tools.png`, style: UNSTICK });
       expect(problems.get(page)).toEqual([]);

@@ -3,6 +3,7 @@ import OpenAI from "openai";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { client, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
+import { chartsFit, overflowing, tablesFit } from "../support/console-page";
 import { startUpstream, type Upstream } from "../support/upstream";
 
 // The console in a real headless Chromium against a real `partykit dev` with live traffic:
@@ -38,15 +39,26 @@ function needBrowser(): Browser {
 }
 
 const problems = new WeakMap<Page, string[]>();
-async function openConsole(hash = "", { token = TOKENS.operator as string, width = 1440, height = 960 } = {}): Promise<Page> {
+async function newPage({ width = 1440, height = 960 } = {}): Promise<Page> {
   const page = await needBrowser().newPage({ viewport: { width, height } });
   const list: string[] = [];
   problems.set(page, list);
   page.on("pageerror", (e) => list.push(String(e)));
-  await page.goto(`${gov.url}/?token=${token}&tenant=acme${hash}`);
+  return page;
+}
+
+async function openConsole(hash = "", { token = TOKENS.operator as string, tenant = "acme", width = 1440, height = 960 } = {}): Promise<Page> {
+  const page = await newPage({ width, height });
+  await page.goto(`${gov.url}/?token=${token}&tenant=${tenant}${hash}`);
   await page.locator('#conn-wrap .conn[data-status="live"]').waitFor();
   return page;
 }
+
+/** An amount as shown carries no zero past the cents that is only padding. */
+const unpadded = (text: string) => {
+  const digits = text.split(".")[1] ?? "";
+  return digits.length <= 2 || !digits.endsWith("0");
+};
 
 async function openSession(policy: unknown, extra: Record<string, unknown> = {}, name = "c") {
   const id = sid(name);
@@ -74,25 +86,6 @@ async function chart(page: Page, name: string) {
 
 async function chartReaches(page: Page, name: string, value: number) {
   await page.waitForFunction(([sel, v]) => Math.abs(Number(document.querySelector(sel as string)?.getAttribute("data-last")) - (v as number)) < 1e-9, [`[data-chart="${name}"]`, value] as const, { timeout: 15_000 });
-}
-
-/** Everything wider than the viewport that is not inside a scroll box of its own. */
-async function overflowing(page: Page): Promise<string[]> {
-  return page.evaluate(() => {
-    const vw = document.documentElement.clientWidth;
-    const bad: string[] = [];
-    if (document.documentElement.scrollWidth > vw) bad.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
-    for (const el of document.querySelectorAll<HTMLElement>("main *")) {
-      const r = el.getBoundingClientRect();
-      if (!r.width || r.right <= vw + 0.5) continue;
-      let scrolled = false;
-      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
-        if (/(auto|scroll|hidden)/.test(getComputedStyle(p).overflowX)) scrolled = true;
-      }
-      if (!scrolled) bad.push(`${el.tagName.toLowerCase()}.${el.className} ends at ${Math.round(r.right)}`);
-    }
-    return bad.slice(0, 10);
-  });
 }
 
 describe("web console", () => {
@@ -123,6 +116,75 @@ describe("web console", () => {
     await page.locator("#login").waitFor();
     await expect(page.locator(".banner.error").first().textContent()).resolves.toContain("unauthorized");
     expect(page.url()).not.toContain("not-a-real-token");
+    // An agent's token is a good token, but not for the console: said so, back to the form.
+    await page.goto(`${gov.url}/?token=${TOKENS.agent}`);
+    await page.locator(".banner.error", { hasText: "agent's token" }).waitFor();
+    await page.locator("#login").waitFor();
+    await expect(page.locator("#tenant-label").count()).resolves.toBe(0);
+    await page.close();
+  });
+
+  it("takes the tenant from the token: a ?tenant= that disagrees is explained, and every view shows the token's tenant", { timeout: 60_000 }, async () => {
+    const id = await openSession({ budget: { session_usd: 1 } }, { agent: "whoami-bot" }, "who");
+    const listed = (await op("/v1/sessions?limit=500")).json;
+    // A local link to tenant globex, opened with a token of tenant acme.
+    const page = await openConsole("#sessions", { tenant: "globex" });
+    await expect(page.locator("#tenant-label").textContent()).resolves.toBe("tenant acme");
+    await expect(page.locator(".banner.warn").textContent()).resolves.toContain("asked for tenant globex, but this token belongs to tenant acme");
+    expect(new URL(page.url()).searchParams.get("tenant")).toBe("acme");
+    await page.locator(`#sessions-body tr[data-session="${id}"]`).waitFor();
+    await expect(page.locator("#sessions-total").textContent()).resolves.toBe(`${listed.total} match${listed.total === 1 ? "" : "es"}`);
+    // The overview counts the same sessions the list shows (it said 0 and $0 while the list showed them).
+    await page.goto(`${gov.url}/?tenant=globex#overview`);
+    await page.locator('#conn-wrap .conn[data-status="live"]').waitFor();
+    const live = listed.sessions.filter((x: { state: string }) => !["killed", "closed"].includes(x.state)).length;
+    await page.locator('[data-stat="live"] .value', { hasText: new RegExp(`^${live}$`) }).waitFor();
+    await expect(page.locator("#tenant-label").textContent()).resolves.toBe("tenant acme");
+    await expect(page.title()).resolves.toMatch(/Governor · acme$/);
+    expect(problems.get(page)).toEqual([]);
+    await page.close();
+
+    // Globex's token on an acme link: globex's (empty) tenant, never acme's sessions.
+    const other = await openConsole("#sessions", { token: TOKENS.foreign, tenant: "acme" });
+    await expect(other.locator("#tenant-label").textContent()).resolves.toBe("tenant globex");
+    await other.locator("#sessions-total", { hasText: "0 matches" }).waitFor();
+    await expect(other.locator(`#sessions-body tr[data-session="${id}"]`).count()).resolves.toBe(0);
+    await other.close();
+  });
+
+  it("shows a refused live connection, with the reason it can give, instead of reconnecting forever", { timeout: 60_000 }, async () => {
+    const page = await newPage();
+    // Something between the browser and Governor sends the tenant socket to another
+    // tenant's room, which the server refuses (403) while HTTP keeps working.
+    await page.addInitScript(() => {
+      const Real = window.WebSocket;
+      const w = window as unknown as { __sockets: number };
+      w.__sockets = 0;
+      window.WebSocket = class extends Real {
+        constructor(url: string | URL, protocols?: string | string[]) {
+          super(String(url).replace("/parties/tenant/acme", "/parties/tenant/globex"), protocols);
+          w.__sockets++;
+        }
+      };
+    });
+    await page.goto(`${gov.url}/?token=${TOKENS.operator}#overview`);
+    const refused = page.locator('#conn-wrap .conn[data-status="refused"]');
+    await refused.waitFor({ timeout: 20_000 });
+    await expect(page.locator(".banner.error span").first().textContent()).resolves.toBe("The tenant's live connection: the server refused it 3 times in a row, although it accepts the token over HTTP");
+    await expect(refused.getAttribute("title")).resolves.toContain("accepts the token over HTTP");
+    // No figures rather than zeros: the overview does not claim the tenant spent $0.
+    await expect(page.locator('[data-notice="live"]').textContent()).resolves.toContain("No live figures");
+    await expect(page.locator('[data-stat="spent"] .value').textContent()).resolves.toBe("–");
+    await expect(page.locator('[data-stat="live"] .value').textContent()).resolves.toBe("–");
+    const tries = await page.evaluate(() => (window as unknown as { __sockets: number }).__sockets);
+    expect(tries).toBe(3);
+    // It stays given up (the next backoff would have been 2 s) until asked to try again.
+    await page.waitForTimeout(2500);
+    expect(await page.evaluate(() => (window as unknown as { __sockets: number }).__sockets)).toBe(tries);
+    await page.screenshot({ path: `${SHOTS}/console-1440-refused.png` });
+    await page.locator("#reconnect").click();
+    await page.waitForFunction((n) => (window as unknown as { __sockets: number }).__sockets > n, tries);
+    expect(problems.get(page)).toEqual([]);
     await page.close();
   });
 
@@ -160,6 +222,11 @@ describe("web console", () => {
     await until(() => amount("spent"), (v) => v === nanos(s.spentUsd));
     expect((await amount("spent")) + (await amount("reserved")) + (await amount("remaining"))).toBe(await amount("budget"));
     expect(await amount("budget")).toBe(nanos(3));
+    await expect(page.locator('[data-card="money"] [data-stat="budget"] .value').textContent()).resolves.toBe("$3.00");
+    for (const stat of ["spent", "reserved", "remaining"]) {
+      const text = (await page.locator(`[data-card="money"] [data-stat="${stat}"] .value`).textContent())!;
+      expect(unpadded(text), `${stat}: ${text}`).toBe(true);
+    }
     expect(problems.get(page)).toEqual([]);
     await page.close();
   });
@@ -187,10 +254,17 @@ describe("web console", () => {
     await expect(card.locator(".cost").textContent()).resolves.toBe("$4,200.00");
     await page.locator('[data-tab="approvals"] .count.hot').waitFor();
 
-    // An auditor sees the same card but may not decide: the server's refusal shows as a banner.
+    // An auditor sees the same card, every argument, and no button that could only fail.
     const auditor = await openConsole("#approvals", { token: TOKENS.auditor });
-    await auditor.locator(`#approvals [data-session="${id}"] [data-decide="approve"]`).click();
-    await expect(auditor.locator(".banner.error").first().textContent()).resolves.toContain("forbidden");
+    const seen = auditor.locator(`#approvals [data-session="${id}"]`);
+    await expect(seen.locator('[data-arg="amount"] td').textContent()).resolves.toBe("4200");
+    await expect(seen.locator("[data-read-only]").textContent()).resolves.toContain("Only an operator can approve or deny");
+    await expect(seen.locator("[data-decide], input.note").count()).resolves.toBe(0);
+    await expect(auditor.locator("#role-label").textContent()).resolves.toBe("auditor · read-only");
+    await auditor.goto(`${gov.url}/#session=${id}`);
+    await auditor.locator('[data-session-detail] .title-row .conn[data-status="live"]').waitFor();
+    await auditor.locator("#whatif-link").waitFor();
+    await expect(auditor.locator("#kill, [data-decide]").count()).resolves.toBe(0);
     await auditor.close();
     expect(settled).toBe(false);
 
@@ -330,6 +404,7 @@ describe("web console", () => {
       }
       await page.screenshot({ path: `${SHOTS}/console-${width}-sessions.png`, fullPage: width > 500 });
       expect(await overflowing(page)).toEqual([]);
+      expect((await tablesFit(page)).bad, `#sessions at ${width}px`).toEqual([]);
 
       for (const [hash, ready] of [
         ["#overview", '[data-chart="tenant-spend"]'],
@@ -340,6 +415,11 @@ describe("web console", () => {
         await page.locator(ready).waitFor();
         await page.waitForTimeout(300);
         expect(await overflowing(page), `${hash} at ${width}px`).toEqual([]);
+        const tables = await tablesFit(page);
+        expect(tables.bad, `${hash} at ${width}px`).toEqual([]);
+        const charts = await chartsFit(page);
+        expect(charts.bad, `${hash} at ${width}px`).toEqual([]);
+        if (hash !== "#approvals") expect(charts.charts, hash).toBe(1);
         await page.screenshot({ path: `${SHOTS}/console-${width}-${hash.replace(/[#=]/g, "").replace(/session.*/, "session")}.png`, fullPage: true });
       }
       expect(problems.get(page)).toEqual([]);

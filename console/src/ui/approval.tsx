@@ -4,8 +4,9 @@ import { SessionSummary as SummarySchema } from "../../../schema/protocol";
 import { ApiError, getJson, postJson } from "../api";
 import { ArgTable, ruleArgument, sizeOf } from "./args";
 import { banner } from "../banners";
+import { config, mayDecide } from "../config";
 import { timeLeft } from "../format";
-import { Usd } from "./bits";
+import { Rule, Usd } from "./bits";
 import { hrefOf } from "../route";
 import { ApprovalAnswer } from "../schemas";
 
@@ -100,18 +101,24 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
       )}
       <p class="why">{a.reason}</p>
       <p class="small muted">
-        review asked by <code class="rule">{a.rule}</code>
+        review asked by <Rule path={a.rule} />
       </p>
       <Arguments session={session.session} a={a} />
-      <div class="approval-actions">
-        <input class="note" type="text" placeholder="Note (optional)" maxLength={1024} aria-label="Note" value={note} onInput={(e) => setNote((e.target as HTMLInputElement).value)} disabled={!!done} />
-        <button type="button" class="primary" data-decide="approve" disabled={!!busy || !!done} onClick={() => decide("approve")}>
-          {busy === "approve" && !done ? "Approving…" : done === "approved" ? "Approved" : "Approve"}
-        </button>
-        <button type="button" class="danger" data-decide="deny" disabled={!!busy || !!done} onClick={() => decide("deny")}>
-          {busy === "deny" && !done ? "Denying…" : done === "denied" ? "Denied" : "Deny"}
-        </button>
-      </div>
+      {mayDecide() ? (
+        <div class="approval-actions">
+          <input class="note" type="text" placeholder="Note (optional)" maxLength={1024} aria-label="Note" value={note} onInput={(e) => setNote((e.target as HTMLInputElement).value)} disabled={!!done} />
+          <button type="button" class="primary" data-decide="approve" disabled={!!busy || !!done} onClick={() => decide("approve")}>
+            {busy === "approve" && !done ? "Approving…" : done === "approved" ? "Approved" : "Approve"}
+          </button>
+          <button type="button" class="danger" data-decide="deny" disabled={!!busy || !!done} onClick={() => decide("deny")}>
+            {busy === "deny" && !done ? "Denying…" : done === "denied" ? "Denied" : "Deny"}
+          </button>
+        </div>
+      ) : (
+        <p class="small muted read-only" data-read-only>
+          Only an operator can approve or deny: you are signed in as {config.name}, {config.role === "auditor" ? "an auditor" : config.role} (read-only).
+        </p>
+      )}
     </article>
   );
 }

@@ -1,6 +1,6 @@
-import type { ComponentChildren } from "preact";
+import { Fragment, type ComponentChildren } from "preact";
 import type { SessionSummary } from "../../../schema/protocol";
-import { ago, stamp, usd } from "../format";
+import { ago, decimalsFor, stamp, usd } from "../format";
 import type { LinkStatus } from "../live";
 
 export const STATES = ["active", "alerting", "awaiting-approval", "killed", "closed"] as const;
@@ -47,9 +47,9 @@ export function Ago({ ts, now }: { ts: number; now?: number }) {
 }
 
 export function Link({ status, label }: { status: LinkStatus; label?: string }) {
-  const text = status.state === "retrying" ? `reconnecting in ${Math.ceil(status.inMs / 1000)}s` : status.state;
+  const text = status.state === "retrying" ? `reconnecting in ${Math.ceil(status.inMs / 1000)}s` : status.state === "refused" ? "refused" : status.state;
   return (
-    <span class="conn" data-status={status.state} title={label}>
+    <span class="conn" data-status={status.state} title={status.state === "refused" ? status.why : label}>
       {text}
     </span>
   );
@@ -75,15 +75,43 @@ export function Count({ n, hot }: { n: number; hot?: boolean }) {
   return <span class={`count${hot && n > 0 ? " hot" : ""}`}>{n}</span>;
 }
 
-/** An exact amount: cents as usual, the digits past them smaller, so `$2.00`01116 still reads as $2. */
-export function Usd({ v, d }: { v: number | null | undefined; d?: number }) {
-  const text = usd(v, d);
-  const m = /^(−?\$[\d,]+\.\d\d)(\d+)$/.exec(text);
-  if (!m) return <span class="usd">{text}</span>;
+/**
+ * An exact amount (format.ts `usd`). From a dollar up, the digits past the cents are
+ * lighter, so `$2.00`0558 still reads as about $2. `align`: the decimals of the widest amount in the
+ * column; the missing ones are reserved as blank space (not zeros, not text), so decimal
+ * points line up in a right-aligned column.
+ */
+export function Usd({ v, align }: { v: number | null | undefined; align?: number }) {
+  const text = usd(v);
+  if (v == null) return <span class="usd">{text}</span>;
+  const own = decimalsFor([v]);
+  const pad = align !== undefined && align > own ? "0".repeat(align - own) : undefined;
+  const m = Math.abs(v) >= 1 ? /^(−?\$[\d,]+\.\d\d)(\d+)$/.exec(text) : null;
   return (
-    <span class="usd" title={text}>
-      {m[1]}
-      <span class="sub">{m[2]}</span>
+    <span class="usd" data-pad={pad} title={m ? text : undefined}>
+      {m ? (
+        <>
+          {m[1]}
+          <span class="sub">{m[2]}</span>
+        </>
+      ) : (
+        text
+      )}
     </span>
+  );
+}
+
+/** A policy path (`actions.rules.wire_transfer.amount.require_approval_above`) that wraps at its dots, not mid-word. */
+export function Rule({ path }: { path: string }) {
+  const parts = path.split(/(?<=\.)/);
+  return (
+    <code class="rule">
+      {parts.map((p, i) => (
+        <Fragment key={i}>
+          {i > 0 && <wbr />}
+          {p}
+        </Fragment>
+      ))}
+    </code>
   );
 }

@@ -8,7 +8,7 @@ import { clock, decimalsFor, stamp } from "../format";
 import { go, hrefOf } from "../route";
 import { AuditEventsAnswer, type AuditEventItem } from "../schemas";
 import { sizeOf } from "../ui/args";
-import { Card, Empty, Usd } from "../ui/bits";
+import { Card, Empty, Rule, Usd } from "../ui/bits";
 import { WhatIf } from "./whatif";
 
 // The audit store, searched: who did what, when, and what was decided, across every
@@ -295,12 +295,12 @@ function Row({ e, d }: { e: AuditEventItem; d: number }) {
         {e.decision ? <span class={`decision d-${e.decision}`}>{e.decision}</span> : <span class="muted">–</span>}
         {e.rule && (
           <div class="small">
-            <code class="rule">{e.rule}</code>
+            <Rule path={e.rule} />
           </div>
         )}
       </td>
       <td class="num c-cost" data-label="Cost">
-        {e.costUsd ? <Usd v={e.costUsd} d={d} /> : <span class="muted">–</span>}
+        {e.costUsd ? <Usd v={e.costUsd} align={d} /> : <span class="muted">–</span>}
       </td>
     </tr>
   );

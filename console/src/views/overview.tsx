@@ -1,13 +1,13 @@
 import { useEffect, useState } from "preact/hooks";
 import type { SessionSummary } from "../../../schema/protocol";
 import { ApiError, getJson, qs } from "../api";
-import { clip, decimalsFor } from "../format";
+import { clip, decimalsFor, timeLeft } from "../format";
 import { useIncidents } from "../incidents";
 import { hrefOf } from "../route";
 import { AuditSpendAnswer, SPEND_BY, type SpendBy } from "../schemas";
 import { useNow, useObservable } from "../signal";
-import { sessions, tenantTotals, tenantVersion } from "../tenant";
-import { Ago, Card, Count, Empty, Stat, StateBadge, STATES, Usd } from "../ui/bits";
+import { sessions, tenantStatus, tenantTotals, tenantVersion } from "../tenant";
+import { Ago, Card, Count, Empty, Rule, Stat, StateBadge, STATES, Usd } from "../ui/bits";
 import { SpendChart } from "./spend-chart";
 
 export function Overview() {
@@ -19,23 +19,31 @@ export function Overview() {
   const byState = Object.fromEntries(STATES.map((st) => [st, 0])) as Record<(typeof STATES)[number], number>;
   for (const s of all) byState[s.state]++;
   const live = byState.active + byState.alerting + byState["awaiting-approval"];
-  const d = decimalsFor([totals.spentUsd, totals.reservedUsd]);
+  const status = useObservable(tenantStatus);
+  // Until the tenant socket has listed the sessions, there are no figures: not zeros.
+  const known = totals.loaded;
+  const unknown = <span class="muted">–</span>;
 
   return (
     <div class="overview">
+      {!known && (
+        <p class={`notice${status.state === "refused" ? " bad" : ""}`} data-notice="live">
+          {status.state === "refused" ? <>No live figures: {status.why}. Sessions, approvals and the audit store still answer on their own pages.</> : "Waiting for the tenant's live figures…"}
+        </p>
+      )}
       <div class="tiles">
-        <Stat label="Spent" name="spent" value={<Usd v={totals.spentUsd} d={d} />} hint="All sessions of this tenant, settled" />
-        <Stat label="Reserved now" name="reserved" value={<Usd v={totals.reservedUsd} d={d} />} hint="Worst case of calls in flight and actions awaiting approval" />
-        <Stat label="Live sessions" name="live" value={live}>
-          <span class="muted small">{all.length} in all</span>
+        <Stat label="Spent" name="spent" value={known ? <Usd v={totals.spentUsd} /> : unknown} hint="All sessions of this tenant, settled" />
+        <Stat label="Reserved now" name="reserved" value={known ? <Usd v={totals.reservedUsd} /> : unknown} hint="Worst case of calls in flight and actions awaiting approval" />
+        <Stat label="Live sessions" name="live" value={known ? live : unknown}>
+          {known && <span class="muted small">{all.length} in all</span>}
         </Stat>
-        <Stat label="Awaiting approval" name="pending" value={<span class={pending.length ? "hot-text" : ""}>{pending.length}</span>} />
+        <Stat label="Awaiting approval" name="pending" value={known ? <span class={pending.length ? "hot-text" : ""}>{pending.length}</span> : unknown} />
       </div>
 
       <div class="grid-2-1">
         <SpendChart now={now} />
         <Card title="Sessions by state" name="by-state" extra={<a href={hrefOf({ view: "sessions", params: new URLSearchParams() })}>All sessions →</a>}>
-          <StateBars byState={byState} total={all.length} />
+          {known ? <StateBars byState={byState} total={all.length} /> : <Empty>No live figures yet.</Empty>}
         </Card>
       </div>
 
@@ -55,7 +63,9 @@ export function Overview() {
                     in {s.session}
                     {s.agent ? ` · ${s.agent}` : ""}
                   </span>
-                  <span class={`pill${a.deadline - now < 60_000 ? " urgent" : ""}`}>{Math.max(0, Math.round((a.deadline - now) / 1000))}s</span>
+                  <span class={`pill${a.deadline - now < 60_000 ? " urgent" : ""}`} title="time left to decide">
+                    {timeLeft(a.deadline, now)}
+                  </span>
                   <div class="small">{clip(a.reason, 140)}</div>
                 </li>
               ))}
@@ -111,7 +121,7 @@ function Incidents({ all, version, now }: { all: SessionSummary[]; version: numb
                 <Ago ts={i.ts} now={now} />
               </span>
               <div class="small">
-                {i.rule && <code class="rule">{i.rule}</code>} {i.reason}
+                {i.rule && <Rule path={i.rule} />} {i.reason}
                 {i.by && <span class="muted"> (by {i.by})</span>}
               </div>
             </li>
@@ -120,6 +130,13 @@ function Incidents({ all, version, now }: { all: SessionSummary[]; version: numb
       )}
     </Card>
   );
+}
+
+/** A row's part of the total; a part too small to show as 0.1% is not shown as none. */
+function share(v: number, sum: number): string {
+  if (!sum) return "";
+  const pct = (v / sum) * 100;
+  return v > 0 && pct < 0.05 ? "<0.1%" : `${pct.toFixed(1)}%`;
 }
 
 type RollupState = { kind: "loading" } | { kind: "unavailable"; why: string } | { kind: "error"; why: string } | { kind: "ok"; answer: AuditSpendAnswer };
@@ -210,16 +227,16 @@ function Rollups() {
               <tbody>
                 {rows.map((r) => (
                   <tr key={String(r.key)}>
-                    <td class="mono">{r.key ?? <span class="muted">{by === "model" ? "(no model: tools, reported costs)" : "(none)"}</span>}</td>
+                    <td class="mono c-key">{r.key ?? <span class="muted">{by === "model" ? "(no model: tools, reported costs)" : "(none)"}</span>}</td>
                     <td class="num">
-                      <Usd v={r.spentUsd} d={d} />
+                      <Usd v={r.spentUsd} align={d} />
                     </td>
                     <td class="num">{r.calls}</td>
                     <td class="share-col">
                       <div class="bar">
                         <span class="fill" style={{ width: `${max ? (r.spentUsd / max) * 100 : 0}%` }} />
                       </div>
-                      <span class="muted small">{sum ? `${((r.spentUsd / sum) * 100).toFixed(1)}%` : ""}</span>
+                      <span class="muted small">{share(r.spentUsd, sum)}</span>
                     </td>
                   </tr>
                 ))}

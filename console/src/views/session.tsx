@@ -2,13 +2,14 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import type { GovernorEvent } from "../../../schema/events";
 import { cause, describe, tone } from "../describe";
 import { HISTORY_CAP, SessionFeed, type Step } from "../feed";
-import { clock, decimalsFor, stamp, timeLeft } from "../format";
+import { clock, stamp, timeLeft } from "../format";
 import { hrefOf } from "../route";
 import { useNow, useObservable } from "../signal";
 import { ApprovalCard } from "../ui/approval";
-import { Ago, Card, Count, Empty, Link, SpendBar, Stat, StateBadge, STATES, Usd, type StateName } from "../ui/bits";
+import { Ago, Card, Count, Empty, Link, Rule, SpendBar, Stat, StateBadge, STATES, Usd, type StateName } from "../ui/bits";
 import { TimeChart } from "../ui/chart";
 import { KillButton } from "../ui/kill";
+import { mayDecide } from "../config";
 import { ToolActivity } from "./tools";
 
 const LOG_PAGE = 50;
@@ -33,12 +34,13 @@ export function SessionDetail({ id }: { id: string }) {
             {id}
           </h2>
           <span id="detail-badge">{state && <StateBadge state={state} />}</span>
-          <span class="spacer" />
-          <Link status={feed.status} label="the session socket" />
-          <a class="button" href={hrefOf({ view: "audit", params: new URLSearchParams({ whatif: id }) })} id="whatif-link" title="Decide this session again under another policy">
-            What-if…
-          </a>
-          <KillButton session={id} disabled={!s || over} />
+          <span class="head-actions">
+            <Link status={feed.status} label="the session socket" />
+            <a class="button" href={hrefOf({ view: "audit", params: new URLSearchParams({ whatif: id }) })} id="whatif-link" title="Decide this session again under another policy">
+              What-if…
+            </a>
+            {mayDecide() && <KillButton session={id} disabled={!s || over} />}
+          </span>
         </div>
         {s && (
           <p class="meta muted">
@@ -59,7 +61,7 @@ export function SessionDetail({ id }: { id: string }) {
         {s?.killed && (
           <div class="killed-note">
             <strong>Killed</strong> by {s.killed.by} <Ago ts={s.killed.at} now={now} />: {s.killed.reason}
-            {s.killed.rule && <span class="muted"> (rule {s.killed.rule})</span>}
+            {s.killed.rule && <span class="muted"> (rule <Rule path={s.killed.rule} />)</span>}
           </div>
         )}
         {feed.error && <p class="error-text">{feed.error}</p>}
@@ -111,26 +113,30 @@ export function SessionDetail({ id }: { id: string }) {
             <Empty>No call or action holds a reservation.</Empty>
           ) : (
             <div class="table-wrap">
-              <table class="grid compact">
+              <table class="grid compact reservations">
                 <thead>
                   <tr>
                     <th>Request</th>
                     <th>Kind</th>
                     <th>Model</th>
                     <th class="num">Estimate</th>
-                    <th>Expires</th>
+                    <th>Expires in</th>
                   </tr>
                 </thead>
                 <tbody>
                   {s.reservations.map((r) => (
                     <tr key={r.requestId}>
-                      <td class="mono">{r.requestId}</td>
-                      <td>{r.kind}</td>
-                      <td>{r.model ?? "–"}</td>
-                      <td class="num">
+                      <td class="mono c-request" data-label="Request">
+                        {r.requestId}
+                      </td>
+                      <td data-label="Kind">{r.kind}</td>
+                      <td data-label="Model">{r.model ?? "–"}</td>
+                      <td class="num" data-label="Estimate">
                         <Usd v={r.estimateUsd} />
                       </td>
-                      <td>{timeLeft(r.expiresAt, now)}</td>
+                      <td class="nowrap" data-label="Expires in">
+                        {timeLeft(r.expiresAt, now)}
+                      </td>
                     </tr>
                   ))}
                 </tbody>
@@ -150,25 +156,24 @@ export function SessionDetail({ id }: { id: string }) {
 function Money({ s }: { s: NonNullable<SessionFeed["summary"]> }) {
   const overrun = s.overrunUsd ?? 0;
   const overBudget = s.overBudgetUsd ?? 0;
-  // One precision for all of them, so spent + reserved + remaining reads as the budget.
-  const d = decimalsFor([s.spentUsd, s.reservedUsd, s.remainingUsd, s.budgetUsd, overrun, overBudget]);
+  // Each figure exact (format.ts), so spent + reserved + remaining, as shown, is the budget.
   const c = s.counters;
   return (
     <div class="card money-card" data-card="money">
       <div class="tiles">
-        <Stat label="Spent" name="spent" value={<Usd v={s.spentUsd} d={d} />}>
+        <Stat label="Spent" name="spent" value={<Usd v={s.spentUsd} />}>
           <SpendBar s={s} />
         </Stat>
-        <Stat label="Reserved" name="reserved" value={<Usd v={s.reservedUsd} d={d} />} hint="Calls in flight and actions awaiting approval, at their worst case" />
-        <Stat label="Remaining" name="remaining" value={s.remainingUsd == null ? "no limit" : <Usd v={s.remainingUsd} d={d} />} />
-        <Stat label="Budget" name="budget" value={s.budgetUsd == null ? "none" : <Usd v={s.budgetUsd} d={d} />} />
+        <Stat label="Reserved" name="reserved" value={<Usd v={s.reservedUsd} />} hint="Calls in flight and actions awaiting approval, at their worst case" />
+        <Stat label="Remaining" name="remaining" value={s.remainingUsd == null ? "no limit" : <Usd v={s.remainingUsd} />} />
+        <Stat label="Budget" name="budget" value={s.budgetUsd == null ? "none" : <Usd v={s.budgetUsd} />} />
       </div>
       {(overrun > 0 || overBudget > 0) && (
         <p class="money-note" data-note="overrun">
           {overrun > 0 && (
             <span data-stat="overrun">
               <strong>
-                <Usd v={overrun} d={d} />
+                <Usd v={overrun} />
               </strong>{" "}
               overrun: settled above what was reserved (the estimate was not an upper bound)
             </span>
@@ -176,9 +181,9 @@ function Money({ s }: { s: NonNullable<SessionFeed["summary"]> }) {
           {overBudget > 0 && s.budgetUsd != null && (
             <span data-stat="over-budget">
               <strong>
-                <Usd v={overBudget} d={d} />
+                <Usd v={overBudget} />
               </strong>{" "}
-              over budget: spent <Usd v={s.spentUsd} d={d} /> = budget <Usd v={s.budgetUsd} d={d} /> + <Usd v={overBudget} d={d} />
+              over budget: spent <Usd v={s.spentUsd} /> = budget <Usd v={s.budgetUsd} /> + <Usd v={overBudget} />
             </span>
           )}
         </p>

@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { SessionSummary } from "../../../schema/protocol";
 import { SessionListAnswer } from "../../../schema/session-list";
 import { ApiError, getJson, qs } from "../api";
-import { clip, decimalsFor } from "../format";
+import { clip } from "../format";
 import { go, hrefOf } from "../route";
 import { useNow, useObservable } from "../signal";
 import { summaryListeners, tenantStatus } from "../tenant";
@@ -316,7 +316,6 @@ function TextFilter({ label, name, value, onCommit }: { label: string; name: str
 }
 
 function Row({ s, now }: { s: SessionSummary; now: number }) {
-  const d = decimalsFor([s.spentUsd, s.budgetUsd]);
   const open = () => go({ view: "session", id: s.session });
   return (
     <tr data-session={s.session} data-state={s.state} onClick={(e) => !(e.target as HTMLElement).closest("a") && open()}>
@@ -331,8 +330,8 @@ function Row({ s, now }: { s: SessionSummary; now: number }) {
       </td>
       <td data-label="Spend" class="c-spend">
         <div class="money">
-          <Usd v={s.spentUsd} d={d} />
-          <span class="muted"> / {s.budgetUsd == null ? "no budget" : <Usd v={s.budgetUsd} d={d} />}</span>
+          <Usd v={s.spentUsd} />
+          <span class="muted"> / {s.budgetUsd == null ? "no budget" : <Usd v={s.budgetUsd} />}</span>
         </div>
         <SpendBar s={s} />
       </td>

@@ -2,7 +2,7 @@ import { useState } from "preact/hooks";
 import { clock, usd } from "../format";
 import { CHART_RANGES, useSpendHistory, windowSeries, type ChartRange } from "../history";
 import { spendSeries, tenantTotals } from "../tenant";
-import { Card } from "../ui/bits";
+import { Card, Empty } from "../ui/bits";
 import { TimeChart } from "../ui/chart";
 
 const SERIES = [
@@ -40,6 +40,14 @@ export function SpendChart({ now }: { now: number }) {
           dashed: with reservations
         </p>
         <TimeChart key="history" name="tenant-spend" data={data} window={[now - r.ms, Math.max(now, data[0][data[0].length - 1])]} series={SERIES} />
+      </Card>
+    );
+  }
+
+  if (!totals.loaded) {
+    return (
+      <Card title="Spend over time" name="spend-chart" extra={<div class="controls">{picker}</div>}>
+        <Empty>No live figures yet: the chart starts when the tenant's live connection lists the sessions.</Empty>
       </Card>
     );
   }

@@ -1,7 +1,7 @@
 import { useMemo } from "preact/hooks";
 import type { EventOf, GovernorEvent } from "../../../schema/events";
 import { clock, decimalsFor } from "../format";
-import { Card, Count, Empty, Usd } from "../ui/bits";
+import { Card, Count, Empty, Rule, Usd } from "../ui/bits";
 
 // A session's tools as its log tells it: each action with how it was asked for (HTTP, the
 // session socket, or an MCP client through /v1/mcp), what was decided, what it cost and how
@@ -103,7 +103,7 @@ export function ToolActivity({ events, version }: { events: GovernorEvent[]; ver
                         {r.errors}
                       </td>
                       <td class="num" data-label="Cost">
-                        <Usd v={r.costUsd} d={d} />
+                        <Usd v={r.costUsd} align={d} />
                       </td>
                     </tr>
                   ))}
@@ -120,7 +120,7 @@ export function ToolActivity({ events, version }: { events: GovernorEvent[]; ver
                     #{e.seq} · {clock(e.ts)} · {e.data.onDetect}
                   </span>
                   <div class="small">
-                    {e.data.rule && <code class="rule">{e.data.rule}</code>} {e.data.reason}
+                    {e.data.rule && <Rule path={e.data.rule} />} {e.data.reason}
                     {e.data.count !== undefined && <span class="muted"> ({e.data.count} times{e.data.action ? `, ${e.data.action}` : ""})</span>}
                   </div>
                 </li>

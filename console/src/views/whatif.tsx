@@ -1,11 +1,11 @@
 import { useEffect, useState } from "preact/hooks";
 import type { WhatIfDifference, WhatIfKill, WhatIfOutcome } from "../../../schema/whatif";
 import { ApiError, postText } from "../api";
-import { clock, decimalsFor, stamp } from "../format";
+import { clock, stamp } from "../format";
 import { go, hrefOf } from "../route";
 import { WhatIfAnswer } from "../schemas";
 import { sessions } from "../tenant";
-import { Card, Count, Empty, Stat, StateBadge, Usd, type StateName } from "../ui/bits";
+import { Card, Count, Empty, Rule, Stat, StateBadge, Usd, type StateName } from "../ui/bits";
 
 // What-if replay (POST /v1/sessions/:id/what-if): a recorded session decided again under a
 // pasted policy, by the same engine the actor runs. Shows where the decisions differ, when
@@ -116,7 +116,6 @@ function Result({ session, result }: { session: string; result: WhatIfAnswer }) 
     );
   }
   const w = result.whatIf;
-  const d = decimalsFor([w.recorded.spentUsd, w.whatIf.spentUsd, w.savedUsd, w.whatIf.unsettledUsd]);
   return (
     <div class="whatif-result" data-whatif="done">
       <p class="small muted">
@@ -128,23 +127,23 @@ function Result({ session, result }: { session: string; result: WhatIfAnswer }) 
         {w.unknown.length} unknown
       </p>
       <div class="tiles whatif-tiles">
-        <Stat label="Recorded" name="recorded" value={<Usd v={w.recorded.spentUsd} d={d} />}>
+        <Stat label="Recorded" name="recorded" value={<Usd v={w.recorded.spentUsd} />}>
           <span>
             <StateBadge state={w.recorded.state as StateName} />
           </span>
         </Stat>
-        <Stat label="Under this policy" name="what-if" value={<Usd v={w.whatIf.spentUsd} d={d} />}>
+        <Stat label="Under this policy" name="what-if" value={<Usd v={w.whatIf.spentUsd} />}>
           <span>
             <StateBadge state={w.whatIf.state as StateName} />
             {w.whatIf.unsettledUsd > 0 && (
               <span class="small muted">
                 {" "}
-                + up to <Usd v={w.whatIf.unsettledUsd} d={d} /> never run
+                + up to <Usd v={w.whatIf.unsettledUsd} /> never run
               </span>
             )}
           </span>
         </Stat>
-        <Stat label="Saved" name="saved" value={<span class={w.savedUsd > 0 ? "good-text" : ""}>{<Usd v={w.savedUsd} d={d} />}</span>} hint="recorded spend minus the what-if's" />
+        <Stat label="Saved" name="saved" value={<span class={w.savedUsd > 0 ? "good-text" : ""}>{<Usd v={w.savedUsd} />}</span>} hint="recorded spend minus the what-if's" />
       </div>
       <Kill label="Would have been killed" kill={w.whatIf.killed} name="whatif-kill" none="Would not have been killed." />
       {w.recorded.killed && <Kill label="Was killed" kill={w.recorded.killed} name="recorded-kill" />}
@@ -193,7 +192,7 @@ function Kill({ label, kill, name, none }: { label: string; kill: WhatIfKill | n
       {kill.requestId && <span class="muted mono"> {kill.requestId}</span>} by {kill.by}
       {kill.rule && (
         <>
-          , rule <code class="rule">{kill.rule}</code>
+          , rule <Rule path={kill.rule} />
         </>
       )}
       : {kill.reason}
@@ -255,7 +254,7 @@ function Differences({ rows }: { rows: WhatIfDifference[] }) {
                 <Outcome o={r.wouldHave} />
               </td>
               <td class="c-rule" data-label="Rule">
-                {r.wouldHave.rule ? <code class="rule">{r.wouldHave.rule}</code> : <span class="muted">–</span>}
+                {r.wouldHave.rule ? <Rule path={r.wouldHave.rule} /> : <span class="muted">–</span>}
                 {r.wouldHave.reason && <div class="small muted">{r.wouldHave.reason}</div>}
               </td>
             </tr>
