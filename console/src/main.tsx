@@ -5,7 +5,7 @@ import { banner, banners, dismiss } from "./banners";
 import { config, readConfig, signIn, signOut } from "./config";
 import { identify } from "./identity";
 import { route } from "./route";
-import { useObservable } from "./signal";
+import { useNow, useObservable } from "./signal";
 import { sessions, startTenant, stopTenant, tenantStatus, tenantVersion } from "./tenant";
 import { Link } from "./ui/bits";
 import { Approvals } from "./views/approvals";
@@ -91,7 +91,8 @@ function TopBar({ signedIn, onSignOut }: { signedIn: boolean; onSignOut: () => v
   const r = useObservable(route);
   const status = useObservable(tenantStatus);
   useObservable(tenantVersion);
-  const pending = [...sessions.values()].reduce((n, s) => n + s.pendingApprovals.length, 0);
+  const now = useNow(5000);
+  const pending = [...sessions.values()].reduce((n, s) => n + s.pendingApprovals.filter((a) => a.deadline > now).length, 0);
   const current = r.view === "session" ? "sessions" : r.view;
   useEffect(() => {
     const name = signedIn && config.tenant ? `Governor · ${config.tenant}` : "Governor";

@@ -64,6 +64,8 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
   const [busy, setBusy] = useState<null | "approve" | "deny">(null);
   const [done, setDone] = useState<null | string>(null);
   const left = a.deadline - now;
+  // Past its deadline the actor has denied it (fail-closed); a late click could only fail.
+  const over = left <= 0;
 
   async function decide(decision: "approve" | "deny") {
     setBusy(decision);
@@ -107,10 +109,10 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
       {mayDecide() ? (
         <div class="approval-actions">
           <input class="note" type="text" placeholder="Note (optional)" maxLength={1024} aria-label="Note" value={note} onInput={(e) => setNote((e.target as HTMLInputElement).value)} disabled={!!done} />
-          <button type="button" class="primary" data-decide="approve" disabled={!!busy || !!done} onClick={() => decide("approve")}>
+          <button type="button" class="primary" data-decide="approve" disabled={!!busy || !!done || over} onClick={() => decide("approve")}>
             {busy === "approve" && !done ? "Approving…" : done === "approved" ? "Approved" : "Approve"}
           </button>
-          <button type="button" class="danger" data-decide="deny" disabled={!!busy || !!done} onClick={() => decide("deny")}>
+          <button type="button" class="danger" data-decide="deny" disabled={!!busy || !!done || over} onClick={() => decide("deny")}>
             {busy === "deny" && !done ? "Denying…" : done === "denied" ? "Denied" : "Deny"}
           </button>
         </div>

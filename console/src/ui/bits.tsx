@@ -76,27 +76,17 @@ export function Count({ n, hot }: { n: number; hot?: boolean }) {
 }
 
 /**
- * An exact amount (format.ts `usd`). From a dollar up, the digits past the cents are
- * lighter, so `$2.00`0558 still reads as about $2. `align`: the decimals of the widest amount in the
- * column; the missing ones are reserved as blank space (not zeros, not text), so decimal
- * points line up in a right-aligned column.
+ * An exact amount (format.ts `usd`), every digit alike: a lighter tail past the cents made
+ * $2.4999703 read as $2.49. `align`: the decimals of the widest amount in the column; the
+ * missing ones are reserved as blank space (not zeros, not text), so decimal points line
+ * up in a right-aligned column.
  */
 export function Usd({ v, align }: { v: number | null | undefined; align?: number }) {
-  const text = usd(v);
-  if (v == null) return <span class="usd">{text}</span>;
-  const own = decimalsFor([v]);
-  const pad = align !== undefined && align > own ? "0".repeat(align - own) : undefined;
-  const m = Math.abs(v) >= 1 ? /^(−?\$[\d,]+\.\d\d)(\d+)$/.exec(text) : null;
+  const own = v == null ? 0 : decimalsFor([v]);
+  const pad = v != null && align !== undefined && align > own ? "0".repeat(align - own) : undefined;
   return (
-    <span class="usd" data-pad={pad} title={m ? text : undefined}>
-      {m ? (
-        <>
-          {m[1]}
-          <span class="sub">{m[2]}</span>
-        </>
-      ) : (
-        text
-      )}
+    <span class="usd" data-pad={pad}>
+      {usd(v)}
     </span>
   );
 }

@@ -20,6 +20,8 @@ export function Overview() {
   for (const s of all) byState[s.state]++;
   const live = byState.active + byState.alerting + byState["awaiting-approval"];
   const status = useObservable(tenantStatus);
+  // Those past their deadline are the actor's to deny (fail-closed): not waiting on anyone.
+  const open = pending.filter(({ a }) => a.deadline > now).length;
   // Until the tenant socket has listed the sessions, there are no figures: not zeros.
   const known = totals.loaded;
   const unknown = <span class="muted">–</span>;
@@ -37,7 +39,7 @@ export function Overview() {
         <Stat label="Live sessions" name="live" value={known ? live : unknown}>
           {known && <span class="muted small">{all.length} in all</span>}
         </Stat>
-        <Stat label="Awaiting approval" name="pending" value={known ? <span class={pending.length ? "hot-text" : ""}>{pending.length}</span> : unknown} />
+        <Stat label="Awaiting approval" name="pending" value={known ? <span class={open ? "hot-text" : ""}>{open}</span> : unknown} />
       </div>
 
       <div class="grid-2-1">
@@ -48,7 +50,7 @@ export function Overview() {
       </div>
 
       <div class="grid-1-1">
-        <Card title={<>Open approvals <Count n={pending.length} hot /></>} name="open-approvals" extra={pending.length > 0 && <a href="#approvals">Decide →</a>}>
+        <Card title={<>Open approvals <Count n={open} hot /></>} name="open-approvals" extra={pending.length > 0 && <a href="#approvals">Decide →</a>}>
           {pending.length === 0 ? (
             <Empty>Nothing is waiting for a decision.</Empty>
           ) : (
@@ -64,7 +66,7 @@ export function Overview() {
                     {s.agent ? ` · ${s.agent}` : ""}
                   </span>
                   <span class={`pill${a.deadline - now < 60_000 ? " urgent" : ""}`} title="time left to decide">
-                    {timeLeft(a.deadline, now)}
+                    {a.deadline > now ? timeLeft(a.deadline, now) : "timed out"}
                   </span>
                   <div class="small">{clip(a.reason, 140)}</div>
                 </li>
