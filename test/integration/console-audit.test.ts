@@ -211,7 +211,7 @@ describe("web console: approvals, audit, what-if, history", () => {
     const card = (await narrow.locator('[data-card="rollups"]').boundingBox())!;
     for (const right of shares) expect(right).toBeLessThanOrEqual(card.x + card.width);
     await narrow.locator('[data-card="rollups"]').screenshot({ path: `${SHOTS}/console2-390-overview-rollups.png`, style: UNSTICK });
-    await narrow.screenshot({ path: `${SHOTS}/console2-390-overview.png`, fullPage: true });
+    await narrow.screenshot({ path: `${SHOTS}/console2-390-overview.png`, fullPage: true, style: UNSTICK });
     expect(problems.get(narrow)).toEqual([]);
     await narrow.close();
   });

@@ -258,7 +258,7 @@ describe("web console", () => {
     const auditor = await openConsole("#approvals", { token: TOKENS.auditor });
     const seen = auditor.locator(`#approvals [data-session="${id}"]`);
     await expect(seen.locator('[data-arg="amount"] td').textContent()).resolves.toBe("4200");
-    await expect(seen.locator("[data-read-only]").textContent()).resolves.toContain("Only an operator can approve or deny");
+    await expect(seen.locator("[data-read-only]").textContent()).resolves.toContain("Read-only: only an operator can approve or deny");
     await expect(seen.locator("[data-decide], input.note").count()).resolves.toBe(0);
     await expect(auditor.locator("#role-label").textContent()).resolves.toBe("auditor · read-only");
     await auditor.goto(`${gov.url}/#session=${id}`);

@@ -64,7 +64,7 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
   const [busy, setBusy] = useState<null | "approve" | "deny">(null);
   const [done, setDone] = useState<null | string>(null);
   const left = a.deadline - now;
-  // Past its deadline the actor has denied it (fail-closed); a late click could only fail.
+  // Past its deadline the actor has denied it (fail-closed): nothing left to decide.
   const over = left <= 0;
 
   async function decide(decision: "approve" | "deny") {
@@ -80,7 +80,7 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
   }
 
   return (
-    <article class={`approval${done ? " decided" : ""}`} data-approval={a.approvalId} data-session={session.session}>
+    <article class={`approval${done || over ? " decided" : ""}`} data-approval={a.approvalId} data-session={session.session}>
       <header class="approval-head">
         <strong class="mono action">{a.action}</strong>
         {a.costUsd > 0 && (
@@ -106,19 +106,19 @@ export function ApprovalCard({ session, a, now, showSession = true }: { session:
         review asked by <Rule path={a.rule} />
       </p>
       <Arguments session={session.session} a={a} />
-      {mayDecide() ? (
+      {over ? null : mayDecide() ? (
         <div class="approval-actions">
           <input class="note" type="text" placeholder="Note (optional)" maxLength={1024} aria-label="Note" value={note} onInput={(e) => setNote((e.target as HTMLInputElement).value)} disabled={!!done} />
-          <button type="button" class="primary" data-decide="approve" disabled={!!busy || !!done || over} onClick={() => decide("approve")}>
+          <button type="button" class="primary" data-decide="approve" disabled={!!busy || !!done} onClick={() => decide("approve")}>
             {busy === "approve" && !done ? "Approving…" : done === "approved" ? "Approved" : "Approve"}
           </button>
-          <button type="button" class="danger" data-decide="deny" disabled={!!busy || !!done || over} onClick={() => decide("deny")}>
+          <button type="button" class="danger" data-decide="deny" disabled={!!busy || !!done} onClick={() => decide("deny")}>
             {busy === "deny" && !done ? "Denying…" : done === "denied" ? "Denied" : "Deny"}
           </button>
         </div>
       ) : (
         <p class="small muted read-only" data-read-only>
-          Only an operator can approve or deny: you are signed in as {config.name}, {config.role === "auditor" ? "an auditor" : config.role} (read-only).
+          Read-only: only an operator can approve or deny (signed in as “{config.name}”, {config.role === "auditor" ? "an auditor" : config.role}).
         </p>
       )}
     </article>

@@ -7,7 +7,10 @@ import { Card, Count, Empty } from "../ui/bits";
 export function Approvals() {
   useObservable(tenantVersion);
   const now = useNow(1000);
-  const pending = [...sessions.values()].flatMap((s) => s.pendingApprovals.map((a) => ({ s, a }))).sort((x, y) => x.a.deadline - y.a.deadline);
+  const all = [...sessions.values()].flatMap((s) => s.pendingApprovals.map((a) => ({ s, a }))).sort((x, y) => x.a.deadline - y.a.deadline);
+  // Past its deadline an approval is the actor's to deny: shown apart, not as waiting.
+  const pending = all.filter(({ a }) => a.deadline > now);
+  const lapsed = all.filter(({ a }) => a.deadline <= now);
   return (
     <Card title={<>Approvals <Count n={pending.length} hot /></>} name="approvals" extra={<span class="muted small">closest to timing out first · a timed-out approval is denied by the actor</span>}>
       {pending.length === 0 ? (
@@ -18,6 +21,18 @@ export function Approvals() {
             <ApprovalCard key={a.approvalId} session={s} a={a} now={now} />
           ))}
         </div>
+      )}
+      {lapsed.length > 0 && (
+        <>
+          <h3 class="sub-head muted">
+            Timed out: denied by the actor <Count n={lapsed.length} />
+          </h3>
+          <div class="approvals" id="approvals-lapsed">
+            {lapsed.map(({ s, a }) => (
+              <ApprovalCard key={a.approvalId} session={s} a={a} now={now} />
+            ))}
+          </div>
+        </>
       )}
     </Card>
   );
