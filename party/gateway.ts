@@ -3,7 +3,7 @@ import "./hashing";
 import { tryDecode } from "./uri";
 import { BadRequestError, ForbiddenError, GovernorError, NotFoundError } from "../lib/errors";
 import { ActionBody, ApprovalBody, KillBody, killRequest, OpenSessionBody, ReportBody, SessionId } from "../schema/api";
-import { describeIssue, issuePath, mergePolicies, parsePolicy, parseYamlText, StrictPolicy } from "../schema/policy";
+import { describeIssue, issuePath, mergePolicies, parsePolicy, parseYamlText, Policy, StrictPolicy } from "../schema/policy";
 import { maskDeliveries, maskPolicySecrets } from "../schema/secrets";
 import { parseSessionListQuery } from "../schema/session-list";
 import { refuseDirectRequest } from "./admission";
@@ -12,6 +12,8 @@ import { assertDepth, assertWellFormed, attributionOf, closing, drainBody, error
 import { callSession, callTenant } from "./calls";
 import { providerError, proxy } from "./proxy/forward";
 import { callSessionCarrying } from "./proxy/settles";
+import { endpointOf } from "./proxy/endpoints";
+import { passThrough } from "./proxy/free";
 import type { SessionOp } from "./ops";
 import { wakeOnce } from "./wake";
 import { mcpErrorResponse, mcpRoute } from "./mcp/route";
@@ -19,6 +21,7 @@ import { auditRoute } from "./audit-proxy";
 import { erasureRoute } from "./erasure";
 import { checkpointKey, whatIfRoute } from "./proof";
 import { whoamiRoute } from "./whoami";
+import { learnedRatiosRoute } from "./learned-ratios";
 
 // The only HTTP door: authenticates the caller, checks tenant and role, validates the
 // body, and hands a typed request to the actor that owns the session.
@@ -41,7 +44,21 @@ async function bodyOf(req: Request): Promise<unknown> {
     assertWellFormed(value);
     return value;
   }
-  return parseJson(text);
+  try {
+    return parseJson(text);
+  } catch (e) {
+    throw looksLikeYaml(text) && e instanceof BadRequestError ? new BadRequestError(`${e.message}; for a YAML body send content-type: application/yaml`, "body") : e;
+  }
+}
+
+/** A body that is no JSON but reads as a YAML mapping was meant as YAML. */
+function looksLikeYaml(text: string): boolean {
+  try {
+    const v = parseYamlText(text);
+    return v !== null && typeof v === "object" && !Array.isArray(v);
+  } catch {
+    return false;
+  }
 }
 
 /** The tenant's default: set by an operator, else GOVERNOR_DEFAULT_POLICY, else none. */
@@ -52,8 +69,9 @@ async function tenantDefault(lobby: Party.FetchLobby, env: Env, tenant: string):
   if (typeof env.GOVERNOR_DEFAULT_POLICY === "string" && env.GOVERNOR_DEFAULT_POLICY.trim()) {
     try {
       return { policy: parseYamlText(env.GOVERNOR_DEFAULT_POLICY), source: "env" };
-    } catch {
-      throw new GovernorError("conflict", 409, "GOVERNOR_DEFAULT_POLICY is not valid YAML or JSON: fix the variable", { field: "GOVERNOR_DEFAULT_POLICY" });
+    } catch (e) {
+      const why = e instanceof GovernorError ? ` (${e.message.replace(/^body is not valid YAML: /, "")})` : "";
+      throw new GovernorError("conflict", 409, `GOVERNOR_DEFAULT_POLICY is not valid YAML or JSON${why}: fix the variable and restart, or set the tenant's default with PUT /v1/policy, which takes precedence`, { field: "GOVERNOR_DEFAULT_POLICY" });
     }
   }
   return { policy: null, source: "none" };
@@ -69,8 +87,9 @@ async function effectivePolicy(lobby: Party.FetchLobby, env: Env, tenant: string
   if (base !== null && base !== undefined) {
     const r = StrictPolicy.safeParse(base);
     if (!r.success) {
-      const where = source === "env" ? "GOVERNOR_DEFAULT_POLICY" : "the tenant's default policy";
-      throw new GovernorError("conflict", 409, `${where} no longer passes validation (${describeIssue(r.error)}): an operator must set it again (PUT /v1/policy)`, { field: issuePath(r.error, "default") });
+      const problem = describeIssue(r.error, "", Policy);
+      if (source === "env") throw new GovernorError("conflict", 409, `GOVERNOR_DEFAULT_POLICY does not pass validation (${problem}): fix the variable and restart, or set the tenant's default with PUT /v1/policy, which takes precedence`, { field: "GOVERNOR_DEFAULT_POLICY" });
+      throw new GovernorError("conflict", 409, `the tenant's default policy no longer passes validation (${problem}): an operator must set it again (PUT /v1/policy)`, { field: issuePath(r.error, "default") });
     }
   }
   return parsePolicy(mergePolicies(base ?? {}, own ?? {}));
@@ -95,6 +114,18 @@ function pathParts(pathname: string): string[] {
 
 const methodNotAllowed = (method: string, allowed: string) =>
   new GovernorError("method_not_allowed", 405, `${method} is not allowed here: use ${allowed}`);
+
+/**
+ * PUT /v1/policy takes the policy itself, or `{policy}` as GET answers it (with its
+ * `source` beside it, which is ignored): a policy has no `policy` field, so the two never mix up.
+ */
+function policyBody(raw: unknown): unknown {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw) || !("policy" in raw)) return raw;
+  const { policy, source: _source, ...rest } = raw as Record<string, unknown>;
+  const extra = Object.keys(rest);
+  if (extra.length) throw new BadRequestError(`send either the policy itself or {"policy": {...}}, not both: ${extra.map((k) => JSON.stringify(k)).join(", ")} beside "policy"`, extra[0]);
+  return policy;
+}
 
 /** A YAML or JSON body is either `{id, policy, ...}` or the policy itself with `id` beside it. */
 function openBody(raw: unknown, query: URLSearchParams) {
@@ -122,18 +153,22 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
   const toSession = (session: string, op: SessionOp) => callSessionCarrying(lobby, ctx, p, session, op);
   if (resource === "audit") return auditRoute(req, env, p, url, () => erasureRoute(req, lobby, p));
   if (resource === "whoami") return whoamiRoute(method, parts, p);
+  if (resource === "learned-ratios") return learnedRatiosRoute(method, parts, lobby, p);
 
   if (resource === "proxy") {
     requirePermission(p, "proxy");
     const provider = id;
     if (provider !== "openai" && provider !== "anthropic") throw new NotFoundError(`unknown provider "${provider}": use openai or anthropic`);
-    if (method !== "POST") throw methodNotAllowed(method, "POST");
     // The provider path is taken as sent (still encoded) and must be plain segments: a
     // decoded %2F or ".." must not walk the gateway's provider key to another path.
     const rest = url.pathname.split("/").filter(Boolean).slice(3);
     if (!rest.length || rest.some((s) => !/^[A-Za-z0-9._~-]+$/.test(s) || s === "." || s === "..")) {
       throw new BadRequestError("the provider path may only hold plain segments (letters, digits, '.', '_', '~', '-')", "path");
     }
+    // Only endpoints whose cost the reservation bounds go upstream (proxy/endpoints.ts).
+    const endpoint = endpointOf(provider, rest.join("/"));
+    if (method !== "POST") throw methodNotAllowed(method, "POST");
+    if (endpoint === "free") return passThrough(req, env, provider, rest.join("/"));
     return proxy(req, lobby, ctx, p, provider, rest.join("/"));
   }
 
@@ -169,7 +204,7 @@ async function route(req: Request, lobby: Party.FetchLobby, ctx: Party.Execution
     }
     if (method === "PUT" || method === "POST") {
       requirePermission(p, "configure");
-      const raw = await bodyOf(req);
+      const raw = policyBody(await bodyOf(req));
       parsePolicy(raw);
       return callTenant(lobby, p.tenant, { op: "set-default", policy: raw });
     }

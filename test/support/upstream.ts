@@ -627,6 +627,10 @@ export async function startUpstream(opts: { port?: number; host?: string } = {})
     const respond = () => {
       if (done) return;
       if (b.status !== undefined && b.status >= 400) return sendJson(b.status, errorBody(provider, b.status));
+      // Anthropic's free token count: the input the same body would bill.
+      if (rec.method === "POST" && /^(\/v1)?\/messages\/count_tokens$/.test(rec.path) && rec.body && typeof rec.body === "object") {
+        return sendJson(200, { input_tokens: countPromptTokens("messages", rec.body) });
+      }
       if (!route || rec.method !== "POST") {
         return sendJson(404, errorBody(provider, 404, `Unknown request URL: ${rec.method} ${rec.path}`));
       }
