@@ -1,5 +1,6 @@
 import type * as Party from "partykit/server";
 import { GovernorError } from "../../lib/errors";
+import { toWellFormed, truncate } from "../../lib/text";
 import { callCostUsd, ratesCostUsd, type Provider, type Usage } from "../../schema/pricing";
 import type { Principal } from "../auth";
 import { callSession } from "../calls";
@@ -16,6 +17,8 @@ import { llmErrorOf, withoutRequestIds } from "./tool-calls";
 import { watchCall, type Produced } from "./watch";
 
 export { providerError } from "./errors";
+
+const MAX_SAID = 300;
 
 // The proxy: reserve the worst case in the session's actor, forward with the gateway's
 // provider key, pass the answer through as it arrives, and settle with the real usage
@@ -159,7 +162,7 @@ async function forward(
     if (upstream.status < 500) {
       return new Response(text, { status: upstream.status, headers: { "content-type": upstream.headers.get("content-type") ?? "application/json", ...governorHeaders(requestId, money) } });
     }
-    return providerError(provider, 502, "upstream_error", `upstream answered ${upstream.status}`, {}, governorHeaders(requestId, money));
+    return providerError(provider, 502, "upstream_error", `upstream answered ${upstream.status}${saidBy(text)}`, {}, governorHeaders(requestId, money));
   }
 
   const isStream = (upstream.headers.get("content-type") ?? "").includes("text/event-stream");
@@ -237,6 +240,24 @@ async function forward(
     if (relay?.stalled()) relay.stop("client_gone", "the client stopped reading");
   }, Math.min(1000, stallMs));
   return new Response(relay.stream, { status: upstream.status, headers: { ...passHeaders, "cache-control": "no-cache", ...governorHeaders(requestId, answer) } });
+}
+
+/**
+ * The provider's own reason for a failure on its side, so the caller sees why: its error
+ * message (or the start of a body that is not its JSON shape), on one line, well-formed
+ * and bounded, since it lands in a client's exception text and our logs.
+ */
+function saidBy(text: string): string {
+  let said: string | undefined;
+  try {
+    const body = JSON.parse(text) as { error?: { message?: unknown } | string; message?: unknown };
+    const err = typeof body.error === "object" && body.error ? body.error.message : body.error ?? body.message;
+    if (typeof err === "string") said = err;
+  } catch {
+    said = text;
+  }
+  const line = toWellFormed(truncate((said ?? "").replace(/[\u0000-\u001f\u007f]+/g, " ").trim(), MAX_SAID));
+  return line ? `: ${line}` : "";
 }
 
 /** The answer to a call that a kill or close ended before any of it reached the client. */
