@@ -15,7 +15,8 @@ export interface Principal {
 }
 
 const Grant = z.object({ tenant: TenantId, role: Role, name: z.string().max(128).optional() });
-const TokenMap = z.union([
+/** GOVERNOR_TOKENS: `{"<token>": {tenant, role, name?}}` or `[{token, tenant, role, name?}]`. */
+export const TokenMap = z.union([
   z.record(z.string().min(8), Grant),
   z.array(Grant.extend({ token: z.string().min(8) })),
 ]);
@@ -113,7 +114,10 @@ export function tokenFrom(req: Request, { query = false } = {}): string | null {
   if (auth?.toLowerCase().startsWith("bearer ")) return auth.slice(7).trim();
   const key = req.headers.get("x-api-key");
   if (key) return key.trim();
-  return query ? new URL(req.url).searchParams.get("token") : null;
+  const fromQuery = query ? new URL(req.url).searchParams.get("token") : null;
+  // "Authorization: <token>" or "Basic ..." is a near miss worth naming, not a missing token.
+  if (auth?.trim() && !fromQuery) throw new UnauthorizedError('the Authorization header must read "Bearer <token>": use Authorization: Bearer <token>');
+  return fromQuery;
 }
 
 /** Every tenant the configured tokens name (the local `dev` tenant when none are set). */

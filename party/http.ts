@@ -170,6 +170,6 @@ export function attributionOf(req: Request): { attribution: Attribution; idempot
 
 export function validate<S extends z.ZodType>(schema: S, value: unknown, prefix = ""): z.infer<S> {
   const r = schema.safeParse(value);
-  if (!r.success) throw new BadRequestError(describeIssue(r.error, prefix), issuePath(r.error, prefix));
+  if (!r.success) throw new BadRequestError(describeIssue(r.error, prefix, schema), issuePath(r.error, prefix));
   return r.data;
 }

@@ -143,14 +143,40 @@ export function issuePath(error: z.ZodError, prefix = ""): string {
   return [prefix, path].filter(Boolean).join(".") || prefix || "(root)";
 }
 
-export function describeIssue(error: z.ZodError, prefix = ""): string {
+/** `schema`: what was parsed, so an unknown field can be named with the valid ones. */
+export function describeIssue(error: z.ZodError, prefix = "", schema?: z.ZodType): string {
   const issue = error.issues[0];
+  if (issue?.code === "unrecognized_keys") {
+    // A typo is named with the fields that would have been taken there.
+    const valid = schema && fieldsAt(schema, issue.path);
+    const unknown = issue.keys.map((k) => JSON.stringify(k)).join(", ");
+    return `${issuePath(error, prefix)}: unknown field${issue.keys.length > 1 ? "s" : ""} ${unknown}${valid ? `; valid fields: ${valid.join(", ")}` : ""}`;
+  }
   return `${issuePath(error, prefix)}: ${issue?.message ?? "invalid"}`;
+}
+
+/** The field names of the object schema at `path` inside `schema`, when the path leads to one. */
+function fieldsAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] | undefined {
+  let at: unknown = schema;
+  let i = 0;
+  for (let guard = 0; guard < 64 && at; guard++) {
+    const def = (at as { _zod?: { def?: Record<string, unknown> } })._zod?.def;
+    if (!def) return undefined;
+    if (def.innerType) at = def.innerType;
+    else if (def.type === "pipe") at = def.in;
+    else if (def.type === "array" && i < path.length) (at = def.element), i++;
+    else if (def.type === "object") {
+      const shape = def.shape as Record<string, unknown>;
+      if (i === path.length) return Object.keys(shape);
+      at = shape[String(path[i++])];
+    } else return undefined;
+  }
+  return undefined;
 }
 
 export function parsePolicy(input: unknown, prefix = "policy"): Policy {
   const r = StrictPolicy.safeParse(input ?? {});
-  if (!r.success) throw new BadRequestError(describeIssue(r.error, prefix), issuePath(r.error, prefix));
+  if (!r.success) throw new BadRequestError(describeIssue(r.error, prefix, Policy), issuePath(r.error, prefix));
   return r.data;
 }
 
@@ -158,8 +184,21 @@ export function parseYamlText(text: string): unknown {
   try {
     return parseYaml(text);
   } catch (e) {
-    throw new BadRequestError(`body is not valid YAML: ${(e as Error).message.split("\n")[0]}`, "body");
+    throw new BadRequestError(`body is not valid YAML: ${yamlProblem(e as Error & { linePos?: Array<{ line: number }> }, text)}`, "body");
   }
+}
+
+/**
+ * The parser's first line ends "at line 4, column 3:" and shows the place on the lines
+ * after it; on one line, the offending line is quoted instead (JSON-escaped, so a tab or a
+ * stray space at its start shows).
+ */
+function yamlProblem(e: Error & { linePos?: Array<{ line: number }> }, text: string): string {
+  const first = e.message.split("\n")[0].replace(/:\s*$/, "");
+  const line = e.linePos?.[0]?.line;
+  const shown = line === undefined ? undefined : text.split(/\r?\n/)[line - 1];
+  if (shown === undefined || shown.trim() === "") return first;
+  return `${first}, which reads ${JSON.stringify(shown.length > 120 ? `${shown.slice(0, 120)}...` : shown)}`;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
