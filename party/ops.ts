@@ -48,6 +48,8 @@ export type TenantOp =
   | { op: "set-default"; policy: unknown }
   | { op: "ratios" }
   | { op: "learn"; key: string; ratio: number }
+  /** Drops learned ratios: one model's (every profile, or one), or all when no model is named. */
+  | { op: "forget-ratios"; model?: string; profile?: string }
   | { op: "wake-sessions" }
   /** The keyed digest of an erasure's subject; forgets the subject's cross-session rate counts. */
   | { op: "subject"; user: string };

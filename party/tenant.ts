@@ -101,6 +101,8 @@ export default class TenantActor implements Party.Server {
           return json({ ratios: Object.fromEntries(this.ratios) });
         case "learn":
           return await this.learn(op.key, op.ratio);
+        case "forget-ratios":
+          return await this.forgetRatios(op.model, op.profile);
         case "wake-sessions":
           return json({ woken: await this.wakeSessions() });
         case "subject":
@@ -142,6 +144,20 @@ export default class TenantActor implements Party.Server {
     this.ratios.set(key, ratio);
     await this.room.storage.put(`ratio:${key}`, ratio);
     return json({ ratio });
+  }
+
+  /**
+   * An operator's reset: estimates go back to the local count (times the model's factor)
+   * until a settle shows again that the provider bills more. Keys are "<model>|<profile>".
+   */
+  private async forgetRatios(model?: string, profile?: string): Promise<Response> {
+    const gone = [...this.ratios.keys()].filter((k) => {
+      const cut = k.lastIndexOf("|");
+      return model === undefined || (k.slice(0, cut) === model && (profile === undefined || k.slice(cut + 1) === profile));
+    });
+    for (const k of gone) this.ratios.delete(k);
+    for (let i = 0; i < gone.length; i += 128) await this.room.storage.delete(gone.slice(i, i + 128).map((k) => `ratio:${k}`));
+    return json({ removed: gone.length });
   }
 
   /**

@@ -39,6 +39,8 @@ export class Reservations {
   private progress = new Map<string, Progress>();
   private watchers = new Map<string, Set<(a: WatchAnswer) => void>>();
   private ratios = new Map<string, number>();
+  /** When this session raised each ratio itself (kept across a reload of the tenant's set). */
+  private learnedAt = new Map<string, number>();
   private ratiosAt = 0;
   private ratiosLoading?: Promise<void>;
 
@@ -58,10 +60,15 @@ export class Reservations {
 
   private loadRatios(): Promise<void> {
     this.ratiosLoading ??= (async () => {
+      const asked = Date.now();
       try {
         const res = await callTenant(this.room.context, this.journal.context.tenant, { op: "ratios" });
         const { ratios } = (await res.json()) as { ratios: Record<string, number> };
-        for (const [k, v] of Object.entries(ratios ?? {})) this.ratios.set(k, Math.max(v, this.ratios.get(k) ?? 0));
+        // The tenant's set replaces ours, so an operator's reset (DELETE /v1/learned-ratios)
+        // reaches running sessions; what this session learned since it asked is kept.
+        const next = new Map(Object.entries(ratios ?? {}));
+        for (const [k, at] of this.learnedAt) if (at >= asked) next.set(k, Math.max(next.get(k) ?? 0, this.ratios.get(k) ?? 0));
+        this.ratios = next;
         this.ratiosAt = Date.now();
       } catch (e) {
         console.error("learned ratios not read; estimates go without them for now", e);
@@ -90,6 +97,7 @@ export class Reservations {
       const key = ratioKey(r.model, r.profile);
       if (e.data.inputRatio <= (this.ratios.get(key) ?? 0)) continue;
       this.ratios.set(key, e.data.inputRatio);
+      this.learnedAt.set(key, Date.now());
       // Outside the alarm's turn: PartyKit forbids reaching other parties from onAlarm.
       setTimeout(() => {
         callTenant(this.room.context, this.journal.context.tenant, { op: "learn", key, ratio: e.data.inputRatio! }).catch((err) => console.error("learned ratio not stored at the tenant", err));
