@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { quietDevtools } from "../../scripts/devtools.js";
+import { devConfig } from "../../scripts/partykit-config.js";
 
 // A real Governor: `partykit dev` (workerd) on a free port with its own --persist folder,
 // stopped by its process group id. Used by the integration tests, benchmarks and demo.
@@ -88,8 +89,9 @@ class PortTaken extends Error {}
 async function startOn(port: number, opts: StartOptions): Promise<Governor> {
   const persist = opts.persist ?? mkdtempSync(join(tmpdir(), "governor-test-"));
   const vars: Record<string, string> = { ...(opts.devTokens ? {} : { GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP) }), ...opts.vars };
-  const args = ["dev", "--port", String(port), "--persist", persist, "--disable-request-cf-fetch", "--no-hotkeys"];
-  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}=${v}`);
+  // Tokens and keys go in a private config file, not on the command line (scripts/partykit-config.js).
+  const config = devConfig(ROOT, vars);
+  const args = ["dev", "--port", String(port), "--persist", persist, "--disable-request-cf-fetch", "--no-hotkeys", "--config", config.path];
   const child: ChildProcess = spawn(join(ROOT, "node_modules/.bin/partykit"), args, {
     cwd: ROOT,
     detached: true,
@@ -113,6 +115,7 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
   const deadline = Date.now() + START_TIMEOUT_MS;
   const giveUp = async (error: Error) => {
     await kill(child);
+    config.remove();
     if (!opts.persist) rmSync(persist, { recursive: true, force: true });
     return error;
   };
@@ -146,6 +149,7 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
     output: () => out,
     async stop({ keepStorage = false } = {}) {
       await kill(child);
+      config.remove();
       if (!opts.persist && !keepStorage) rmSync(persist, { recursive: true, force: true });
     },
   };
