@@ -10,11 +10,38 @@ import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { quietDevtools } from "./devtools.js";
+import { devConfig } from "./partykit-config.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const port = process.env.PORT ?? "1999";
 const persist = process.env.GOVERNOR_STATE_DIR ?? join(root, ".governor", "state");
+
+/** One line naming what is wrong, and out: no server half-started on a bad setting. */
+function refuse(message) {
+  console.error(`governor: ${message}`);
+  process.exit(1);
+}
+
+// The settings the server would refuse on every request or every session open are checked
+// now, with the server's own schemas (lib/start-config.ts).
+{
+  const { tsImport } = await import("tsx/esm/api");
+  const { configProblems } = await tsImport("../lib/start-config.ts", import.meta.url);
+  const problems = configProblems(process.env);
+  if (problems.length) refuse(problems.join("\ngovernor: "));
+}
+if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) refuse(`PORT must be a port number (1-65535), not "${port}"`);
+if (!(await portFree(Number(port)))) refuse(`port ${port} is in use (another Governor, or another server): stop it or start with PORT=<another port>`);
 mkdirSync(persist, { recursive: true });
+
+/** Whether nothing listens on `p` yet; workerd would otherwise fail to bind and partykit dev wait for an edit. */
+function portFree(p) {
+  return new Promise((ok) => {
+    const s = createServer();
+    s.once("error", () => ok(false));
+    s.listen(p, () => s.close(() => ok(true)));
+  });
+}
 
 function freePort() {
   return new Promise((ok, fail) => {
@@ -37,26 +64,54 @@ const auditDir = process.env.GOVERNOR_AUDIT_DIR ?? join(root, ".governor", "audi
 
 const PASSED = ["GOVERNOR_TOKENS", "GOVERNOR_DEFAULT_POLICY", "GOVERNOR_PUBLIC_URL", "GOVERNOR_UPSTREAM_TIMEOUT_MS", "GOVERNOR_STREAM_STALL_MS", "GOVERNOR_SETTLE_CARRY_MS", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GOVERNOR_SIGNING_KEY",
   "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_BSP_SCHEDULE_DELAY"];
-const args = ["dev", "--port", port, "--persist", persist, "--disable-request-cf-fetch"];
 const publicUrl = process.env.GOVERNOR_PUBLIC_URL ?? `http://127.0.0.1:${port}`;
+const vars = {};
 for (const k of PASSED) {
   const v = k === "GOVERNOR_PUBLIC_URL" ? publicUrl : process.env[k];
-  if (v) args.push("--var", `${k}=${v}`);
+  if (v) vars[k] = v;
 }
-if (auditUrl) args.push("--var", `GOVERNOR_AUDIT_URL=${auditUrl}`, "--var", `GOVERNOR_AUDIT_SECRET=${auditSecret}`);
+if (auditUrl) Object.assign(vars, { GOVERNOR_AUDIT_URL: auditUrl, GOVERNOR_AUDIT_SECRET: auditSecret });
+// Tokens, keys and secrets reach partykit in a private config file, never as arguments
+// that `ps` shows to every local user (scripts/partykit-config.js). --no-hotkeys: no
+// "[b] open a browser" box printed among the request lines.
+const config = devConfig(root, vars);
+process.on("exit", () => config.remove());
+const args = ["dev", "--port", port, "--persist", persist, "--disable-request-cf-fetch", "--no-hotkeys", "--config", config.path];
 
 const children = [];
 let stopping = false;
-function stopAll(sig = "SIGTERM") {
+let auditChild;
+/**
+ * The audit service goes first: stopped after Governor, it would log every refused
+ * reconnect on the way out. Governor follows once it is gone (or after 3 s).
+ */
+async function stopAll(sig = "SIGTERM") {
+  if (stopping) return;
   stopping = true;
+  if (auditChild && auditChild.exitCode === null) {
+    const gone = new Promise((r) => auditChild.once("exit", r));
+    auditChild.kill(sig);
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
+  }
   for (const c of children) if (c.exitCode === null) c.kill(sig);
 }
 
 const child = spawn(join(root, "node_modules", ".bin", "partykit"), args, { cwd: root, stdio: ["inherit", "pipe", "inherit"] });
 children.push(child);
 let announced = false;
+let ready = false;
+let seen = "";
 child.stdout.on("data", (d) => {
   process.stdout.write(d);
+  // A port taken between our check and workerd's bind: partykit dev would wait for an edit.
+  seen = (seen + String(d)).slice(-4096);
+  if (!announced && /Address already in use/.test(seen)) {
+    console.error(`governor: port ${port} is in use: stop what listens there or start with PORT=<another port>`);
+    process.exitCode = 1;
+    void stopAll();
+  }
+  if (/Ready on|Updated and ready on/.test(String(d))) ready = true;
+  if (/Build succeeded|Reloading/.test(String(d))) ready = false;
   // partykit dev's DevTools network events cost ~2 ms of CPU per proxied call (scripts/devtools.js):
   // off once workerd is up, and again after each reload (partykit turns them on with every
   // new workerd). GOVERNOR_DEVTOOLS_NETWORK=on keeps them.
@@ -71,6 +126,7 @@ child.stdout.on("data", (d) => {
       : 'token:   dev  (operator of tenant "local"; set GOVERNOR_TOKENS to use your own)';
     const consoleUrl = process.env.GOVERNOR_TOKENS ? `${publicUrl}/` : `${publicUrl}/?token=dev&tenant=local`;
     const audit = auditHere ? `http://127.0.0.1:${port}/v1/audit/events  (store: ${process.env.DATABASE_URL ? "DATABASE_URL" : auditDir})` : auditUrl ? `via ${auditUrl}` : "off";
+    if (auditHere) startAudit();
     console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n  audit:   ${audit}\n`);
     // The first request after a start wakes the sessions with something due (open
     // reservations, pending approvals), whose alarms the local runtime does not fire on its own.
@@ -87,15 +143,37 @@ child.stdout.on("data", (d) => {
   }
 });
 
-if (auditHere) {
+// Connection failures while Governor starts, reloads or stops are expected; said only once
+// they have lasted a while.
+const QUIET_MS = 15_000;
+const REFUSED = /ECONNREFUSED|ECONNRESET|fetch failed|socket hang up|other side closed|Unexpected server response: 5\d\d/;
+
+/** Started once Governor is ready, so its first connections are not refused. */
+function startAudit() {
   const audit = spawn(
     process.execPath,
     ["--import", "tsx", join(root, "audit", "cli.ts"), "--url", `http://127.0.0.1:${port}`, "serve", "--port", auditPort, "--dir", auditDir],
     { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, GOVERNOR_AUDIT_SECRET: auditSecret } },
   );
   children.push(audit);
+  auditChild = audit;
+  let refusedSince;
+  let said = false;
   const prefix = (stream) => (d) => {
-    for (const line of String(d).split("\n")) if (line.trim()) stream.write(`[audit] ${line}\n`);
+    for (const line of String(d).split("\n")) {
+      if (!line.trim()) continue;
+      if (REFUSED.test(line)) {
+        if (stopping) continue;
+        refusedSince ??= Date.now();
+        if (!ready || Date.now() - refusedSince < QUIET_MS) continue;
+        if (!said) stream.write(`[audit] Governor has refused the audit service's connections for ${Math.round((Date.now() - refusedSince) / 1000)} s; still retrying\n`);
+        said = true;
+      } else if (!/retrying/.test(line)) {
+        refusedSince = undefined;
+        said = false;
+      }
+      stream.write(`[audit] ${line}\n`);
+    }
   };
   audit.stdout.on("data", prefix(process.stdout));
   audit.stderr.on("data", prefix(process.stderr));
@@ -104,8 +182,8 @@ if (auditHere) {
   });
 }
 
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => stopAll(sig));
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => void stopAll(sig));
 child.on("exit", (code) => {
-  stopAll();
-  process.exitCode = code ?? 0;
+  void stopAll();
+  process.exitCode ??= code ?? 0;
 });
