@@ -47,7 +47,9 @@ async function bodyOf(req: Request): Promise<unknown> {
   try {
     return parseJson(text);
   } catch (e) {
-    throw looksLikeYaml(text) && e instanceof BadRequestError ? new BadRequestError(`${e.message}; for a YAML body send content-type: application/yaml`, "body") : e;
+    // Only a body that is no JSON at all: JSON is YAML too, and its own problems keep their field.
+    const notJson = e instanceof BadRequestError && e.message.startsWith("body is not valid JSON");
+    throw notJson && looksLikeYaml(text) ? new BadRequestError(`${e.message}; for a YAML body send content-type: application/yaml`, "body") : e;
   }
 }
 
