@@ -1,6 +1,6 @@
 import type * as Party from "partykit/server";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
-import { isJSONRPCRequest, JSONRPCMessageSchema, type JSONRPCMessage, type JSONRPCRequest } from "@modelcontextprotocol/sdk/types.js";
+import { isJSONRPCRequest, JSONRPCMessageSchema, type JSONRPCMessage, type McpError } from "@modelcontextprotocol/sdk/types.js";
 import { canonicalJson, sha256Hex } from "../../lib/chain";
 import { BadRequestError, GovernorError, NotFoundError } from "../../lib/errors";
 import { SessionId } from "../../schema/api";
@@ -11,7 +11,9 @@ import { assertDepth, assertWellFormed, attributionOf, readText } from "../http"
 import { callKey, cancel } from "./cancel";
 import { withdrawApproval, type SessionRef } from "./govern";
 import { buildServer } from "./server";
+import { answerUnreachable } from "./unreachable";
 import { connectUpstream, type Upstream } from "./upstream";
+import { plainError } from "./wire";
 
 // `/v1/mcp/<server>`: a Streamable HTTP MCP endpoint, stateless (no Mcp-Session-Id of its
 // own: the agent's Governor session, named by X-Session-ID, is the session). Each POST
@@ -69,12 +71,6 @@ function messagesOf(text: string): { messages: JSONRPCMessage[]; batch: boolean 
     return r.data;
   });
   return { messages, batch };
-}
-
-/** An upstream that cannot be reached answers every request of the body with the same MCP error. */
-function errorsFor(requests: JSONRPCRequest[], e: { code: number; message: string; data?: unknown }): Response {
-  const answers = requests.map((r) => ({ jsonrpc: "2.0", id: r.id, error: { code: e.code, message: e.message, data: e.data } }));
-  return new Response(JSON.stringify(answers.length === 1 ? answers[0] : answers), { status: 200, headers: { "content-type": "application/json" } });
 }
 
 /** Runs `cleanup` once the answer has been read to its end, or the agent stops reading. */
@@ -157,11 +153,14 @@ export async function mcpRoute(req: Request, serverName: string | undefined, res
       const key = `${c.principal.tenant}\n${server}\n${sha256Hex(canonicalJson(cfg))}`;
       upstream = await connectUpstream(key, server, cfg, gone.signal, (p) => c.ctx.waitUntil(p));
     } catch (e) {
-      return errorsFor(requests, e as { code: number; message: string; data?: unknown });
+      return await answerUnreachable(ref, server, requests, e as McpError);
     }
   }
   const mcp = buildServer({ name: server, cfg, upstream, ref, gone: gone.signal });
   const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+  // Every answer leaves with a plain error message (wire.ts).
+  const send = transport.send.bind(transport);
+  transport.send = (m, options) => send(plainError(m), options);
   await mcp.connect(transport);
   const res = await transport.handleRequest(req, { parsedBody: batch ? messages : messages[0] });
   return whenDone(res, c.ctx, async () => {

@@ -42,12 +42,16 @@ export interface ServerParts {
 
 type Extra = { _meta?: { progressToken?: string | number }; sendNotification: (n: never) => Promise<void> };
 
-/** What the upstream offers and this endpoint relays; list-change and subscription pushes need a session we do not keep. */
+/**
+ * What the upstream offers and this endpoint relays. List-change and subscription pushes
+ * need a stream this stateless endpoint does not keep, so they are said to be off: a
+ * client lists again when it wants the current tools.
+ */
 function relayed(up: ServerCapabilities | undefined): ServerCapabilities {
   return {
-    ...(up?.tools && { tools: {} }),
-    ...(up?.resources && { resources: {} }),
-    ...(up?.prompts && { prompts: {} }),
+    ...(up?.tools && { tools: { listChanged: false } }),
+    ...(up?.resources && { resources: { listChanged: false, subscribe: false } }),
+    ...(up?.prompts && { prompts: { listChanged: false } }),
     ...(up?.completions && { completions: {} }),
   };
 }
@@ -57,6 +61,8 @@ export function buildServer(parts: ServerParts): McpServer {
   const caps = relayed(upstream?.capabilities);
   const instructions = upstream?.instructions;
   const mcp = new McpServer({ name: `governor/${name}`, version: "1.0.0" }, { capabilities: caps, instructions, jsonSchemaValidator: passThroughValidator });
+  // McpServer's constructor adds `listChanged: true` for its own registries; ours are relayed.
+  mcp.server.registerCapabilities(caps);
   if (!upstream) return mcp;
   const client = upstream;
   const options = { timeout: cfg.timeout, signal: gone };

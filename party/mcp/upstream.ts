@@ -127,7 +127,7 @@ export function upstreamFailure(server: string, e: unknown, timeoutMs: number): 
       return new McpError(ErrorCode.RequestTimeout, `upstream MCP server "${server}" did not answer within ${timeoutMs} ms`, { code: "upstream_timeout", server });
     }
     if (e.code === ErrorCode.ConnectionClosed) return new McpError(ErrorCode.InternalError, `upstream MCP server "${server}" closed the connection`, { code: "upstream_error", server });
-    // McpError prefixes "MCP error <code>: "; the agent's client adds its own.
+    // McpError prefixes "MCP error <code>: "; the wire carries the message without it (wire.ts).
     return new McpError(e.code, e.message.replace(/^MCP error -?\d+: /, ""), e.data);
   }
   if (e instanceof StreamableHTTPError) {

@@ -71,6 +71,8 @@ describe("MCP endpoint", () => {
     const c = await connect(id);
     expect(c.getServerVersion()?.name).toBe("governor/tools");
     expect(c.getInstructions()).toBe("Tools for the Governor tests.");
+    // Nothing is pushed outside a request's answer, so no list changes are promised.
+    expect(c.getServerCapabilities()).toMatchObject({ tools: { listChanged: false }, resources: { listChanged: false, subscribe: false }, prompts: { listChanged: false } });
     const { tools } = await c.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual([...ALLOWED].sort());
     expect(tools.find((t) => t.name === "mcp.tools.search")?.inputSchema.properties).toHaveProperty("query");
@@ -244,21 +246,61 @@ describe("MCP upstream failures", () => {
     const t0 = Date.now();
     const err = await c.callTool({ name: "mcp.tools.hang", arguments: {} }).catch((e) => e);
     expect(err).toBeInstanceOf(McpError);
-    expect(err.message).toMatch(/did not answer within 2000 ms/);
+    expect(err.message).toMatch(/^MCP error -32001: upstream MCP server "tools" did not answer within 2000 ms/);
+    expect(err.message.match(/MCP error/g)).toHaveLength(1);
     expect(Date.now() - t0).toBeLessThan(10_000);
     const log = await logOf(id);
     expect(log.find((e) => e.type === "error.recorded")?.data).toMatchObject({ code: "upstream_timeout", action: "mcp.tools.hang" });
   });
 
-  it("an unreachable upstream is an MCP error at the handshake", async () => {
+  it("an unreachable upstream is an MCP error at the handshake, recorded, and an agent hammering it is caught by same_error", async () => {
     const id = sid("down");
-    await open(id);
+    await open(id, { runaway: { repeat: { same_error: 3, on_detect: "kill" } } });
     const put = await op("/v1/policy", {
       method: "PUT",
       body: { mcp: { servers: { tools: { url: up.url, headers: { authorization: SECRET }, tool_costs: { search: 0.01, refund: 0.25 }, timeout: "2s" }, down: { url: "http://127.0.0.1:9/mcp", timeout: "2s" } } } },
     });
     expect(put.status).toBe(200);
-    await expect(connect(id, TOKENS.agent, "down")).rejects.toThrow(/upstream MCP server "down"/);
+    const err = await connect(id, TOKENS.agent, "down").catch((e) => e);
+    expect(err).toBeInstanceOf(McpError);
+    expect(err.message).toMatch(/^MCP error -32603: upstream MCP server "down" is unreachable/);
+    expect(err.message.match(/MCP error/g)).toHaveLength(1);
+    const first = (await logOf(id)).filter((e) => e.type === "error.recorded");
+    expect(first.map((e) => e.data)).toMatchObject([{ source: "tool", action: "mcp.down", code: "upstream_error" }]);
+
+    // An agent that keeps calling the dead server's tool: each call is a JSON-RPC error and
+    // an error fact; the third identical one in a row trips same_error and kills the session.
+    const call = (k: number) =>
+      agent("/v1/mcp/down", {
+        headers: { "x-session-id": id, accept: "application/json, text/event-stream" },
+        body: { jsonrpc: "2.0", id: k, method: "tools/call", params: { name: "mcp.down.search", arguments: { query: "x" } } },
+      });
+    for (let k = 1; k <= 3; k++) {
+      const r = await call(k);
+      expect(r.status).toBe(200);
+      expect(r.json).toMatchObject({ jsonrpc: "2.0", id: k, error: { code: -32603, data: { code: "upstream_error", server: "down" } } });
+      expect(r.json.error.message).toMatch(/^upstream MCP server "down" is unreachable/);
+    }
+    const log = await logOf(id);
+    expect(log.filter((e) => e.type === "error.recorded").map((e) => e.data)).toMatchObject([
+      { action: "mcp.down" },
+      ...[1, 2, 3].map(() => ({ source: "tool", action: "mcp.down.search", code: "upstream_error" })),
+    ]);
+    expect(log.find((e) => e.type === "anomaly.detected")?.data).toMatchObject({ kind: "repeat_error", rule: "runaway.repeat.same_error", onDetect: "kill", count: 3 });
+    expect((await op(`/v1/sessions/${id}`)).json.state).toBe("killed");
+    // From now on the call is refused as the killed session's, not blamed on the server.
+    const after = await call(4);
+    expect(after.json.result).toMatchObject({ isError: true, _meta: { governor: { code: "session_killed", rule: "session.killed" } } });
+    expect((await logOf(id)).filter((e) => e.type === "error.recorded")).toHaveLength(4);
+  });
+
+  it("an error the endpoint itself answers reads 'MCP error <code>: ...' once", async () => {
+    const id = sid("prefix");
+    await open(id);
+    const c = await connect(id);
+    const err = await c.callTool({ name: "search", arguments: {} }).catch((e) => e);
+    expect(err).toBeInstanceOf(McpError);
+    expect(err.message).toMatch(/^MCP error -32602: unknown tool "search": the tools of this endpoint are named mcp\.tools\.<tool>$/);
   });
 });
 
