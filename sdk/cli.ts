@@ -104,7 +104,7 @@ function program(): { p: Command; result: () => number } {
       const other = opts.policy === undefined ? undefined : { policy: await readPolicy(opts.policy), mode: opts.replace ? ("replace" as const) : ("merge" as const) };
       const keys = opts.key !== undefined ? await keysFromOption(opts.key) : () => keysFromServer(gov, g.url);
       let result: ReplayResult;
-      const entries = file !== undefined ? parseNdjson(await readLog(file)) : await sessionEntries(gov, opts.session!);
+      const entries = file !== undefined ? parseNdjson(await readLog(file)) : await known(gov, g, opts.session!, () => sessionEntries(gov, opts.session!));
       if (!Array.isArray(entries)) result = entries;
       else {
         try {
@@ -178,7 +178,7 @@ function program(): { p: Command; result: () => number } {
     .option("--actions <n>", "how many recent actions to list (from the log: operators and auditors)", nonNegativeInt, 10)
     .action(async (session: string, opts: { actions: number }, cmd: Command) => {
       const { g, gov } = ctx(cmd);
-      const s = await gov.getSession(session);
+      const s = await known(gov, g, session, () => gov.getSession(session));
       const actions = opts.actions > 0 ? await recentActions(gov, session, s.seq, opts.actions) : undefined;
       print(g, actions ? { ...s, recentActions: actions } : s, () => formatSession(s, actions));
     });
@@ -191,7 +191,7 @@ function program(): { p: Command; result: () => number } {
       .option("--note <text>", "recorded with the decision")
       .action(async (session: string, approval: string, opts: { note?: string }, cmd: Command) => {
         const { g, gov } = ctx(cmd);
-        const r = await gov[verb](session, approval, opts.note);
+        const r = await known(gov, g, session, () => gov[verb](session, approval, opts.note));
         print(g, r, () => formatApproval(session, r));
       });
   }
@@ -202,7 +202,7 @@ function program(): { p: Command; result: () => number } {
     .option("--reason <text>", "why, recorded in the log")
     .action(async (session: string, opts: { reason?: string }, cmd: Command) => {
       const { g, gov } = ctx(cmd);
-      const s = await gov.kill(session, opts.reason);
+      const s = await known(gov, g, session, () => gov.kill(session, opts.reason));
       print(g, s, () => `killed ${session}: ${s.killed?.reason ?? "killed"} (spent ${usd(s.spentUsd)})`);
     });
 
@@ -211,8 +211,8 @@ function program(): { p: Command; result: () => number } {
     .argument("<session>")
     .option("--after <seq>", "only events after this sequence number", nonNegativeInt)
     .action(async (session: string, opts: { after?: number }, cmd: Command) => {
-      const { gov } = ctx(cmd);
-      const { events, checkpoint } = await gov.exportSigned(session, { after: opts.after });
+      const { g, gov } = ctx(cmd);
+      const { events, checkpoint } = await known(gov, g, session, () => gov.exportSigned(session, { after: opts.after }));
       for (const e of events) out(JSON.stringify(e));
       // The signed head last, so the file proves itself: `governor replay <file>`.
       if (checkpoint) out(JSON.stringify(checkpoint));
@@ -220,6 +220,24 @@ function program(): { p: Command; result: () => number } {
 
   registerAudit(p, { out, err, fail: (c) => (code = c) });
   return { p, result };
+}
+
+/**
+ * A session the server does not know, told the way a CLI user can act on: the server's
+ * own text names its HTTP route, and the tenant is the token's unless --tenant said it.
+ */
+async function known<T>(gov: Governor, g: Globals, session: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    if (!(e instanceof GovernorApiError) || e.status !== 404 || e.code !== "not_found" || !e.message.startsWith("no such session")) throw e;
+    const tenant = g.tenant ?? (await gov.whoami().then((w) => w.tenant, () => undefined));
+    throw new GovernorApiError(404, {
+      code: "not_found",
+      field: "session",
+      message: `no such session "${session}" in tenant ${tenant ?? "(the token's)"}. \`governor sessions\` lists the tenant's sessions; an agent's session is opened by the agent, with the SDK's gov.openSession({ id }) or gov.start({ id }), before its first call`,
+    });
+  }
 }
 
 async function readLog(file: string): Promise<string> {

@@ -38,6 +38,27 @@ export function formatSessionPage(page: SessionPage): string {
   return `${list}\n\n${shown}${page.nextCursor ? `; next page: --cursor ${page.nextCursor}` : ""}`;
 }
 
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/**
+ * Every LLM call and every action is decided once, so the two sides add up: allowed and
+ * denied count both kinds (a review counts when an operator or the timeout decides it),
+ * the rest still waits for approval, or was still waiting when the session ended.
+ */
+export function decisionsLine(s: Pick<SessionSummary, "counters" | "pendingApprovals">): string {
+  const c = s.counters;
+  const total = c.llmCalls + c.actions;
+  const waiting = s.pendingApprovals.length;
+  const ended = total - c.allowed - c.denied - waiting;
+  const outcome = [plural(c.allowed, "allowed", "allowed"), plural(c.denied, "denied", "denied")];
+  if (waiting) outcome.push(`${waiting} awaiting approval`);
+  if (ended > 0) outcome.push(`${ended} undecided when the session ended`);
+  const reviews = c.reviews ? ` (${c.reviews} went to review)` : "";
+  return `${total}: ${plural(c.llmCalls, "llm call")} + ${plural(c.actions, "action")} = ${outcome.join(" + ")}${reviews}`;
+}
+
 export function formatSession(s: SessionSummary, actions?: ActionChecked[]): string {
   const c = s.counters;
   const rows = [
@@ -48,7 +69,8 @@ export function formatSession(s: SessionSummary, actions?: ActionChecked[]): str
     ["seq", String(s.seq)],
     ["opened", time(s.openedAt)],
     ["last activity", time(s.lastActivity)],
-    ["counters", `${c.llmCalls} llm calls, ${c.actions} actions (${c.allowed} allowed, ${c.denied} denied, ${c.reviews} reviews), ${c.violations} violations, ${c.alerts} alerts, ${c.anomalies} anomalies, ${c.errors ?? 0} tool errors`],
+    ["decisions", decisionsLine(s)],
+    ["facts", `${plural(c.violations, "violation")}, ${plural(c.errors ?? 0, "tool error")}, ${plural(c.alerts, "alert")}, ${plural(c.anomalies, "anomaly", "anomalies")}`],
   ];
   for (const [k, v] of [["agent", s.agent], ["user", s.user], ["task", s.task]] as const) if (v) rows.push([k, v]);
   // Money the reservations did not cover: the estimate ran low (see README, "Reservations").

@@ -195,4 +195,24 @@ describe("governor show", () => {
     s.settle(a.requestId, 0.03);
     expect(formatSession(summarize(s.snapshot))).toMatch(/overrun\s+\$0\.012 charged above reservations; \$0\.01 past the budget/);
   });
+
+  it("counts decisions so the parts add up: LLM calls and actions on one side, allowed, denied and waiting on the other", async () => {
+    const { formatSession } = await import("../../sdk/cli/format");
+    const s = new Sim({ budget: { session_usd: 0.05 }, actions: { deny: ["drop"], rules: { refund: { amount: { require_approval_above: 10 } } } } });
+    const act = (id: string, action: string, args: Record<string, unknown> = {}) =>
+      s.apply(decideAction(s.view, { id, action, args, argsHash: id, costUsd: 0, attribution: {} }, s.now));
+    s.settle(s.reserve().requestId, 0.01); // an LLM call, allowed
+    expect(s.reserve({ estimateUsd: 1 }).decision).toBe("deny"); // an LLM call over the budget
+    act("a1", "search"); // allowed
+    act("a2", "search"); // allowed
+    act("a3", "drop"); // denied
+    expect(act("a4", "refund", { amount: 50 }).decision).toBe("review"); // waiting for an operator
+    const summary = summarize(s.snapshot);
+    // The old line read "4 actions (3 allowed, 2 denied, 1 reviews)": 3 + 2 + 1 is not 4.
+    expect(formatSession(summary)).toMatch(/decisions\s+6: 2 llm calls \+ 4 actions = 3 allowed \+ 2 denied \+ 1 awaiting approval \(1 went to review\)\n/);
+    expect(formatSession(summary)).toMatch(/facts\s+0 violations, 0 tool errors, 0 alerts, 0 anomalies/);
+    // Killed with the review still pending: it is neither allowed nor denied, and says so.
+    s.apply(decideEnd(s.view, { how: "kill", reason: "stop", by: "op", id: "k" }));
+    expect(formatSession(summarize(s.snapshot))).toMatch(/decisions\s+6: 2 llm calls \+ 4 actions = 3 allowed \+ 2 denied \+ 1 undecided when the session ended/);
+  });
 });
