@@ -106,8 +106,8 @@ export function registerAudit(program: Command, io: Io) {
       io.out(g.json ? JSON.stringify(page, null, 2) : formatEvents(page.events, page.nextCursor));
     });
 
-  withFilters(audit.command("spend").description("spend and calls rolled up by agent, user, model, session or day"))
-    .addOption(new Option("--by <key>", "what to roll up by").choices(["agent", "user", "model", "session", "day"]).default("agent"))
+  withFilters(audit.command("spend").description("spend and calls rolled up by agent, user, model or session, or over time by day, hour or minute (UTC, oldest first)"))
+    .addOption(new Option("--by <key>", "what to roll up by").choices(["agent", "user", "model", "session", "day", "hour", "minute"]).default("agent"))
     .action(async (opts: FilterOpts & { by: string }, cmd: Command) => {
       const g = globals(cmd);
       const res = await get(g, "spend", params(opts, { by: opts.by }));
