@@ -1,6 +1,7 @@
 import { Readable } from "node:stream";
 import { stringify } from "csv-stringify";
 import type { SignedCheckpoint } from "../lib/checkpoint";
+import { usdDecimal } from "../lib/money";
 import { reveal, type Pii } from "../lib/pii";
 import type { AuditEventItem } from "./query";
 
@@ -62,8 +63,9 @@ export function csvRecord(e: AuditEventItem): Record<(typeof CSV_COLUMNS)[number
     decision: e.decision,
     code: e.code,
     rule: e.rule,
-    cost_usd: e.costUsd,
-    estimate_usd: e.estimateUsd,
+    // Plain decimals: a spreadsheet reads "2e-8" as text, or not as the amount.
+    cost_usd: usdDecimal(e.costUsd),
+    estimate_usd: e.estimateUsd === null ? null : usdDecimal(e.estimateUsd),
     hash: e.hash,
     prev: e.prev,
     // The data as a person reads it: each personal value in place of its commitment (an erased one stays a commitment).

@@ -40,3 +40,16 @@ export function moneyLimit(committedNanos: number, costNanos: number): MoneyLimi
   if (committedNanos + costNanos > MAX_SESSION_NANOS) return { rule: "max_session_usd", reason: `would bring the session past $${MAX_SESSION_USD}, the most one session may commit` };
   return undefined;
 }
+
+/**
+ * An amount as a plain decimal, exact to the nano-dollar it is stored as, with no exponent
+ * and no trailing zeros: 2e-8 is "0.00000002", 0.25 is "0.25", 3 is "3". For exports read
+ * by spreadsheets and scripts, where "2e-8" reads as text or as a different number.
+ */
+export function usdDecimal(usd: number): string {
+  if (!Number.isFinite(usd)) return String(usd);
+  const nanos = Math.round(Math.abs(usd) * NANOS);
+  const whole = Math.floor(nanos / NANOS);
+  const frac = String(nanos % NANOS).padStart(9, "0").replace(/0+$/, "");
+  return `${usd < 0 && nanos > 0 ? "-" : ""}${whole}${frac ? `.${frac}` : ""}`;
+}
