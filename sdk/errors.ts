@@ -1,5 +1,6 @@
 // One error class for every refusal the server explains, so callers branch on `code`
 // (and `field` / `rule`) instead of parsing messages.
+import { MAX_SOCKET_MESSAGE_BYTES } from "../lib/limits";
 import { STATUS } from "../machines/decide";
 
 // Refusal codes share the server's statuses; the rest are the gateway's own.
@@ -97,5 +98,27 @@ export class ActionDeniedError extends Error {
     this.reason = d.reason;
     this.approvalId = d.approvalId;
     this.retryAfter = d.retryAfter;
+  }
+}
+
+/**
+ * A socket message over the server's limit (256 KiB), refused here before it is sent: the
+ * server would refuse it anyway (and past 1 MiB the runtime closes the socket). Over HTTP
+ * (`gov.checkAction`, `gov.report`) a body may be up to 1 MiB.
+ */
+export class MessageTooLargeError extends GovernorApiError {
+  /** The message's size in bytes (UTF-8), and the most the server takes. */
+  readonly bytes: number;
+  readonly limit: number;
+
+  constructor(what: string, bytes: number, limit = MAX_SOCKET_MESSAGE_BYTES) {
+    super(413, {
+      code: "payload_too_large",
+      field: "message",
+      message: `${what} is ${bytes} bytes as a socket message; the limit is ${limit} bytes (${limit / 1024} KiB). Not sent: send less, or use HTTP (gov.checkAction / gov.report take up to 1 MiB)`,
+    });
+    this.name = "MessageTooLargeError";
+    this.bytes = bytes;
+    this.limit = limit;
   }
 }

@@ -2,7 +2,9 @@ import PartySocket from "partysocket";
 import WS from "ws";
 import type { GovernorEvent } from "../schema/events";
 import { ServerMessage, type SessionSummary } from "../schema/protocol";
-import { GovernorApiError } from "./errors";
+import { MAX_SOCKET_MESSAGE_BYTES } from "../lib/limits";
+import { utf8Length } from "../lib/text";
+import { GovernorApiError, MessageTooLargeError } from "./errors";
 import type { ActionDecision, ActionRequest, Fact, SocketDecision } from "./types";
 
 // One socket per session. Decisions are matched to checks by id, and a check survives a
@@ -142,11 +144,18 @@ export class SessionHandle {
           reject(e);
         },
       });
-      this.sendCheck(request);
+      try {
+        this.sendCheck(request);
+      } catch (e) {
+        this.pending.get(request.id)?.reject(e as Error);
+      }
     });
   }
 
-  /** Fire and forget, like the server's answer to it: a refusal comes back through onError. */
+  /**
+   * Fire and forget, like the server's answer to it: a refusal comes back through onError.
+   * Throws MessageTooLargeError, unsent, when the fact is over the socket's limit.
+   */
   report(fact: Fact): void {
     this.sendJson({ type: "report", report: fact });
   }
@@ -159,8 +168,15 @@ export class SessionHandle {
     this.onClosed();
   }
 
-  private sendJson(m: unknown) {
-    this.socket.send(JSON.stringify(m));
+  /** Refuses, unsent, a message the server would refuse: a typed error naming its size and the limit. */
+  private sendJson(m: { type: string; [k: string]: unknown }) {
+    const text = JSON.stringify(m);
+    // Length in UTF-16 units is at most the UTF-8 size, and a third of it at least: count only when it may matter.
+    if (text.length > MAX_SOCKET_MESSAGE_BYTES / 3) {
+      const bytes = utf8Length(text);
+      if (bytes > MAX_SOCKET_MESSAGE_BYTES) throw new MessageTooLargeError(`this ${m.type}`, bytes);
+    }
+    this.socket.send(text);
   }
 
   private sendCheck(request: Pending["request"]) {

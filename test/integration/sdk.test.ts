@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Governor, GovernorApiError, type GovernorEvent, type SessionPage, type SessionSummary, type SocketDecision } from "../../sdk/index";
+import { Governor, GovernorApiError, MessageTooLargeError, type GovernorEvent, type SessionPage, type SessionSummary, type SocketDecision } from "../../sdk/index";
 import { freePort, ROOT, startGovernor, TOKENS, type Governor as Server } from "../support/server";
 
 // The SDK and the CLI against a real `partykit dev`: HTTP routes, the session socket, an
@@ -181,6 +181,29 @@ describe("SessionHandle", () => {
     h.close();
   });
 
+  it("refuses a socket message over the server's 256 KiB before sending it, with a typed error naming the size and the limit", async () => {
+    await gov.openSession({ id: "sdk-big", policy: { budget: { session_usd: 10 } } });
+    const h = agent.session("sdk-big");
+    await h.ready();
+    const ascii = await h.check({ action: "search", args: { pad: "x".repeat(300 * 1024) } }).catch((e) => e);
+    expect(ascii).toBeInstanceOf(MessageTooLargeError);
+    expect(ascii).toBeInstanceOf(GovernorApiError);
+    expect(ascii).toMatchObject({ status: 413, code: "payload_too_large", field: "message", limit: 262_144 });
+    expect(ascii.bytes).toBeGreaterThan(300 * 1024);
+    expect(ascii.message).toContain(`${ascii.bytes} bytes`);
+    expect(ascii.message).toContain("262144 bytes (256 KiB)");
+    // Bytes, not characters: 90,000 euro signs are 270,000 bytes of UTF-8.
+    const euros = await h.check({ action: "search", args: { pad: "€".repeat(90_000) } }).catch((e) => e);
+    expect(euros).toBeInstanceOf(MessageTooLargeError);
+    expect(euros.bytes).toBeGreaterThan(270_000);
+    // Nothing was sent, the socket stays open, and a normal check still goes through it.
+    expect(await h.check({ action: "search", args: { q: "small" }, costUsd: 0.5 })).toMatchObject({ decision: "allow", final: true });
+    const s = await gov.getSession("sdk-big");
+    expect(s.counters.actions).toBe(1);
+    expect(s.spentUsd).toBe(0.5);
+    h.close();
+  });
+
   it("a check needing approval resolves when an operator approves from the CLI", async () => {
     const h = agent.session("sdk-1");
     await h.ready();
@@ -247,6 +270,27 @@ describe("governor CLI against the server", () => {
     expect(bad.stderr).toContain("1 to 500");
     const show = await cli("show", "sdk-1");
     expect(show.stdout).toMatch(/state\s+(active|alerting)/);
+    // The decisions line adds up, both sides, and agrees with the session's counters.
+    const s = await gov.getSession("sdk-1");
+    const m = /decisions\s+(\d+): (\d+) llm calls? \+ (\d+) actions? = (\d+) allowed \+ (\d+) denied(?: \+ (\d+) awaiting approval)?/.exec(show.stdout);
+    expect(m, show.stdout).not.toBeNull();
+    const [total, llm, actions, allowed, denied, waiting] = m!.slice(1).map((x) => Number(x ?? 0));
+    expect([llm, actions, allowed, denied, waiting]).toEqual([s.counters.llmCalls, s.counters.actions, s.counters.allowed, s.counters.denied, s.pendingApprovals.length]);
+    expect(llm + actions).toBe(total);
+    expect(allowed + denied + waiting).toBe(total);
+  });
+
+  it("show, kill and log of a session that does not exist name it and the tenant, and say how sessions are opened (not an HTTP route)", async () => {
+    for (const args of [["show", "nope"], ["kill", "nope"], ["log", "nope"], ["approve", "nope", "a1"]]) {
+      const r = await cliRaw("--url", server.url, "--token", TOKENS.operator, ...args);
+      expect(r.code, args.join(" ")).toBe(1);
+      expect(r.stderr).toContain('no such session "nope" in tenant acme');
+      expect(r.stderr).toContain("governor sessions");
+      expect(r.stderr).toContain("gov.openSession");
+      expect(r.stderr).not.toContain("POST /v1/sessions");
+    }
+    const json = await cli("--json", "show", "nope");
+    expect(JSON.parse(json.stderr)).toMatchObject({ error: { status: 404, code: "not_found", field: "session" } });
   });
 
   it("whoami takes the tenant from the token; a --tenant that disagrees is named, exit 1", async () => {
