@@ -1,18 +1,20 @@
 import type WebSocket from "ws";
 import type { SessionSummary } from "../schema/protocol";
+import { Backfill } from "./backfill";
 import { CheckpointKeeper } from "./checkpoints";
 import { Slots } from "./slots";
-import { prepare, type Cursor, type Refusal } from "./ingest";
+import { prepare, type Refusal } from "./ingest";
 import { fetchLog, openSocket, socketUrl, SourceError, type Source } from "./source";
 import { HeadMovedError, type AuditStore, type IndexNote } from "./store";
+import { CHECKPOINTS_WAITING, TailSockets } from "./tails";
+import { ENDED, following, newTrack, storedSeq, type Track } from "./track";
 
 // `governor audit sync`: follows one tenant into the audit store.
 // - The tenant socket says which sessions exist and how far each log reaches.
 // - A session behind is read from the NDJSON log route from its stored head, a page at a
 //   time, a bounded number of sessions at once.
-// - Live sessions also get a tail socket (`?after=<stored seq>`), a bounded number of
-//   them, so an append reaches the store in milliseconds rather than at the next index
-//   update; what a socket misses (out of order, dropped) the log route fills in.
+// - Live sessions also get a tail socket (tails.ts), so an append reaches the store in
+//   milliseconds; what a socket misses (out of order, dropped) the log route fills in.
 // Every event is verified against the stored head before it is stored, and the head
 // moves in the same transaction: a crash anywhere resumes from what was committed.
 
@@ -33,37 +35,8 @@ export interface SyncOptions extends Source {
   log?: (message: string) => void;
 }
 
-const ENDED = new Set(["killed", "closed"]);
-const BUFFER_LIMIT = 10_000;
 const RETRY_MAX_MS = 30_000;
 const NOTE_EVERY_MS = 1000;
-// Checkpoints ahead of the stored head wait for their events; only the latest few are kept.
-const CHECKPOINTS_WAITING = 16;
-
-interface Track {
-  id: string;
-  cursor?: Cursor;
-  known: number;
-  state?: string;
-  broken?: Refusal;
-  /** The server refused to serve this log (401/403/404): not retried until restart. */
-  gaveUp?: string;
-  /** Events from the tail socket not yet stored, by seq. */
-  buffer: Map<number, unknown>;
-  /** Signed checkpoints read and not yet verified and stored (one may wait for its events). */
-  checkpoints: unknown[];
-  socket?: WebSocket;
-  socketOpening?: boolean;
-  /** Its tail was closed to make room: no reconnect until it is busy again. */
-  evicted?: boolean;
-  /** The stored head when the sync started, before the cursor is loaded. */
-  storedHint: number;
-  lastEventAt: number;
-  running: boolean;
-  again: boolean;
-  retryMs: number;
-  retryTimer?: ReturnType<typeof setTimeout>;
-}
 
 export class TenantSync {
   private readonly tracks = new Map<string, Track>();
@@ -77,9 +50,9 @@ export class TenantSync {
   private readonly http: Slots;
   private notes = new Map<string, IndexNote>();
   private noteTimer?: ReturnType<typeof setTimeout>;
-  private backfill?: { total: number; done: number; targets: Map<string, number> };
+  private backfill?: Backfill;
   private idleWaiters: Array<() => void> = [];
-  private socketsRefused = false;
+  private readonly tails: TailSockets;
   private readonly checkpoints: CheckpointKeeper;
   private firstIndex?: { resolve: () => void; reject: (e: Error) => void; promise: Promise<void> };
 
@@ -87,6 +60,14 @@ export class TenantSync {
     this.opts = { concurrency: 4, sockets: 32, pageSize: 1000, ...opts };
     this.http = new Slots(this.opts.concurrency);
     this.checkpoints = new CheckpointKeeper(this.opts, this.opts.store.db, (m) => this.log(m), this.abort.signal);
+    this.tails = new TailSockets({
+      source: this.opts,
+      sockets: this.opts.sockets,
+      tracks: () => this.tracks.values(),
+      kick: (t) => this.kick(t),
+      stopped: () => this.stopped,
+      log: (m) => this.log(m),
+    });
   }
 
   private get store() {
@@ -144,7 +125,7 @@ export class TenantSync {
     const sessions = [...this.tracks.values()];
     return {
       sessions: sessions.length,
-      behind: sessions.filter((t) => this.following(t) && this.stored(t) < t.known).length,
+      behind: sessions.filter((t) => following(t) && storedSeq(t) < t.known).length,
       broken: sessions.filter((t) => t.broken).map((t) => ({ session: t.id, ...t.broken! })),
       unreadable: sessions.filter((t) => t.gaveUp).map((t) => ({ session: t.id, reason: t.gaveUp! })),
       sockets: sessions.filter((t) => t.socket).length,
@@ -152,16 +133,8 @@ export class TenantSync {
   }
 
   private isIdle() {
-    for (const t of this.tracks.values()) if (t.running || (this.following(t) && this.stored(t) < t.known)) return false;
+    for (const t of this.tracks.values()) if (t.running || (following(t) && storedSeq(t) < t.known)) return false;
     return true;
-  }
-
-  private following(t: Track): boolean {
-    return !t.broken && !t.gaveUp;
-  }
-
-  private stored(t: Track): number {
-    return t.cursor?.seq ?? t.storedHint;
   }
 
   private checkIdle() {
@@ -173,7 +146,7 @@ export class TenantSync {
   private track(id: string): Track {
     let t = this.tracks.get(id);
     if (!t) {
-      t = { id, known: 0, storedHint: 0, buffer: new Map(), checkpoints: [], lastEventAt: 0, running: false, again: false, retryMs: 500 };
+      t = newTrack(id);
       this.tracks.set(id, t);
     }
     return t;
@@ -223,16 +196,14 @@ export class TenantSync {
   }
 
   private startBackfill(list: SessionSummary[]) {
-    const targets = new Map<string, number>();
-    let total = 0;
-    for (const s of list) {
-      const t = this.tracks.get(s.session);
-      const stored = t?.cursor?.seq ?? t?.storedHint ?? 0;
-      targets.set(s.session, s.seq);
-      total += Math.max(0, s.seq - stored);
-    }
-    this.backfill = { total, done: 0, targets };
-    this.opts.onProgress?.(0, total);
+    this.backfill = new Backfill(
+      list,
+      (session) => {
+        const t = this.tracks.get(session);
+        return t ? storedSeq(t) : 0;
+      },
+      this.opts.onProgress,
+    );
   }
 
   private noteSummary(s: SessionSummary) {
@@ -242,7 +213,7 @@ export class TenantSync {
     t.state = s.state;
     this.notes.set(s.session, { session: s.session, seq: s.seq, state: s.state, user: s.user, agent: s.agent, task: s.task, openedAt: s.openedAt });
     this.noteTimer ??= setTimeout(() => void this.flushNotes(), NOTE_EVERY_MS);
-    if (this.stored(t) < t.known || (!t.socket && !ENDED.has(s.state))) this.kick(t);
+    if (storedSeq(t) < t.known || (!t.socket && !ENDED.has(s.state))) this.kick(t);
   }
 
   private async flushNotes() {
@@ -260,7 +231,7 @@ export class TenantSync {
 
   /** Runs the session's drain, once at a time; a kick while it runs makes it go again. */
   private kick(t: Track) {
-    if (this.stopped || !this.following(t)) return;
+    if (this.stopped || !following(t)) return;
     if (t.running) {
       t.again = true;
       return;
@@ -278,19 +249,19 @@ export class TenantSync {
 
   private async drain(t: Track) {
     try {
-      const start = this.stored(t);
+      const start = storedSeq(t);
       if (t.buffer.size) {
         t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
         await this.storeBuffered(t);
       }
       // The cursor (with its fold) is loaded only once a read slot is held, so a tenant
       // of many sessions keeps few of them in memory during a backfill.
-      if (!t.broken && this.stored(t) < t.known) await this.pull(t);
+      if (!t.broken && storedSeq(t) < t.known) await this.pull(t);
       if (!t.broken && t.checkpoints.length) await this.storeCheckpoints(t);
       if (t.broken) return;
-      const busy = this.stored(t) > start;
-      this.maybeTail(t, busy);
-      if (t.state && ENDED.has(t.state) && this.stored(t) >= t.known) {
+      const busy = storedSeq(t) > start;
+      this.tails.maybeOpen(t, busy);
+      if (t.state && ENDED.has(t.state) && storedSeq(t) >= t.known) {
         // An ended session's tail has nothing more to say once its log is stored; its
         // cursor is reloaded if a late settle ever arrives.
         t.socket?.close();
@@ -358,7 +329,7 @@ export class TenantSync {
       await this.store.append(this.opts.tenant, t.id, from.seq, p);
       t.cursor = p.cursor;
       t.known = Math.max(t.known, p.cursor.seq);
-      this.progressed(t.id, from.seq, p.cursor.seq);
+      this.backfill?.progressed(t.id, from.seq, p.cursor.seq);
     }
     if (p.refused) await this.refuse(t, p.refused);
     else if (p.checkpoints.length) {
@@ -384,83 +355,6 @@ export class TenantSync {
     this.log(`session ${t.id}: event seq ${r.seq} refused, not stored: ${r.reason}`);
     this.opts.onProblem?.({ session: t.id, ...r });
     // A refused session no longer counts toward the backfill's total.
-    this.progressed(t.id, this.stored(t), Math.max(this.stored(t), this.backfill?.targets.get(t.id) ?? 0));
-  }
-
-  private progressed(session: string, from: number, to: number) {
-    const b = this.backfill;
-    const target = b?.targets.get(session);
-    if (!b || target === undefined) return;
-    const counted = Math.max(0, Math.min(to, target) - from);
-    if (counted <= 0) return;
-    b.done += counted;
-    this.opts.onProgress?.(b.done, b.total);
-  }
-
-  // ---------------------------------------------------------------- tail sockets
-
-  /** A live session gets a tail while there is room; a busy one may take a quiet one's. */
-  private maybeTail(t: Track, busy: boolean) {
-    if (t.socket || t.socketOpening || this.socketsRefused || this.stopped || !this.opts.sockets) return;
-    if (t.state === undefined || ENDED.has(t.state)) return;
-    if (t.evicted && !busy) return;
-    const open = [...this.tracks.values()].filter((x) => x.socket || x.socketOpening);
-    if (open.length >= this.opts.sockets) {
-      if (!busy) return;
-      const quiet = open.filter((x) => x.socket && Date.now() - x.lastEventAt > 5000).sort((a, b) => a.lastEventAt - b.lastEventAt)[0];
-      if (!quiet) return;
-      quiet.evicted = true;
-      quiet.socket!.close();
-      quiet.socket = undefined;
-    }
-    t.evicted = false;
-    t.lastEventAt = Date.now();
-    t.socketOpening = true;
-    const url = socketUrl(this.opts, `/parties/session/${encodeURIComponent(this.opts.tenant)}:${encodeURIComponent(t.id)}`, { after: String(this.stored(t)) });
-    openSocket(
-      url,
-      (m) => this.onTail(t, m),
-      () => {
-        t.socket = undefined;
-        // Closed by the server (a restart, say): open it again while the session is live.
-        if (!this.stopped && !t.broken && !t.evicted && t.state && !ENDED.has(t.state)) this.kick(t);
-      },
-    ).then(
-      (ws) => {
-        t.socketOpening = false;
-        if (this.stopped || t.broken) ws.close();
-        else t.socket = ws;
-      },
-      (e: SourceError) => {
-        t.socketOpening = false;
-        this.log(`tail socket of ${t.id}: ${e.message}`);
-      },
-    );
-  }
-
-  private onTail(t: Track, m: { type?: string; event?: unknown; seq?: unknown; code?: unknown; message?: unknown; summary?: unknown }) {
-    if (m.type === "event" && m.event && typeof m.event === "object") {
-      const seq = (m.event as { seq?: unknown }).seq;
-      if (typeof seq !== "number") return;
-      t.lastEventAt = Date.now();
-      t.known = Math.max(t.known, seq);
-      if (seq > this.stored(t) && t.buffer.size < BUFFER_LIMIT) t.buffer.set(seq, m.event);
-      this.kick(t);
-    } else if (m.type === "checkpoint") {
-      const { type: _t, ...signed } = m;
-      t.checkpoints.push(signed);
-      if (t.checkpoints.length > CHECKPOINTS_WAITING) t.checkpoints.shift();
-      this.kick(t);
-    } else if (m.type === "state" && typeof m.seq === "number") {
-      t.known = Math.max(t.known, m.seq);
-      const state = (m.summary as { state?: string } | undefined)?.state;
-      if (state) t.state = state;
-      if (this.stored(t) < t.known) this.kick(t);
-    } else if (m.type === "error" && m.code === "forbidden") {
-      // This token may not read tails: the index and the log route carry on alone.
-      this.socketsRefused = true;
-      this.log(`tail sockets refused (${String(m.message)}); following through the index and the log route`);
-      t.socket?.close();
-    }
+    this.backfill?.progressed(t.id, storedSeq(t), Math.max(storedSeq(t), this.backfill.target(t.id) ?? 0));
   }
 }
