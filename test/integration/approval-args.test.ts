@@ -2,6 +2,7 @@ import { reveal } from "../../lib/pii";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isCheckpointLine } from "../../lib/checkpoint";
 import { client, startGovernor, TOKENS, type Governor } from "../support/server";
+import { until } from "../support/until";
 
 // An action waiting for a human carries every argument the agent sent, though the log keeps
 // only the one its rule reads: the actor holds them beside the log while the approval is
@@ -148,13 +149,3 @@ describe("held arguments of pending approvals", () => {
     expect(s.argsFull).toBe(true);
   });
 });
-
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms}ms; last value: ${JSON.stringify(v).slice(0, 400)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

@@ -1,6 +1,6 @@
 import { importPublicKey, isCheckpointLine, verifyCheckpoint } from "../../lib/checkpoint";
 import { reveal } from "../../lib/pii";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -18,6 +18,7 @@ import { verifyChain, type Hashable } from "../../lib/chain";
 import type { GovernorEvent } from "../../schema/events";
 import type { SessionSummary } from "../../schema/protocol";
 import { freshStoreDir } from "../support/audit-template";
+import { auditService, caughtUp } from "../support/audit-service";
 import { startPostgres } from "../support/postgres";
 import { client, freePort, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
 import { startTamperProxy } from "../support/tamper";
@@ -39,39 +40,11 @@ let gov: Governor;
 let auditPort: number;
 let auditDir: string;
 let storeDir: string;
-let audit: ChildProcess | undefined;
 const op = () => client(gov.url, TOKENS.operator);
 const auditor = () => client(gov.url, TOKENS.auditor);
 
-function startAudit(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...AUDIT_CLI, "--url", govUrl, "--token", TOKENS.auditor, "--tenant", "acme", "serve", "--port", String(auditPort), "--dir", storeDir], {
-    cwd: ROOT,
-    env: { ...process.env, GOVERNOR_AUDIT_SECRET: SECRET },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  // Known at once, so afterAll stops it even when the rest of the set-up fails.
-  audit = child;
-  let out = "";
-  return new Promise((ok, fail) => {
-    child.stdout!.on("data", (d) => {
-      out += d;
-      if (/audit service listening/.test(out)) ok(child);
-    });
-    child.stderr!.on("data", (d) => (out += d));
-    child.once("exit", (code) => fail(new Error(`audit serve exited (${code}):\n${out}`)));
-  });
-}
-
-async function stopAudit(signal: NodeJS.Signals) {
-  const child = audit;
-  audit = undefined;
-  if (!child || child.exitCode !== null) return;
-  const gone = new Promise((r) => child.once("exit", r));
-  child.kill(signal);
-  await gone;
-}
-
 let govUrl: string;
+const audit = auditService(() => [...AUDIT_CLI, "--url", govUrl, "--token", TOKENS.auditor, "--tenant", "acme", "serve", "--port", String(auditPort), "--dir", storeDir], { GOVERNOR_AUDIT_SECRET: SECRET });
 
 beforeAll(async () => {
   up = await startUpstream();
@@ -92,13 +65,13 @@ beforeAll(async () => {
     }),
     freshStoreDir(auditDir).then((dir) => {
       storeDir = dir;
-      return startAudit();
+      return audit.start();
     }),
   ]);
 });
 
 afterAll(async () => {
-  await stopAudit("SIGTERM");
+  await audit.stop();
   await gov?.stop();
   await up?.close();
   if (auditDir) rmSync(auditDir, { recursive: true, force: true });
@@ -126,21 +99,6 @@ async function storedEvents(query: string, token: string = TOKENS.auditor): Prom
     out.push(...res.json.events);
     if (!res.json.nextCursor) return out;
     cursor = res.json.nextCursor;
-  }
-}
-
-/** Every session stored up to its head, as the sessions route and the index agree. */
-async function caughtUp(timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const heads = (await op()("/v1/sessions")).json.sessions as SessionSummary[];
-    const res = await auditor()("/v1/audit/sessions");
-    if (res.status === 200) {
-      const stored = new Map((res.json.sessions as Array<{ session: string; storedSeq: number }>).map((s) => [s.session, s.storedSeq]));
-      if (heads.every((h) => stored.get(h.session) === h.seq)) return;
-    }
-    if (Date.now() > deadline) throw new Error(`not caught up: ${res.text.slice(0, 500)}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -176,16 +134,16 @@ describe("audit store following a live Governor", () => {
       // Half-way through the traffic, the audit service dies without warning.
       if (++steps === Math.floor(total / 2)) {
         crashed = (async () => {
-          await stopAudit("SIGKILL");
+          await audit.stop("SIGKILL");
           await new Promise((r) => setTimeout(r, 300));
-          audit = await startAudit();
+          await audit.start();
         })();
       }
     };
     await Promise.all(ids.map((_, i) => drive(i, onStep)));
     expect(crashed).toBeDefined();
     await crashed;
-    await caughtUp();
+    await caughtUp(auditor());
 
     for (const s of (await op()("/v1/sessions")).json.sessions as SessionSummary[]) summaries.set(s.session, s);
     for (const id of ids) {
@@ -216,7 +174,7 @@ describe("audit store following a live Governor", () => {
     }
     expect(Math.max(...lags)).toBeLessThan(1000);
     logs.set(id, await fullLog(id));
-    await caughtUp();
+    await caughtUp(auditor());
   });
 
   it("answers queries by user, agent and time with exactly the matching events", async () => {

@@ -1,19 +1,21 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { parse as parseCsv } from "csv-parse/sync";
 import OpenAI from "openai";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CSV_COLUMNS } from "../../audit/export";
 import { serve, type Running } from "../../audit/serve";
 import { freshStoreDir } from "../support/audit-template";
+import { caughtUp } from "../support/audit-service";
 import { startMcpUpstream, type McpUpstream } from "../support/mcp-upstream";
-import { client, freePort, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
-import { chartsFit, overflowing, tablesFit } from "../support/console-page";
+import { client, freePort, startGovernor, TOKENS, type Governor } from "../support/server";
+import { until } from "../support/until";
+import { chartsFit, consoleBrowser, needConsoleBuild, overflowing, SHOTS, tablesFit } from "../support/console-page";
 import { startUpstream, type Upstream } from "../support/upstream";
 
 // The console's second half in a real headless Chromium, against a real `partykit dev`
@@ -22,8 +24,6 @@ import { startUpstream, type Upstream } from "../support/upstream";
 // plain HTTP: approvals with every argument, the audit search and its CSV, what-if replay,
 // the overview's history, the session page's tools and loops, and the new views at 390 px.
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const SHOTS = process.env.CONSOLE_SHOTS ?? "/tmp";
 const SECRET = randomBytes(16).toString("hex");
 /** Element screenshots scroll; the sticky top bar would cover what they show. */
 const UNSTICK = ".topbar { position: static !important; }";
@@ -33,7 +33,6 @@ let up: Upstream;
 let mcpUp: McpUpstream;
 let audit: Running | undefined;
 let auditDir: string;
-let browser: Browser;
 let op: ReturnType<typeof client>;
 let agent: ReturnType<typeof client>;
 const run = Date.now().toString(36);
@@ -41,27 +40,8 @@ const startedAt = Date.now();
 let n = 0;
 const sid = (name: string) => `${name}-${run}-${n++}`;
 
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms}ms; last value: ${JSON.stringify(v).slice(0, 400)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const problems = new WeakMap<Page, string[]>();
-async function openConsole(hash = "", { width = 1440, height = 960 }: { width?: number; height?: number } = {}): Promise<Page> {
-  if (!browser) throw new Error(`Chromium is missing at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
-  const page = await browser.newPage({ viewport: { width, height }, acceptDownloads: true });
-  const list: string[] = [];
-  problems.set(page, list);
-  page.on("pageerror", (e) => list.push(String(e)));
-  await page.goto(`${gov.url}/?token=${TOKENS.operator}&tenant=acme${hash}`);
-  await page.locator('#conn-wrap .conn[data-status="live"]').waitFor();
-  return page;
-}
+const chrome = consoleBrowser(() => gov.url);
+const { problems, open: openConsole } = chrome;
 
 async function openSession(policy: unknown, extra: Record<string, unknown>, name: string) {
   const id = sid(name);
@@ -79,19 +59,6 @@ async function summaries(): Promise<Array<{ session: string; seq: number; spentU
   return (await op("/v1/sessions?limit=500")).json.sessions;
 }
 const total = (list: Array<{ spentUsd: number }>) => list.reduce((t, s) => t + nanos(s.spentUsd), 0) / 1e9;
-
-/** Every session stored by the audit sync up to the head the index reports. */
-async function caughtUp() {
-  await until(
-    async () => {
-      const heads = await summaries();
-      const stored = (await op("/v1/audit/sessions")).json?.sessions as Array<{ session: string; storedSeq: number }> | undefined;
-      const at = new Map((stored ?? []).map((s) => [s.session, s.storedSeq]));
-      return heads.filter((h) => at.get(h.session) !== h.seq).map((h) => h.session);
-    },
-    (behind) => behind.length === 0,
-  );
-}
 
 /** Nothing sideways, no table wider than its card, no chart label cut off. */
 async function fits(page: Page, what: string) {
@@ -120,7 +87,7 @@ let loopId: string;
 
 describe("web console: approvals, audit, what-if, history", () => {
   beforeAll(async () => {
-    if (!existsSync(`${ROOT}/console/dist/index.html`)) throw new Error("console/dist is missing: run `npm run build` (npm test does it first)");
+    needConsoleBuild();
     const auditPort = await freePort();
     const port = await freePort();
     auditDir = mkdtempSync(join(tmpdir(), "governor-console-audit-"));
@@ -133,12 +100,7 @@ describe("web console: approvals, audit, what-if, history", () => {
     op = client(gov.url, TOKENS.operator);
     agent = client(gov.url, TOKENS.agent);
     expect((await op("/v1/policy", { method: "PUT", body: { mcp: { servers: { tools: { url: mcpUp.url, tool_costs: { search: 0.01 } } } } } })).status).toBe(200);
-    if (existsSync(CHROMIUM)) {
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-      });
-    }
+    await chrome.launch();
 
     // History: an agent that searches and calls the model for user ivy, and a runaway
     // whose prompt doubles every call (recorded under runaway detection that only alerts).
@@ -149,11 +111,11 @@ describe("web console: approvals, audit, what-if, history", () => {
     }
     loopId = await openSession({ budget: { session_usd: 20 }, runaway: { growth_ratio: 1.4, consecutive: 3, window: 5, on_detect: "alert" } }, { agent: "loop-bot", user: "jon" }, "loop");
     for (const words of [20, 40, 80, 160, 320, 640, 1280]) await chat(loopId, words);
-    await caughtUp();
+    await caughtUp(op);
   }, 120_000);
 
   afterAll(async () => {
-    await browser?.close();
+    await chrome.close();
     await audit?.stop();
     await gov?.stop();
     await Promise.all([up?.close(), mcpUp?.close()]);
@@ -181,7 +143,7 @@ describe("web console: approvals, audit, what-if, history", () => {
     await reaches(after);
 
     // Rollups from the store: each agent's, user's and model's spend, as the sessions report it.
-    await caughtUp();
+    await caughtUp(op);
     const mine = (await summaries()).filter((s) => s.session === histId || s.session === loopId);
     const rollup = async (by: string, key: string) => {
       await page.locator(`[data-card="rollups"] .seg-control button:text-is("${by}")`).click();
@@ -286,7 +248,7 @@ describe("web console: approvals, audit, what-if, history", () => {
   });
 
   it("searches the audit store for a user's actions and exports them as CSV through an authenticated download", { timeout: 60_000 }, async () => {
-    await caughtUp();
+    await caughtUp(op);
     const page = await openConsole("#audit");
     await page.locator('input[name="user"]').fill("ivy");
     await page.locator('select[name="type"]').selectOption("action.checked");

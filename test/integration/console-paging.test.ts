@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { client, startGovernor, TOKENS, type Governor } from "../support/server";
+import { until } from "../support/until";
 
 // `GET /v1/sessions` paging and filters against a real server: the index the console's
 // sessions view walks. Sessions keep changing while a client pages through them.
@@ -18,16 +19,6 @@ interface Opened {
   openedAt: number;
 }
 const opened: Opened[] = [];
-
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms}ms; last value: ${JSON.stringify(v).slice(0, 500)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Every page of a query, following nextCursor; `between` runs after each page. */
 async function walk(query: string, between: (page: number) => Promise<void> = async () => {}) {

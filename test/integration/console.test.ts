@@ -1,9 +1,10 @@
 import { existsSync } from "node:fs";
 import OpenAI from "openai";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { client, ROOT, startGovernor, TOKENS, type Governor } from "../support/server";
-import { chartsFit, overflowing, tablesFit } from "../support/console-page";
+import { client, startGovernor, TOKENS, type Governor } from "../support/server";
+import { until } from "../support/until";
+import { chartsFit, CHROMIUM, consoleBrowser, needConsoleBuild, overflowing, SHOTS, tablesFit } from "../support/console-page";
 import { startUpstream, type Upstream } from "../support/upstream";
 
 // The console in a real headless Chromium against a real `partykit dev` with live traffic:
@@ -11,48 +12,16 @@ import { startUpstream, type Upstream } from "../support/upstream";
 // watches, approves and kills. Chromium comes from the OS (Debian's `chromium`); the page
 // is the Vite build that `npm test` makes first (`npm run build`).
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const SHOTS = process.env.CONSOLE_SHOTS ?? "/tmp";
-
 let gov: Governor;
 let up: Upstream;
-let browser: Browser;
 let op: ReturnType<typeof client>;
 let agent: ReturnType<typeof client>;
 const run = Date.now().toString(36);
 let n = 0;
 const sid = (name: string) => `${name}-${run}-${n++}`;
 
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms}ms; last value: ${JSON.stringify(v).slice(0, 400)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function needBrowser(): Browser {
-  if (!browser) throw new Error(`Chromium is missing at ${CHROMIUM}: install it with \`apt-get update && apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
-  return browser;
-}
-
-const problems = new WeakMap<Page, string[]>();
-async function newPage({ width = 1440, height = 960 } = {}): Promise<Page> {
-  const page = await needBrowser().newPage({ viewport: { width, height } });
-  const list: string[] = [];
-  problems.set(page, list);
-  page.on("pageerror", (e) => list.push(String(e)));
-  return page;
-}
-
-async function openConsole(hash = "", { token = TOKENS.operator as string, tenant = "acme", width = 1440, height = 960 } = {}): Promise<Page> {
-  const page = await newPage({ width, height });
-  await page.goto(`${gov.url}/?token=${token}&tenant=${tenant}${hash}`);
-  await page.locator('#conn-wrap .conn[data-status="live"]').waitFor();
-  return page;
-}
+const chrome = consoleBrowser(() => gov.url);
+const { problems, newPage, open: openConsole } = chrome;
 
 /** An amount as shown carries no zero past the cents that is only padding. */
 const unpadded = (text: string) => {
@@ -90,26 +59,23 @@ async function chartReaches(page: Page, name: string, value: number) {
 
 describe("web console", () => {
   beforeAll(async () => {
-    if (!existsSync(`${ROOT}/console/dist/index.html`)) throw new Error("console/dist is missing: run `npm run build` (npm test does it first)");
+    needConsoleBuild();
     if (!existsSync(CHROMIUM)) return;
     up = await startUpstream();
     gov = await startGovernor({ vars: { OPENAI_BASE_URL: `${up.url}/v1`, OPENAI_API_KEY: "sk-provider-secret" } });
     op = client(gov.url, TOKENS.operator);
     agent = client(gov.url, TOKENS.agent);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-    });
+    await chrome.launch();
   });
 
   afterAll(async () => {
-    await browser?.close();
+    await chrome.close();
     await gov?.stop();
     await up?.close();
   });
 
   it("asks for a token without one, and sends a refused token back to the sign-in form", { timeout: 60_000 }, async () => {
-    const page = await needBrowser().newPage();
+    const page = await chrome.need().newPage();
     await page.goto(`${gov.url}/`);
     await page.locator("#login").waitFor();
     await page.goto(`${gov.url}/?token=not-a-real-token&tenant=acme`);

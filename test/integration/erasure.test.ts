@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -12,6 +12,7 @@ import { replayReport, type ReplayOk } from "../../lib/replay";
 import { importPublicKey } from "../../lib/checkpoint";
 import type { SessionSummary } from "../../schema/protocol";
 import { freshStoreDir } from "../support/audit-template";
+import { auditService, caughtUp } from "../support/audit-service";
 import { client, freePort, ROOT, startGovernor, TOKEN_MAP, TOKENS, type Governor } from "../support/server";
 import { startUpstream, type Upstream } from "../support/upstream";
 import { Socket } from "../support/ws";
@@ -38,40 +39,17 @@ const delivered: string[] = [];
 let auditPort: number;
 let scratch: string;
 let storeDir: string;
-let audit: ChildProcess | undefined;
 
 const op = () => client(gov.url, TOKENS.operator);
 const auditor = () => client(gov.url, TOKENS.auditor);
 const agent = () => client(gov.url, TOKENS.agent);
 const globex = () => client(gov.url, TOKENS.foreign);
 
-function startAudit(): Promise<ChildProcess> {
-  // Every tenant of the token map, as npm start runs it: the repository's own `governor audit serve`.
-  const child = spawn(process.execPath, [join(ROOT, "scripts/governor.js"), "audit", "--url", gov.url, "serve", "--port", String(auditPort), "--dir", storeDir], {
-    cwd: ROOT,
-    env: { ...process.env, GOVERNOR_AUDIT_SECRET: AUDIT_SECRET, GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP) },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  audit = child;
-  let out = "";
-  return new Promise((ok, fail) => {
-    child.stdout!.on("data", (d) => {
-      out += d;
-      if (/audit service listening/.test(out)) ok(child);
-    });
-    child.stderr!.on("data", (d) => (out += d));
-    child.once("exit", (code) => fail(new Error(`audit serve exited (${code}):\n${out}`)));
-  });
-}
-
-async function stopAudit() {
-  const child = audit;
-  audit = undefined;
-  if (!child || child.exitCode !== null) return;
-  const gone = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  await gone;
-}
+// Every tenant of the token map, as npm start runs it: the repository's own `governor audit serve`.
+const audit = auditService(() => [join(ROOT, "scripts/governor.js"), "audit", "--url", gov.url, "serve", "--port", String(auditPort), "--dir", storeDir], {
+  GOVERNOR_AUDIT_SECRET: AUDIT_SECRET,
+  GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP),
+});
 
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), "governor-erasure-"));
@@ -101,31 +79,16 @@ beforeAll(async () => {
     }),
     freshStoreDir(scratch),
   ]);
-  await startAudit();
+  await audit.start();
 }, 120_000);
 
 afterAll(async () => {
-  await stopAudit();
+  await audit.stop();
   await gov?.stop();
   await up?.close();
   await new Promise((r) => hooks?.close(r));
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
-
-/** Every session of the tenant stored up to its head. */
-async function caughtUp(who = auditor, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const heads = (await who()("/v1/sessions?limit=500")).json.sessions as SessionSummary[];
-    const res = await who()("/v1/audit/sessions");
-    if (res.status === 200) {
-      const stored = new Map((res.json.sessions as Array<{ session: string; storedSeq: number }>).map((s) => [s.session, s.storedSeq]));
-      if (heads.every((h) => stored.get(h.session) === h.seq)) return;
-    }
-    if (Date.now() > deadline) throw new Error(`not caught up: ${res.text.slice(0, 300)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function replayed(id: string): Promise<ReplayOk> {
   const text = (await op()(`/v1/sessions/${id}/log?limit=10000`)).text;
@@ -191,13 +154,13 @@ describe("erasure of a person", () => {
     }
     expect(await tail("x-main", TOKENS.operator)).toContain(SECRET_URL_TOKEN);
 
-    await caughtUp();
+    await caughtUp(auditor());
     expect((await auditor()(`/v1/audit/events?user=${X}`)).json.events.length).toBeGreaterThan(3);
     expect((await auditor()("/v1/audit/export?format=ndjson")).text).not.toContain(SECRET_URL_TOKEN);
     // A backup of the store, taken while the person is in it.
-    await stopAudit();
+    await audit.stop();
     cpSync(storeDir, join(scratch, "backup"), { recursive: true });
-    await startAudit();
+    await audit.start();
   }, 90_000);
 
   it("only an operator of the tenant may erase", async () => {
@@ -261,7 +224,7 @@ describe("erasure of a person", () => {
   }, 60_000);
 
   it("leaves no trace in the audit store or any export, and another tenant sees none of it", async () => {
-    await caughtUp();
+    await caughtUp(auditor());
     for (const format of ["ndjson", "json", "csv"]) {
       const text = (await auditor()(`/v1/audit/export?format=${format}&checkpoints=true`)).text;
       expect(text).not.toContain(X);
@@ -293,11 +256,11 @@ describe("erasure of a person", () => {
   });
 
   it("a restarted audit service, even on a backup from before the erasure, does not bring the person back", async () => {
-    await stopAudit();
+    await audit.stop();
     rmSync(storeDir, { recursive: true, force: true });
     cpSync(join(scratch, "backup"), storeDir, { recursive: true });
-    await startAudit();
-    await caughtUp();
+    await audit.start();
+    await caughtUp(auditor());
     for (const format of ["ndjson", "csv"]) expect((await auditor()(`/v1/audit/export?format=${format}`)).text).not.toContain(X);
     expect((await auditor()(`/v1/audit/events?user=${X}`)).json.events).toEqual([]);
   }, 60_000);

@@ -1,7 +1,10 @@
-import type { Page } from "playwright-core";
+import { existsSync } from "node:fs";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { ROOT, TOKENS } from "./server";
 
 // What an operator would see as broken on a console page, measured in the page itself:
-// things wider than the screen, tables wider than their card, chart labels cut off.
+// things wider than the screen, tables wider than their card, chart labels cut off. And
+// the browser the console tests open those pages in.
 
 /** Everything wider than the viewport that is not inside a scroll box of its own. */
 export async function overflowing(page: Page): Promise<string[]> {
@@ -77,4 +80,57 @@ export async function chartsFit(page: Page): Promise<{ charts: number; bad: stri
     }
     return { charts: charts.length, bad };
   });
+}
+
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+/** Where the browser tests leave their screenshots, for a person to look at. */
+export const SHOTS = process.env.CONSOLE_SHOTS ?? "/tmp";
+
+/** The console is the Vite build that `npm test` makes first; without it every page is a 404. */
+export function needConsoleBuild() {
+  if (!existsSync(`${ROOT}/console/dist/index.html`)) throw new Error("console/dist is missing: run `npm run build` (npm test does it first)");
+}
+
+/**
+ * Headless Chromium from the OS (Debian's `chromium`) for one test file, opening the console
+ * of the Governor at `base()`. Every page records its uncaught errors in `problems`, which
+ * the tests expect to stay empty.
+ */
+export function consoleBrowser(base: () => string) {
+  let browser: Browser | undefined;
+  const problems = new WeakMap<Page, string[]>();
+  const need = (): Browser => {
+    if (!browser) throw new Error(`Chromium is missing at ${CHROMIUM}: install it with \`apt-get update && apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
+    return browser;
+  };
+  const newPage = async ({ width = 1440, height = 960 } = {}): Promise<Page> => {
+    // Downloads kept: the audit view's CSV export is one.
+    const page = await need().newPage({ viewport: { width, height }, acceptDownloads: true });
+    const list: string[] = [];
+    problems.set(page, list);
+    page.on("pageerror", (e) => list.push(String(e)));
+    return page;
+  };
+  /** The console signed in with `token`, once its tenant socket is live. */
+  const open = async (hash = "", { token = TOKENS.operator as string, tenant = "acme", ...page }: { token?: string; tenant?: string; width?: number; height?: number } = {}): Promise<Page> => {
+    const p = await newPage(page);
+    await p.goto(`${base()}/?token=${token}&tenant=${tenant}${hash}`);
+    await p.locator('#conn-wrap .conn[data-status="live"]').waitFor();
+    return p;
+  };
+  return {
+    problems,
+    need,
+    newPage,
+    open,
+    /** Starts Chromium when the OS has it; without it, `need()` says how to get it. */
+    async launch() {
+      if (!existsSync(CHROMIUM)) return;
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      });
+    },
+    close: async () => browser?.close(),
+  };
 }
