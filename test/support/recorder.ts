@@ -1,43 +1,25 @@
 import { canonicalJson, sha256Hex } from "../../lib/chain";
-import { decideAction, decideApproval, decideEnd, decideReport, decideReserve, decideSettle, decideTimers, type Decision } from "../../machines/decide";
-import { appendDrafts, EMPTY_HEAD, type Head } from "../../machines/log";
-import { initialSnapshot, stateOf, type SessionSnapshot } from "../../machines/session";
+import { decideAction, decideApproval, decideEnd, decideReport, decideReserve, decideSettle, decideTimers } from "../../machines/decide";
 import { summarize } from "../../machines/summary";
 import type { PricedAt } from "../../machines/money";
-import type { Attribution, GovernorEvent } from "../../schema/events";
-import { parsePolicy, type PolicyInput } from "../../schema/policy";
+import type { Attribution } from "../../schema/events";
+import type { PolicyInput } from "../../schema/policy";
+import { FoldedSession } from "./folded";
 
 // Builds a session's log with the functions the actor uses, in the order it uses them:
 // the actor minus storage and sockets. Prices follow the actor's worst case.
 
 export const PRICE = { input: 2.5, output: 10 };
 
-export class Recorder {
-  snapshot: SessionSnapshot = initialSnapshot();
-  head: Head = EMPTY_HEAD;
-  log: GovernorEvent[] = [];
-  now = 1_700_000_000_000;
+export class Recorder extends FoldedSession {
   private n = 0;
 
   constructor(policy: PolicyInput = {}, who: { tenant?: string; session?: string; signingKid?: string } = {}) {
-    const data = { tenant: who.tenant ?? "acme", session: who.session ?? "s", policy: parsePolicy(policy), ...(who.signingKid && { signingKid: who.signingKid }) };
-    this.apply({ drafts: [{ type: "session.opened", id: "open:s", data }], verdict: { decision: "allow" } });
-  }
-
-  get view() {
-    return { state: stateOf(this.snapshot), context: this.snapshot.context };
+    super(policy, { ...who, tenant: who.tenant ?? "acme", openId: "open:s" });
   }
 
   get summary() {
     return summarize(this.snapshot);
-  }
-
-  apply(d: Decision) {
-    const r = appendDrafts(this.snapshot, this.head, d.drafts, this.now);
-    this.snapshot = r.snapshot;
-    this.head = r.head;
-    this.log.push(...r.events);
-    return d.verdict;
   }
 
   tick(ms = 1000) {

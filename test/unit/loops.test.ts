@@ -1,35 +1,20 @@
 import { describe, expect, it } from "vitest";
 import { canonicalJson, sha256Hex } from "../../lib/chain";
 import { decideAction, decideApproval, decideReport, decideReserve, decideSettle, type Decision } from "../../machines/decide";
-import { appendDrafts, EMPTY_HEAD, type Head } from "../../machines/log";
 import { levelFor, repeatConfig } from "../../machines/loops";
-import { initialSnapshot, replay, restore, stateOf, step, type SessionSnapshot } from "../../machines/session";
+import { replay, restore, stateOf, step } from "../../machines/session";
 import { GovernorEvent, type SeenToolCall } from "../../schema/events";
-import { Policy, parsePolicy, type PolicyInput } from "../../schema/policy";
+import { Policy, parsePolicy } from "../../schema/policy";
+import { FoldedSession } from "../support/folded";
 
 // Loop detection by repetition, as pure functions of the folded log.
 
-class Sim {
-  snapshot: SessionSnapshot = initialSnapshot();
-  head: Head = EMPTY_HEAD;
-  log: GovernorEvent[] = [];
-  now = 1_700_000_000_000;
-
-  constructor(policy: PolicyInput = {}) {
-    this.apply({ drafts: [{ type: "session.opened", id: "open", data: { tenant: "t", session: "s", policy: parsePolicy(policy) } }], verdict: { decision: "allow" } });
-  }
-  get view() {
-    return { state: stateOf(this.snapshot), context: this.snapshot.context };
-  }
-  get state() {
-    return stateOf(this.snapshot);
-  }
-  apply(d: Decision) {
-    const r = appendDrafts(this.snapshot, this.head, d.drafts, this.now++);
-    this.snapshot = r.snapshot;
-    this.head = r.head;
-    this.log.push(...r.events);
-    return d.verdict;
+// Every event a millisecond after the last.
+class Sim extends FoldedSession {
+  override apply(d: Decision) {
+    const verdict = super.apply(d);
+    this.now++;
+    return verdict;
   }
   action(action: string, args: Record<string, unknown> = {}) {
     return this.apply(decideAction(this.view, { id: `a${this.log.length}`, action, args, argsHash: sha256Hex(canonicalJson(args)), costUsd: 0, attribution: {} }, this.now));

@@ -8,40 +8,15 @@ import {
   decideReserve,
   decideSettle,
   decideTimers,
-  type Decision,
   type ReserveInput,
 } from "../../machines/decide";
-import { appendDrafts, EMPTY_HEAD, type Head } from "../../machines/log";
-import { initialSnapshot, replay, stateOf, type SessionSnapshot } from "../../machines/session";
+import { replay } from "../../machines/session";
 import { summarize } from "../../machines/summary";
-import type { GovernorEvent } from "../../schema/events";
-import { parsePolicy, type PolicyInput } from "../../schema/policy";
+import { FoldedSession } from "../support/folded";
 
-/** A session folded in memory exactly as the actor folds it, minus storage. */
-class Sim {
-  snapshot: SessionSnapshot = initialSnapshot();
-  head: Head = EMPTY_HEAD;
-  log: GovernorEvent[] = [];
-  now = 1_700_000_000_000;
-
-  constructor(policy: PolicyInput = {}) {
-    this.apply({ drafts: [{ type: "session.opened", id: "open", data: { tenant: "t", session: "s", policy: parsePolicy(policy) } }], verdict: { decision: "allow" } });
-  }
-  get view() {
-    return { state: stateOf(this.snapshot), context: this.snapshot.context };
-  }
-  get state() {
-    return stateOf(this.snapshot);
-  }
+class Sim extends FoldedSession {
   get spent() {
     return summarize(this.snapshot).spentUsd;
-  }
-  apply(d: Decision) {
-    const r = appendDrafts(this.snapshot, this.head, d.drafts, this.now);
-    this.snapshot = r.snapshot;
-    this.head = r.head;
-    this.log.push(...r.events);
-    return d.verdict;
   }
   action(action: string, costUsd = 0, args: Record<string, unknown> = {}, id = `a${this.log.length}`) {
     return this.apply(decideAction(this.view, { id, action, args, argsHash: "h", costUsd, attribution: {} }, this.now));

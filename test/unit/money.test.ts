@@ -1,32 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { decideAction, type Decision } from "../../machines/decide";
+import { decideAction } from "../../machines/decide";
 import { decideEnd, decideReserve, decideSettle, decideTimers, needsCount, type ReserveInput } from "../../machines/money";
-import { appendDrafts, EMPTY_HEAD, type Head } from "../../machines/log";
-import { initialSnapshot, replay, stateOf, type SessionSnapshot } from "../../machines/session";
+import { replay, stateOf } from "../../machines/session";
 import { summarize } from "../../machines/summary";
-import type { GovernorEvent } from "../../schema/events";
-import { parsePolicy, type PolicyInput } from "../../schema/policy";
+import { FoldedSession } from "../support/folded";
 
 // The money side of the engine, folded in memory as the actor folds it.
 
-class Sim {
-  snapshot: SessionSnapshot = initialSnapshot();
-  head: Head = EMPTY_HEAD;
-  log: GovernorEvent[] = [];
-  now = 1_700_000_000_000;
-  constructor(policy: PolicyInput = {}) {
-    this.apply({ drafts: [{ type: "session.opened", id: "open", data: { tenant: "t", session: "s", policy: parsePolicy(policy) } }], verdict: { decision: "allow" } });
-  }
-  get view() {
-    return { state: stateOf(this.snapshot), context: this.snapshot.context };
-  }
-  apply(d: Decision) {
-    const r = appendDrafts(this.snapshot, this.head, d.drafts, this.now);
-    this.snapshot = r.snapshot;
-    this.head = r.head;
-    this.log.push(...r.events);
-    return d.verdict;
-  }
+class Sim extends FoldedSession {
   reserve(extra: Partial<ReserveInput> = {}) {
     const requestId = `r${this.log.length}`;
     return { ...this.apply(decideReserve(this.view, input(requestId, extra), this.now)), requestId };
