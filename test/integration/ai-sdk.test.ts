@@ -1,22 +1,15 @@
 import { APICallError, generateText, stepCountIs, tool, type ModelMessage } from "ai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ActionDeniedError } from "../../sdk/index";
 import { awaitApprovals, governedProvider, governTools } from "../../sdk/integrations/ai-sdk";
-import { approveNext, openFresh, startStack, type Stack } from "../support/stack";
+import { approveNext, openFresh, useStack } from "../support/stack";
 
 // The Vercel AI SDK against a real Governor and the provider stand-in: model calls through
 // the proxy, tools governed by governTools, a review answered through the AI SDK's own
 // tool-approval flow.
 
-let stack: Stack;
-beforeAll(async () => {
-  stack = await startStack();
-});
-afterAll(async () => {
-  await stack?.stop();
-});
-beforeEach(() => stack.up.reset());
+const stack = useStack();
 
 function tools(ran: string[]) {
   return {

@@ -1,19 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ActionDeniedError, Governor, guard, type ActionDecision } from "../../sdk/index";
 import { freePort, TOKENS } from "../support/server";
-import { approveNext, openFresh, startStack, type Stack } from "../support/stack";
+import { approveNext, openFresh, useStack } from "../support/stack";
 
 // guard() against a real Governor: allow runs the tool, deny throws with the rule, a review
 // waits for an operator on another client, failures and late costs become facts, and the
 // fail mode (option, client, policy) decides when Governor cannot be reached.
 
-let stack: Stack;
-beforeAll(async () => {
-  stack = await startStack();
-});
-afterAll(async () => {
-  await stack?.stop();
-});
+const stack = useStack();
 
 describe("guard()", () => {
   it("runs allowed sync and async tools, charging their declared cost with the run's attribution", async () => {

@@ -1,52 +1,21 @@
 import { request as httpRequest } from "node:http";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { joinDevtools, type DevtoolsSession } from "../../bench/inspector";
 import { costUsd, priceFor } from "../../schema/pricing";
 import { client, startGovernor, TOKENS, type Governor } from "../support/server";
-import { startUpstream, type Upstream } from "../support/upstream";
+import { useProxiedGovernor } from "../support/proxied";
 
 // The proxy's hot path (issue 9): a finished call's settle rides along with the session's
 // next reserve, bodies are read natively, and partykit dev's DevTools network events are
 // off. What a user would notice if any of it went wrong: money off, calls refused that
 // fit, settles late or lost, bodies misread.
 
-let up: Upstream;
-let gov: Governor;
-let op: ReturnType<typeof client>;
-
-beforeAll(async () => {
-  up = await startUpstream();
-  gov = await startGovernor({ vars: { OPENAI_BASE_URL: `${up.url}/v1`, OPENAI_API_KEY: "sk-provider" } });
-  op = client(gov.url, TOKENS.operator);
-});
-afterAll(async () => {
-  await gov?.stop();
-  await up?.close();
-});
-beforeEach(() => up.reset());
-
-let n = 0;
-async function session(policy: unknown = { budget: { session_usd: 10 } }) {
-  const id = `hp-${Date.now().toString(36)}-${n++}`;
-  expect((await op("/v1/sessions", { body: { id, policy } })).status).toBe(201);
-  return id;
-}
-const summary = async (id: string) => (await op(`/v1/sessions/${id}`)).json;
-const openai = (id: string) => new OpenAI({ apiKey: TOKENS.agent, baseURL: `${gov.url}/v1/proxy/openai/v1`, maxRetries: 0, defaultHeaders: { "X-Session-ID": id } });
+const rig = useProxiedGovernor((up) => ({ OPENAI_BASE_URL: `${up.url}/v1`, OPENAI_API_KEY: "sk-provider" }), "hp");
+const { op, session, summary, openai, whenSettled } = rig;
 const cost = (u: { prompt_tokens: number; completion_tokens: number }) =>
   costUsd(priceFor("openai", "gpt-4o-mini")!.price, { inputTokens: u.prompt_tokens, outputTokens: u.completion_tokens, cachedInputTokens: 0, cacheWriteTokens: 0 });
 const chat = (maxTokens = 16) => ({ model: "gpt-4o-mini", messages: [{ role: "user" as const, content: "Say hello." }], max_tokens: maxTokens });
-
-async function settled(id: string, withinMs: number) {
-  const stop = Date.now() + withinMs;
-  for (;;) {
-    const s = await summary(id);
-    if (s.reservations.length === 0) return s;
-    if (Date.now() > stop) throw new Error(`still ${s.reservations.length} reservation(s) open after ${withinMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("settles carried by the next reserve", () => {
   it("back-to-back calls each see the previous call's real cost, not its reservation", async () => {
@@ -60,7 +29,7 @@ describe("settles carried by the next reserve", () => {
       const r = await ai.chat.completions.create(chat(100_000));
       expected += cost(r.usage!);
     }
-    const s = await settled(id, 2_000);
+    const s = await whenSettled(id, 2_000);
     expect(s.spentUsd).toBeCloseTo(expected, 12);
     expect(s.counters.llmCalls).toBe(10);
     expect(s.counters.denied).toBe(0);
@@ -69,7 +38,7 @@ describe("settles carried by the next reserve", () => {
   it("a lone call's settle does not wait for a next call", async () => {
     const id = await session();
     const r = await openai(id).chat.completions.create(chat());
-    const s = await settled(id, 1_000);
+    const s = await whenSettled(id, 1_000);
     expect(s.spentUsd).toBeCloseTo(cost(r.usage!), 12);
   });
 
@@ -77,7 +46,7 @@ describe("settles carried by the next reserve", () => {
     const id = await session();
     const ai = openai(id);
     const answers = await Promise.all(Array.from({ length: 24 }, () => ai.chat.completions.create(chat())));
-    const s = await settled(id, 2_000);
+    const s = await whenSettled(id, 2_000);
     expect(s.spentUsd).toBeCloseTo(answers.reduce((a, r) => a + cost(r.usage!), 0), 12);
     const log = (await op(`/v1/sessions/${id}/log`)).text.trim().split("\n").map((l) => JSON.parse(l)).filter((e) => typeof e.seq === "number");
     const settles = log.filter((e) => e.type === "request.settled").map((e) => e.data.requestId);
@@ -89,7 +58,7 @@ describe("settles carried by the next reserve", () => {
     const id = await session();
     const r = await openai(id).chat.completions.create(chat());
     expect((await op(`/v1/sessions/${id}/kill`, { body: { reason: "stop" } })).status).toBe(200);
-    const s = await settled(id, 1_000);
+    const s = await whenSettled(id, 1_000);
     expect(s.state).toBe("killed");
     expect(s.spentUsd).toBeCloseTo(cost(r.usage!), 12);
   });
@@ -100,7 +69,7 @@ describe.runIf(process.platform === "linux")("one hop per call", () => {
   // A carry window far above any turnaround, so that the count does not depend on how busy the machine is.
   let slow: Governor;
   beforeAll(async () => {
-    slow = await startGovernor({ vars: { OPENAI_BASE_URL: `${up.url}/v1`, OPENAI_API_KEY: "sk-provider", GOVERNOR_SETTLE_CARRY_MS: "1000" } });
+    slow = await startGovernor({ vars: { OPENAI_BASE_URL: `${rig.up.url}/v1`, OPENAI_API_KEY: "sk-provider", GOVERNOR_SETTLE_CARRY_MS: "1000" } });
   });
   afterAll(async () => {
     await slow?.stop();
@@ -144,7 +113,7 @@ describe.runIf(process.platform === "linux")("one hop per call", () => {
 /** A POST whose body is sent in chunks with no Content-Length (the reader loop's path). */
 function chunked(path: string, token: string, parts: Buffer[], headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const url = new URL(path, gov.url);
+    const url = new URL(path, rig.gov.url);
     const req = httpRequest(url, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "transfer-encoding": "chunked", ...headers } }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
@@ -166,8 +135,8 @@ describe("bodies, with and without a declared length", () => {
     const cut = bytes.length - 4;
     const r = await chunked("/v1/proxy/openai/v1/chat/completions", TOKENS.agent, [bytes.subarray(0, cut), bytes.subarray(cut)], { "x-session-id": id });
     expect(r.status, r.body).toBe(200);
-    expect(up.requests.at(-1)!.body).toEqual(JSON.parse(text));
-    expect((await settled(id, 1_000)).spentUsd).toBeCloseTo(cost(JSON.parse(r.body).usage), 12);
+    expect(rig.up.requests.at(-1)!.body).toEqual(JSON.parse(text));
+    expect((await whenSettled(id, 1_000)).spentUsd).toBeCloseTo(cost(JSON.parse(r.body).usage), 12);
   });
 
   it("a chunked body past the limit is a 413 and bytes that are not UTF-8 a 400, as with a declared length", async () => {
@@ -175,7 +144,7 @@ describe("bodies, with and without a declared length", () => {
     const big = await chunked(`/v1/sessions/${id}/actions`, TOKENS.agent, [Buffer.from('{"action":"a","args":{"blob":"'), Buffer.alloc(1024 * 1024, "x"), Buffer.from('"}}')]);
     expect(big.status).toBe(413);
     const latin1 = Buffer.from('{"action":"caf\xe9"}', "latin1");
-    const declared = await fetch(`${gov.url}/v1/sessions/${id}/actions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "content-type": "application/json" }, body: latin1 });
+    const declared = await fetch(`${rig.gov.url}/v1/sessions/${id}/actions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "content-type": "application/json" }, body: latin1 });
     for (const r of [await chunked(`/v1/sessions/${id}/actions`, TOKENS.agent, [latin1]), { status: declared.status, body: await declared.text() }]) {
       expect(r.status).toBe(400);
       expect(JSON.parse(r.body).error.message).toMatch(/UTF-8/);

@@ -1,26 +1,19 @@
 import { AIMessage, type ToolMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 import { ChatOpenAI } from "@langchain/openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { costUsd, priceFor } from "../../schema/pricing";
 import { ActionDeniedError } from "../../sdk/index";
 import { GovernorCallbackHandler, proxyFields } from "../../sdk/integrations/langchain";
-import { approveNext, openFresh, startStack, type Stack } from "../support/stack";
+import { approveNext, openFresh, useStack } from "../support/stack";
 
 // LangChain.js against a real Governor and the provider stand-in: ChatOpenAI through the
 // proxy, tool calls run the way a LangChain agent runs them (tool.invoke(toolCall) with the
 // handler in callbacks), a deny and an operator's approval, and usage reported for calls
 // that bypass the proxy.
 
-let stack: Stack;
-beforeAll(async () => {
-  stack = await startStack();
-});
-afterAll(async () => {
-  await stack?.stop();
-});
-beforeEach(() => stack.up.reset());
+const stack = useStack();
 
 function toolset(ran: string[]) {
   const search = tool(async ({ q }) => (ran.push(`search:${q}`), `3 results for ${q}`), { name: "search", description: "search the docs", schema: z.object({ q: z.string() }) });

@@ -1,11 +1,10 @@
-import Anthropic from "@anthropic-ai/sdk";
 import { request as httpRequest } from "node:http";
 import { deflateSync } from "node:zlib";
-import OpenAI from "openai";
 import { getEncoding } from "js-tiktoken";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { callCostUsd, priceFor, type Provider, type Usage } from "../../schema/pricing";
-import { client, START_TIMEOUT_MS, startGovernor, TOKENS, type Governor } from "../support/server";
+import { useProxiedGovernor } from "../support/proxied";
+import { client, START_TIMEOUT_MS, startGovernor, TOKENS } from "../support/server";
 import { countPromptTokens as standInCount, startUpstream, type Upstream } from "../support/upstream";
 
 // The money lifecycle against a real server and the official SDKs: reservations that hold
@@ -13,9 +12,6 @@ import { countPromptTokens as standInCount, startUpstream, type Upstream } from 
 // from, budget.fit_output, kills that reach calls in flight, clients that leave mid-stream,
 // refusals the SDKs do not retry, and reservations that outlive a restart.
 
-let up: Upstream;
-let gov: Governor;
-let op: ReturnType<typeof client>;
 const VARS = (up: Upstream) => ({
   OPENAI_BASE_URL: `${up.url}/v1`,
   OPENAI_API_KEY: "sk-openai",
@@ -25,41 +21,13 @@ const VARS = (up: Upstream) => ({
   GOVERNOR_STREAM_STALL_MS: "2000",
 });
 
-beforeAll(async () => {
-  up = await startUpstream();
-  gov = await startGovernor({ vars: VARS(up) });
-  op = client(gov.url, TOKENS.operator);
-});
-afterAll(async () => {
-  await gov?.stop();
-  await up?.close();
-});
-beforeEach(() => up.reset());
-
-let n = 0;
-async function session(policy: unknown) {
-  const id = `m-${Date.now().toString(36)}-${n++}`;
-  const r = await op("/v1/sessions", { body: { id, policy } });
-  expect(r.status).toBe(201);
-  return id;
-}
-const summary = async (id: string) => (await op(`/v1/sessions/${id}`)).json;
+const rig = useProxiedGovernor(VARS, "m");
+const { op, session, summary, openai, anthropic, whenSettled } = rig;
 const logOf = async (id: string) => (await op(`/v1/sessions/${id}/log`)).text.trim().split("\n").map((l) => JSON.parse(l));
-const openai = (id: string, opts: { maxRetries?: number } = {}) => new OpenAI({ apiKey: TOKENS.agent, baseURL: `${gov.url}/v1/proxy/openai/v1`, maxRetries: opts.maxRetries ?? 0, defaultHeaders: { "X-Session-ID": id } });
-const anthropic = (id: string) => new Anthropic({ apiKey: TOKENS.agent, baseURL: `${gov.url}/v1/proxy/anthropic`, maxRetries: 0, defaultHeaders: { "X-Session-ID": id } });
 const cost = (provider: Provider, model: string, u: Usage) => {
   const p = priceFor(provider, model)!;
   return callCostUsd(provider, p.family, p.price, u);
 };
-
-async function settledAll(id: string, tries = 200) {
-  for (let i = 0; i < tries; i++) {
-    const s = await summary(id);
-    if (s.reservations.length === 0) return s;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`reservations never settled: ${JSON.stringify(await summary(id))}`);
-}
 
 // A real PNG of the given size (one colour), so the stand-in can read its header like a provider.
 function png(width: number, height: number): string {
@@ -155,7 +123,7 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
   for (const c of cases) {
     it(c.name, async () => {
       const id = await session({ budget: { session_usd: c.budget } });
-      up.setDefault({ ...c.behavior, delayMs: 5 });
+      rig.up.setDefault({ ...c.behavior, delayMs: 5 });
       const results = await Promise.allSettled(Array.from({ length: 200 }, () => c.fire(id)));
       const ok = results.filter((r) => r.status === "fulfilled").length;
       const refused = results.filter((r) => r.status === "rejected" && (r.reason as { status?: number }).status === 402).length;
@@ -164,7 +132,7 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
       expect(ok + refused).toBe(200);
       expect(ok).toBeGreaterThan(0);
       expect(refused).toBeGreaterThan(0);
-      const s = await settledAll(id);
+      const s = await whenSettled(id);
       expect(s.spentUsd).toBeLessThanOrEqual(c.budget);
       expect(s.overBudgetUsd).toBe(0);
       // Every settle says whether it went past its reservation, and by how much.
@@ -178,7 +146,7 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
         overrun += e.data.overrunUsd ?? 0;
       }
       expect(s.overrunUsd).toBeCloseTo(overrun, 9);
-      expect(up.requests).toHaveLength(ok);
+      expect(rig.up.requests).toHaveLength(ok);
       if (c.maxPrompt) for (const e of log.filter((x) => x.type === "request.reserved")) expect(e.data.promptTokens).toBeLessThan(c.maxPrompt);
     });
   }
@@ -189,10 +157,10 @@ describe("learning from settles", () => {
     const body = { model: "gpt-4o-mini", max_tokens: 10, messages: [{ role: "user" as const, content: "short prompt, long bill" }] };
     const first = await session({ budget: { session_usd: 5 } });
     // The provider bills far more input than any local measure of this prompt.
-    up.setDefault({ promptTokens: 20_000 });
+    rig.up.setDefault({ promptTokens: 20_000 });
     await openai(first).chat.completions.create(body);
     await openai(first).chat.completions.create(body);
-    await settledAll(first);
+    await whenSettled(first);
     const log = await logOf(first);
     const settles = log.filter((e) => e.type === "request.settled");
     expect(settles[0].data.overrunUsd).toBeGreaterThan(0);
@@ -206,7 +174,7 @@ describe("learning from settles", () => {
     // Another session of the tenant starts from what the first one learned.
     const second = await session({ budget: { session_usd: 5 } });
     await openai(second).chat.completions.create(body);
-    await settledAll(second);
+    await whenSettled(second);
     const log2 = await logOf(second);
     const reserved = log2.find((e) => e.type === "request.reserved");
     expect(reserved.data.inputRatio).toBeGreaterThanOrEqual(settles[0].data.inputRatio);
@@ -231,7 +199,7 @@ describe("budget.fit_output", () => {
     const cap = Number(response.headers.get("x-governor-output-cap"));
     expect(cap).toBeGreaterThanOrEqual(256);
     expect(cap).toBeLessThan(64_000);
-    expect(up.requests[0].body.max_tokens).toBe(cap);
+    expect(rig.up.requests[0].body.max_tokens).toBe(cap);
     const reserved = (await logOf(id)).find((e) => e.type === "request.reserved");
     expect(reserved.data.fittedCap).toBe(cap);
     expect(reserved.data.estimateUsd).toBeLessThanOrEqual(0.25);
@@ -243,21 +211,21 @@ describe("budget.fit_output", () => {
     expect(e.status).toBe(402);
     expect(e.message).toContain("budget.fit_output");
     expect(e.message).toContain("64000");
-    expect(up.requests).toHaveLength(0);
+    expect(rig.up.requests).toHaveLength(0);
   });
 
   it("never lowers below min_output_tokens", async () => {
     const id = await session({ budget: { session_usd: 0.25, fit_output: true, min_output_tokens: 20_000 } });
     const e = await call(id, 64_000).catch((x) => x);
     expect(e.status).toBe(402);
-    expect(up.requests).toHaveLength(0);
+    expect(rig.up.requests).toHaveLength(0);
   });
 });
 
 describe("the money lifecycle", () => {
   it("a kill ends 5 running streams within a second, aborts them upstream, and charges what they produced", async () => {
     const id = await session({ budget: { session_usd: 5, on_exceed: "kill" } });
-    up.setDefault({ chunkDelayMs: 100, chunks: 300 });
+    rig.up.setDefault({ chunkDelayMs: 100, chunks: 300 });
     const body = { model: "gpt-4o-mini", messages: [{ role: "user" as const, content: "Tell me a long story." }], stream: true as const };
     const ended: number[] = [];
     let started = 0;
@@ -281,10 +249,10 @@ describe("the money lifecycle", () => {
     const errors = await Promise.all(streams);
     for (const t of ended) expect(t - at).toBeLessThan(1000);
     for (const e of errors) expect((e as { code?: string })?.code ?? (e as { error?: { code?: string } })?.error?.code).toBe("session_killed");
-    for (let i = 0; i < 40 && !up.requests.every((r) => r.aborted); i++) await new Promise((r) => setTimeout(r, 25));
-    expect(up.requests.map((r) => r.aborted)).toEqual([true, true, true, true, true]);
+    for (let i = 0; i < 40 && !rig.up.requests.every((r) => r.aborted); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(rig.up.requests.map((r) => r.aborted)).toEqual([true, true, true, true, true]);
 
-    const s = await settledAll(id);
+    const s = await whenSettled(id);
     const log = await logOf(id);
     expect(log.filter((e) => e.type === "session.killed")).toHaveLength(1);
     expect(s.killed).toMatchObject({ by: "alice", reason: "runaway spend" });
@@ -292,7 +260,7 @@ describe("the money lifecycle", () => {
     const enc = getEncoding("o200k_base");
     let produced = 0;
     let slack = 0;
-    for (const r of up.requests) {
+    for (const r of rig.up.requests) {
       const text = r.sent.flatMap((ev) => [...ev.matchAll(/"content":"([^"]*)"/g)].map((m) => m[1])).join("");
       const input = standInCount("chat", r.body);
       produced += cost("openai", "gpt-4o-mini", { inputTokens: input, outputTokens: enc.encode(text).length, cachedInputTokens: 0, cacheWriteTokens: 0 });
@@ -305,9 +273,9 @@ describe("the money lifecycle", () => {
   it("a client gone mid-stream is charged the provider's usage when it had already arrived", async () => {
     const id = await session({ budget: { session_usd: 5 } });
     // Everything, the usage chunk included, is sent at once; only the end of the stream waits.
-    up.next({ chunks: 5, completionTokens: 777, holdBeforeEndMs: 8_000 });
+    rig.up.next({ chunks: 5, completionTokens: 777, holdBeforeEndMs: 8_000 });
     await new Promise<void>((resolve, reject) => {
-      const req = httpRequest(`${gov.url}/v1/proxy/openai/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id, "content-type": "application/json" } });
+      const req = httpRequest(`${rig.gov.url}/v1/proxy/openai/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id, "content-type": "application/json" } });
       req.on("response", (res) =>
         res.once("data", () => {
           req.destroy();
@@ -317,11 +285,11 @@ describe("the money lifecycle", () => {
       req.on("error", (e) => (/aborted|hang up/.test(e.message) ? resolve() : reject(e)));
       req.end(JSON.stringify({ model: "gpt-4o", messages: [{ role: "user", content: "hello" }], stream: true }));
     });
-    const s = await settledAll(id, 300);
+    const s = await whenSettled(id, 20_000);
     const settled = (await logOf(id)).find((e) => e.type === "request.settled");
     expect(settled.data.usage.outputTokens).toBe(777);
     expect(s.spentUsd).toBeCloseTo(cost("openai", "gpt-4o", settled.data.usage), 12);
-    expect(settled.data.usage.inputTokens).toBe(standInCount("chat", up.requests[0].body));
+    expect(settled.data.usage.inputTokens).toBe(standInCount("chat", rig.up.requests[0].body));
   });
 
   it("a 409 carries x-should-retry: false, so the openai SDK makes exactly one attempt", async () => {

@@ -1,23 +1,16 @@
 import { Agent, InputGuardrailTripwireTriggered, Runner, setTracingDisabled } from "@openai/agents";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { awaitApprovals, governedModelProvider, governedTool, governorGuardrail } from "../../sdk/integrations/openai-agents";
 import type { BoundSession } from "../../sdk/index";
-import { approveNext, openFresh, startStack, type Stack } from "../support/stack";
+import { approveNext, openFresh, useStack } from "../support/stack";
 
 // The OpenAI Agents SDK against a real Governor and the provider stand-in: the model
 // through the proxy (Responses API), governed tools whose needsApproval asks Governor, and
 // the input guardrail that refuses a run in a killed or spent session.
 
-let stack: Stack;
-beforeAll(async () => {
-  setTracingDisabled(true);
-  stack = await startStack();
-});
-afterAll(async () => {
-  await stack?.stop();
-});
-beforeEach(() => stack.up.reset());
+setTracingDisabled(true);
+const stack = useStack();
 
 async function agentFor(session: BoundSession, ran: string[]) {
   const tools = [

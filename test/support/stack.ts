@@ -1,3 +1,4 @@
+import { afterAll, beforeAll, beforeEach } from "vitest";
 import { Governor } from "../../sdk/index";
 import { startGovernor, TOKENS, type Governor as Server } from "./server";
 import { startUpstream, type Upstream } from "./upstream";
@@ -39,6 +40,22 @@ export async function startStack(): Promise<Stack> {
       await up.close();
     },
   };
+}
+
+/**
+ * The stack of one test file: started before its tests, stopped after them, the stand-in's
+ * script and record cleared before each test. Its fields are there once the tests run.
+ */
+export function useStack(): Stack {
+  const stack = {} as Stack;
+  beforeAll(async () => {
+    Object.assign(stack, await startStack());
+  });
+  afterAll(async () => {
+    await stack.stop?.();
+  });
+  beforeEach(() => stack.up.reset());
+  return stack;
 }
 
 let n = 0;
