@@ -9,6 +9,8 @@ import { go, hrefOf } from "../route";
 import { AuditEventsAnswer, type AuditEventItem } from "../schemas";
 import { sizeOf } from "../ui/args";
 import { Card, Empty, Rule, Usd } from "../ui/bits";
+import { isPreset, Options, TimeRange } from "../ui/filters";
+import { Pager, useCursors } from "../ui/pager";
 import { WhatIf } from "./whatif";
 
 // The audit store, searched: who did what, when, and what was decided, across every
@@ -32,26 +34,11 @@ const DECISIONS = [
   ["deny", "refused"],
   ["review", "sent to review"],
 ] as const;
-const RANGES = [
-  ["", "any time"],
-  ["1h", "last hour"],
-  ["24h", "last 24 hours"],
-  ["7d", "last 7 days"],
-  ["30d", "last 30 days"],
-] as const;
 const PAGE = 50;
 /** What the search takes from the link; `whatif` belongs to the replay panel. */
 const SEARCHED = [...FIELDS, "type", "decision", "since", "until"] as const;
 
 type Filters = Record<(typeof SEARCHED)[number], string>;
-
-/** `<input type=datetime-local>` speaks local time without a zone; the store takes ISO (or epoch ms). */
-const toLocalInput = (v: string) => {
-  const t = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
-  if (!v || !Number.isFinite(t)) return "";
-  return new Date(t - new Date(t).getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
-};
-const fromLocalInput = (v: string) => (v ? new Date(v).toISOString() : "");
 
 function filtersOf(p: URLSearchParams): Filters {
   return Object.fromEntries(SEARCHED.map((k) => [k, p.get(k) ?? ""])) as Filters;
@@ -69,22 +56,22 @@ export function Audit({ params }: { params: URLSearchParams }) {
   const applied = filtersOf(params);
   const key = SEARCHED.map((k) => applied[k]).join("\u0000");
   const [draft, setDraft] = useState<Filters>(applied);
-  const [cursors, setCursors] = useState<Array<string | null>>([null]);
+  const pages = useCursors();
   const [page, setPage] = useState<AuditEventsAnswer | null>(null);
   const [error, setError] = useState<{ text: string; unavailable: boolean } | null>(null);
   const [loading, setLoading] = useState(false);
   const [exporting, setExporting] = useState(false);
   const [customMode, setCustom] = useState(false);
-  const custom = customMode || !!draft.until || (!!draft.since && !RANGES.some(([v]) => v === draft.since));
+  const custom = customMode || !isPreset(draft.since, draft.until);
 
   useEffect(() => {
     setDraft(applied);
     setCustom(false);
-    setCursors([null]);
+    pages.reset();
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key]);
 
-  const cursor = cursors[cursors.length - 1];
+  const { cursor } = pages;
   useEffect(() => {
     const ctl = new AbortController();
     setLoading(true);
@@ -117,7 +104,7 @@ export function Audit({ params }: { params: URLSearchParams }) {
     setExporting(false);
   }
 
-  const first = (cursors.length - 1) * PAGE + 1;
+  const first = pages.index * PAGE + 1;
   const events = page?.events ?? [];
   return (
     <div class="audit">
@@ -140,55 +127,28 @@ export function Audit({ params }: { params: URLSearchParams }) {
             <label>
               type
               <select name="type" value={draft.type} onChange={(e) => set("type", (e.target as HTMLSelectElement).value)}>
-                {TYPES.map(([v, label]) => (
-                  <option key={v} value={v}>
-                    {label}
-                  </option>
-                ))}
+                <Options list={TYPES} />
                 {draft.type && !TYPES.some(([v]) => v === draft.type) && <option value={draft.type}>{draft.type}</option>}
               </select>
             </label>
             <label>
               decision
               <select name="decision" value={draft.decision} onChange={(e) => set("decision", (e.target as HTMLSelectElement).value)}>
-                {DECISIONS.map(([v, label]) => (
-                  <option key={v} value={v}>
-                    {label}
-                  </option>
-                ))}
+                <Options list={DECISIONS} />
               </select>
             </label>
-            <label>
-              time
-              <select
-                name="range"
-                value={custom ? "custom" : draft.since}
-                onChange={(e) => {
-                  const v = (e.target as HTMLSelectElement).value;
-                  setCustom(v === "custom");
-                  if (v !== "custom") setDraft({ ...draft, since: v, until: "" });
-                }}
-              >
-                {RANGES.map(([v, label]) => (
-                  <option key={v} value={v}>
-                    {label}
-                  </option>
-                ))}
-                <option value="custom">between…</option>
-              </select>
-            </label>
-            {custom && (
-              <>
-                <label>
-                  from
-                  <input type="datetime-local" name="since" value={toLocalInput(draft.since)} onInput={(e) => set("since", fromLocalInput((e.target as HTMLInputElement).value))} />
-                </label>
-                <label>
-                  until
-                  <input type="datetime-local" name="until" value={toLocalInput(draft.until)} onInput={(e) => set("until", fromLocalInput((e.target as HTMLInputElement).value))} />
-                </label>
-              </>
-            )}
+            <TimeRange
+              labels={["time", "from", "until"]}
+              since={draft.since}
+              until={draft.until}
+              custom={custom}
+              onPick={(v) => {
+                setCustom(v === "custom");
+                if (v !== "custom") setDraft({ ...draft, since: v, until: "" });
+              }}
+              onSince={(v) => set("since", v)}
+              onUntil={(v) => set("until", v)}
+            />
           </div>
           <div class="form-actions">
             <button type="submit" class="primary" id="audit-search">
@@ -214,18 +174,11 @@ export function Audit({ params }: { params: URLSearchParams }) {
         ) : null}
         {!error && page && (events.length === 0 ? <Empty>No event matches.</Empty> : <Results events={events} loading={loading} />)}
         {!error && (
-          <nav class="pager" aria-label="Audit pages">
+          <Pager label="Audit pages" pages={pages} next={page?.nextCursor} loading={loading} back={["audit-prev", "← Earlier"]} forward={["audit-next", "Later →"]}>
             <span class="muted small" id="audit-range">
               {page ? (events.length ? `events ${first}–${first + events.length - 1}${page.nextCursor ? "" : " (the last)"}` : "no events") : "searching…"}
             </span>
-            <span class="spacer" />
-            <button type="button" id="audit-prev" disabled={cursors.length === 1 || loading} onClick={() => setCursors(cursors.slice(0, -1))}>
-              ← Earlier
-            </button>
-            <button type="button" id="audit-next" disabled={!page?.nextCursor || loading} onClick={() => page?.nextCursor && setCursors([...cursors, page.nextCursor])}>
-              Later →
-            </button>
-          </nav>
+          </Pager>
         )}
       </Card>
       <WhatIf params={params} />

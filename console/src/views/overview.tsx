@@ -8,6 +8,7 @@ import { AuditSpendAnswer, SPEND_BY, type SpendBy } from "../schemas";
 import { useNow, useObservable } from "../signal";
 import { sessions, tenantStatus, tenantTotals, tenantVersion } from "../tenant";
 import { Ago, Card, Count, Empty, Rule, Stat, StateBadge, STATES, Usd } from "../ui/bits";
+import { Options, TIME_RANGES } from "../ui/filters";
 import { SpendChart } from "./spend-chart";
 
 export function Overview() {
@@ -143,11 +144,8 @@ function share(v: number, sum: number): string {
 
 type RollupState = { kind: "loading" } | { kind: "unavailable"; why: string } | { kind: "error"; why: string } | { kind: "ok"; answer: AuditSpendAnswer };
 
-const RANGES = [
-  ["24h", "24 hours"],
-  ["7d", "7 days"],
-  ["30d", "30 days"],
-] as const;
+/** The rollups offer the day, week and month windows of the filters' presets. */
+const RANGES = TIME_RANGES.filter(([v]) => v === "24h" || v === "7d" || v === "30d");
 
 /** Spend by agent, user, model or day: the audit store's rollups (GET /v1/audit/spend). */
 function Rollups() {
@@ -192,11 +190,7 @@ function Rollups() {
             ))}
           </div>
           <select aria-label="Time range" value={since} onChange={(e) => setSince((e.target as HTMLSelectElement).value)}>
-            {RANGES.map(([v, label]) => (
-              <option key={v} value={v}>
-                last {label}
-              </option>
-            ))}
+            <Options list={RANGES} />
           </select>
         </div>
       }

@@ -7,20 +7,14 @@ import { go, hrefOf } from "../route";
 import { useNow, useObservable } from "../signal";
 import { summaryListeners, tenantStatus } from "../tenant";
 import { Ago, Card, Empty, Link, SpendBar, StateBadge, STATES, Usd, type StateName } from "../ui/bits";
+import { isPreset, TimeRange } from "../ui/filters";
+import { Pager, useCursors } from "../ui/pager";
 
 // The tenant's sessions a page at a time from GET /v1/sessions (newest opened first, an
 // order that updates never change), kept live by the tenant socket: rows on the page
 // update in place, and a change that moves a session into or out of the filter reloads
 // the page.
 
-const RANGES = [
-  ["", "any time"],
-  ["1h", "last hour"],
-  ["24h", "last 24 hours"],
-  ["7d", "last 7 days"],
-  ["30d", "last 30 days"],
-  ["custom", "between…"],
-] as const;
 const SIZES = [25, 50, 100];
 
 interface Filter {
@@ -67,19 +61,10 @@ function matches(f: Filter, s: SessionSummary, now: number): boolean {
   return (!f.states.length || f.states.includes(s.state)) && (!f.agent || s.agent === f.agent) && (!f.user || s.user === f.user) && (since === undefined || s.openedAt >= since) && (until === undefined || s.openedAt < until);
 }
 
-/** `<input type=datetime-local>` speaks local time without a zone; the API takes ISO. */
-const toLocalInput = (iso: string) => {
-  const t = Date.parse(iso);
-  if (!Number.isFinite(t)) return "";
-  const d = new Date(t - new Date(t).getTimezoneOffset() * 60_000);
-  return d.toISOString().slice(0, 16);
-};
-const fromLocalInput = (v: string) => (v ? new Date(v).toISOString() : "");
-
 export function Sessions({ params }: { params: URLSearchParams }) {
   const filter = filterOf(params);
   const key = paramsOf(filter).toString();
-  const [cursors, setCursors] = useState<Array<string | null>>([null]);
+  const pages = useCursors();
   const [page, setPage] = useState<SessionListAnswer | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [loading, setLoading] = useState(false);
@@ -92,11 +77,11 @@ export function Sessions({ params }: { params: URLSearchParams }) {
 
   // A new filter starts again from the newest session.
   useEffect(() => {
-    setCursors([null]);
+    pages.reset();
     setNewer(0);
   }, [key]);
 
-  const cursor = cursors[cursors.length - 1];
+  const { cursor } = pages;
   useEffect(() => {
     const ctl = new AbortController();
     setLoading(true);
@@ -136,7 +121,7 @@ export function Sessions({ params }: { params: URLSearchParams }) {
       }
       if (!fits || !page) return;
       const last = page.sessions[page.sessions.length - 1];
-      const onFirstPage = cursors.length === 1;
+      const onFirstPage = pages.index === 0;
       const belongsHere = page.sessions.length < filter.limit || (last && (s.openedAt > last.openedAt || (s.openedAt === last.openedAt && s.session < last.session)));
       if (onFirstPage && belongsHere) again();
       else if (!onFirstPage && last && s.openedAt > page.sessions[0].openedAt) setNewer((n) => n + 1);
@@ -148,11 +133,11 @@ export function Sessions({ params }: { params: URLSearchParams }) {
       clearTimeout(timer);
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [key, page, cursors.length]);
+  }, [key, page, pages.index]);
 
   const set = (patch: Partial<Filter>) => go({ view: "sessions", params: paramsOf({ ...filter, ...patch }) }, { replace: true });
   const shown = page ? page.sessions.map((s) => rows.current.get(s.session) ?? s) : [];
-  const first = (cursors.length - 1) * filter.limit;
+  const first = pages.index * filter.limit;
 
   return (
     <Card
@@ -172,7 +157,7 @@ export function Sessions({ params }: { params: URLSearchParams }) {
       <Filters filter={filter} set={set} />
 
       {newer > 0 && (
-        <button type="button" class="newer" onClick={() => (setCursors([null]), setNewer(0))}>
+        <button type="button" class="newer" onClick={() => (pages.reset(), setNewer(0))}>
           {newer} newer session{newer === 1 ? "" : "s"} · back to the newest
         </button>
       )}
@@ -206,7 +191,7 @@ export function Sessions({ params }: { params: URLSearchParams }) {
       )}
 
       {page && (
-        <nav class="pager" aria-label="Pages">
+        <Pager label="Pages" pages={pages} next={page.nextCursor} loading={loading} back={["page-newer", "← Newer"]} forward={["page-older", "Older →"]}>
           <span class="muted small" id="page-range">
             {shown.length ? `${first + 1}–${first + shown.length}` : "0"} of {page.total}
           </span>
@@ -220,14 +205,7 @@ export function Sessions({ params }: { params: URLSearchParams }) {
               ))}
             </select>
           </label>
-          <span class="spacer" />
-          <button type="button" id="page-newer" disabled={cursors.length === 1 || loading} onClick={() => setCursors(cursors.slice(0, -1))}>
-            ← Newer
-          </button>
-          <button type="button" id="page-older" disabled={!page.nextCursor || loading} onClick={() => setCursors([...cursors, page.nextCursor])}>
-            Older →
-          </button>
-        </nav>
+        </Pager>
       )}
     </Card>
   );
@@ -235,8 +213,7 @@ export function Sessions({ params }: { params: URLSearchParams }) {
 
 /** State chips, agent and user, opening time: all kept in the link. */
 function Filters({ filter, set }: { filter: Filter; set: (patch: Partial<Filter>) => void }) {
-  const custom = filter.until !== "" || (filter.since !== "" && !RANGES.some(([v]) => v === filter.since));
-  const [showCustom, setShowCustom] = useState(custom);
+  const [showCustom, setShowCustom] = useState(!isPreset(filter.since, filter.until));
   const any = paramsOf({ ...filter, limit: SIZES[0] }).toString() !== "";
   return (
     <form class="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filter sessions">
@@ -253,37 +230,18 @@ function Filters({ filter, set }: { filter: Filter; set: (patch: Partial<Filter>
       <div class="fields">
         <TextFilter label="Agent" name="agent" value={filter.agent} onCommit={(agent) => set({ agent })} />
         <TextFilter label="User" name="user" value={filter.user} onCommit={(user) => set({ user })} />
-        <label>
-          Opened
-          <select
-            name="range"
-            value={showCustom ? "custom" : filter.since}
-            onChange={(e) => {
-              const v = (e.target as HTMLSelectElement).value;
-              if (v === "custom") return setShowCustom(true);
-              setShowCustom(false);
-              set({ since: v, until: "" });
-            }}
-          >
-            {RANGES.map(([v, label]) => (
-              <option key={v} value={v}>
-                {label}
-              </option>
-            ))}
-          </select>
-        </label>
-        {showCustom && (
-          <>
-            <label>
-              From
-              <input type="datetime-local" name="since" value={toLocalInput(filter.since)} onChange={(e) => set({ since: fromLocalInput((e.target as HTMLInputElement).value) })} />
-            </label>
-            <label>
-              Until
-              <input type="datetime-local" name="until" value={toLocalInput(filter.until)} onChange={(e) => set({ until: fromLocalInput((e.target as HTMLInputElement).value) })} />
-            </label>
-          </>
-        )}
+        <TimeRange
+          labels={["Opened", "From", "Until"]}
+          since={filter.since}
+          until={filter.until}
+          custom={showCustom}
+          onPick={(v) => {
+            setShowCustom(v === "custom");
+            if (v !== "custom") set({ since: v, until: "" });
+          }}
+          onSince={(since) => set({ since })}
+          onUntil={(until) => set({ until })}
+        />
         {any && (
           <button type="button" class="ghost clear" onClick={() => (setShowCustom(false), set({ states: [], agent: "", user: "", since: "", until: "" }))}>
             Clear filters
