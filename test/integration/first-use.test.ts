@@ -2,9 +2,9 @@ import Anthropic from "@anthropic-ai/sdk";
 import { generateKeyPairSync } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { client, startGovernor, TOKENS, type Governor } from "../support/server";
-import { startUpstream, type Upstream } from "../support/upstream";
+import { describe, expect, it } from "vitest";
+import { useProxiedGovernor } from "../support/proxied";
+import { client, TOKENS } from "../support/server";
 
 // What a new user runs into in the first hour: proxy paths that are not governed, secrets
 // on the command line, error messages that do not say what to do, the policy route's body
@@ -16,37 +16,13 @@ const ANTHROPIC_KEY = "sk-ant-provider-secret-first-use";
 const SIGNING_KEY = generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" }).toString();
 const SIGNING_KEY_BODY = SIGNING_KEY.split("\n")[1];
 
-let up: Upstream;
-let gov: Governor;
-let op: ReturnType<typeof client>;
-let agent: ReturnType<typeof client>;
-let auditor: ReturnType<typeof client>;
-
-beforeAll(async () => {
-  up = await startUpstream();
-  gov = await startGovernor({
-    vars: { OPENAI_BASE_URL: `${up.url}/v1`, OPENAI_API_KEY: OPENAI_KEY, ANTHROPIC_BASE_URL: up.url, ANTHROPIC_API_KEY: ANTHROPIC_KEY, GOVERNOR_SIGNING_KEY: SIGNING_KEY },
-  });
-  op = client(gov.url, TOKENS.operator);
-  agent = client(gov.url, TOKENS.agent);
-  auditor = client(gov.url, TOKENS.auditor);
-});
-afterAll(async () => {
-  await gov?.stop();
-  await up?.close();
-});
-beforeEach(() => up.reset());
-
-let n = 0;
-async function session(policy: unknown = { budget: { session_usd: 10 } }) {
-  const id = `fu-${Date.now().toString(36)}-${n++}`;
-  const r = await op("/v1/sessions", { body: { id, policy } });
-  expect(r.status).toBe(201);
-  return id;
-}
-const summary = async (id: string) => (await op(`/v1/sessions/${id}`)).json;
-const openai = (id: string) => new OpenAI({ apiKey: TOKENS.agent, baseURL: `${gov.url}/v1/proxy/openai/v1`, maxRetries: 0, defaultHeaders: { "X-Session-ID": id } });
-const anthropic = (id: string) => new Anthropic({ apiKey: TOKENS.agent, baseURL: `${gov.url}/v1/proxy/anthropic`, maxRetries: 0, defaultHeaders: { "X-Session-ID": id } });
+const rig = useProxiedGovernor(
+  (up) => ({ OPENAI_BASE_URL: `${up.url}/v1`, OPENAI_API_KEY: OPENAI_KEY, ANTHROPIC_BASE_URL: up.url, ANTHROPIC_API_KEY: ANTHROPIC_KEY, GOVERNOR_SIGNING_KEY: SIGNING_KEY }),
+  "fu",
+);
+const { op, session, summary, openai, anthropic } = rig;
+const agent = rig.as(TOKENS.agent);
+const auditor = rig.as(TOKENS.auditor);
 
 describe("only governed endpoints go upstream", () => {
   it.each([
@@ -63,7 +39,7 @@ describe("only governed endpoints go upstream", () => {
     if (provider === "anthropic") expect(r.json.type).toBe("error");
     expect(message).toContain(`not a governed endpoint: ${provider} ${path}`);
     expect(message).toContain(provider === "openai" ? "v1/chat/completions, v1/completions, v1/responses, v1/embeddings" : "v1/messages");
-    expect(up.requests).toHaveLength(0);
+    expect(rig.up.requests).toHaveLength(0);
     const s = await summary(id);
     expect(s.reservations).toHaveLength(0);
     expect(s.spentUsd).toBe(0);
@@ -76,14 +52,14 @@ describe("only governed endpoints go upstream", () => {
       .catch((e) => e);
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
     expect(err.message).toMatch(/not a governed endpoint: openai v1\/images\/generations.*Governed: v1\/chat\/completions/);
-    expect(up.requests).toHaveLength(0);
+    expect(rig.up.requests).toHaveLength(0);
   });
 
   it("GET routes such as /v1/models are not forwarded", async () => {
     const r = await agent("/v1/proxy/openai/v1/models");
     expect(r.status).toBe(404);
     expect(r.json.error.message).toContain("not a governed endpoint: openai v1/models");
-    expect(up.requests).toHaveLength(0);
+    expect(rig.up.requests).toHaveLength(0);
     // A governed path asked with GET is a wrong method, not a missing route.
     expect((await agent("/v1/proxy/openai/v1/chat/completions")).status).toBe(405);
   });
@@ -98,24 +74,24 @@ describe("only governed endpoints go upstream", () => {
     const id = await session();
     const counted = await anthropic(id).messages.countTokens({ model: "claude-sonnet-4-5", messages: [{ role: "user", content: "How many tokens is this?" }] });
     expect(counted.input_tokens).toBeGreaterThan(0);
-    expect(up.requests).toHaveLength(1);
-    expect(up.requests[0].path).toBe("/v1/messages/count_tokens");
+    expect(rig.up.requests).toHaveLength(1);
+    expect(rig.up.requests[0].path).toBe("/v1/messages/count_tokens");
     // The gateway's key went upstream, not the caller's token.
-    expect(up.requests[0].headers["x-api-key"]).toBe(ANTHROPIC_KEY);
+    expect(rig.up.requests[0].headers["x-api-key"]).toBe(ANTHROPIC_KEY);
     const s = await summary(id);
     expect(s.spentUsd).toBe(0);
     expect(s.counters.llmCalls ?? 0).toBe(0);
     // Auditors may not make proxied calls, free or not.
     const refused = await auditor("/v1/proxy/anthropic/v1/messages/count_tokens", { body: { model: "claude-sonnet-4-5", messages: [] } });
     expect(refused.status).toBe(403);
-    expect(up.requests).toHaveLength(1);
+    expect(rig.up.requests).toHaveLength(1);
   });
 
   it("a governed call still goes through", async () => {
     const id = await session();
     const res = await openai(id).chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], max_tokens: 20 });
     expect(res.choices[0].message.content).toBeTruthy();
-    expect(up.requests.map((r) => r.path)).toEqual(["/v1/chat/completions"]);
+    expect(rig.up.requests.map((r) => r.path)).toEqual(["/v1/chat/completions"]);
   });
 });
 
@@ -127,7 +103,7 @@ describe("no secret on a command line", () => {
       .filter((d) => {
         try {
           const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]) === gov.pid;
+          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]) === rig.gov.pid;
         } catch {
           return false;
         }
@@ -142,17 +118,17 @@ describe("no secret on a command line", () => {
 
   it("the tokens and keys given that way are in force", async () => {
     expect((await op("/v1/whoami")).json).toMatchObject({ tenant: "acme", role: "operator" });
-    expect((await client(gov.url, "not-a-token-at-all")("/v1/whoami")).status).toBe(401);
+    expect((await client(rig.gov.url, "not-a-token-at-all")("/v1/whoami")).status).toBe(401);
     expect((await op("/v1/checkpoints/key")).json.source).toBe("env");
     const id = await session();
     await openai(id).chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], max_tokens: 5 });
-    expect(up.requests[0].headers.authorization).toBe(`Bearer ${OPENAI_KEY}`);
+    expect(rig.up.requests[0].headers.authorization).toBe(`Bearer ${OPENAI_KEY}`);
   });
 });
 
 describe("error messages say what to do", () => {
   it("an Authorization header without Bearer names the form to use", async () => {
-    const res = await fetch(`${gov.url}/v1/whoami`, { headers: { authorization: TOKENS.operator } });
+    const res = await fetch(`${rig.gov.url}/v1/whoami`, { headers: { authorization: TOKENS.operator } });
     expect(res.status).toBe(401);
     const body = (await res.json()) as { error: { message: string } };
     expect(body.error.message).toContain("use Authorization: Bearer <token>");
@@ -176,7 +152,7 @@ describe("error messages say what to do", () => {
 
   it("a provider failure keeps the provider's own message", async () => {
     const id = await session();
-    up.next({ status: 529 });
+    rig.up.next({ status: 529 });
     const err = await anthropic(id)
       .messages.create({ model: "claude-sonnet-4-5", max_tokens: 20, messages: [{ role: "user", content: "hi" }] })
       .catch((e) => e);
@@ -213,7 +189,7 @@ describe("learned ratios", () => {
   it("an operator sees and resets them; auditors read; agents are refused", async () => {
     const id = await session();
     // The stand-in bills 3x the input the gateway counts: the settle teaches the tenant.
-    up.next({ inputFactor: 3 });
+    rig.up.next({ inputFactor: 3 });
     await anthropic(id).messages.create({ model: "claude-haiku-4-5", max_tokens: 20, messages: [{ role: "user", content: "Count me in, twice over and then some more." }] });
     let rows: Array<{ model: string; profile: string; ratio: number }> = [];
     for (let i = 0; i < 100; i++) {
@@ -229,7 +205,7 @@ describe("learned ratios", () => {
     expect((await agent("/v1/learned-ratios")).status).toBe(403);
     expect((await auditor("/v1/learned-ratios", { method: "DELETE" })).status).toBe(403);
     // Another tenant's operator sees none of them.
-    expect((await client(gov.url, TOKENS.foreign)("/v1/learned-ratios")).json.ratios).toEqual([]);
+    expect((await client(rig.gov.url, TOKENS.foreign)("/v1/learned-ratios")).json.ratios).toEqual([]);
 
     const del = await op("/v1/learned-ratios/claude-haiku-4-5", { method: "DELETE" });
     expect(del.status).toBe(200);

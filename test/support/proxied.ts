@@ -14,6 +14,8 @@ export interface Proxied {
   gov: Governor;
   /** The operator's client. */
   op: ReturnType<typeof client>;
+  /** A client with this token, usable before the server is up (it reads its URL at each call). */
+  as(token: string): ReturnType<typeof client>;
   /** A new session under `policy`, opened by the operator; its id starts with the file's prefix. */
   session(policy?: unknown): Promise<string>;
   summary(id: string): Promise<any>;
@@ -37,8 +39,10 @@ export function useProxiedGovernor(vars: (up: Upstream) => Record<string, string
   });
   beforeEach(() => rig.up.reset());
   const agentOptions = (id: string, headers: Record<string, string>) => ({ apiKey: TOKENS.agent, maxRetries: 0, defaultHeaders: { "X-Session-ID": id, ...headers } });
+  const as = (token: string): Proxied["op"] => (path, init) => client(rig.gov.url, token)(path, init);
   return Object.assign(rig, {
-    op: ((path, init) => client(rig.gov.url, TOKENS.operator)(path, init)) as Proxied["op"],
+    as,
+    op: as(TOKENS.operator),
     async session(policy: unknown = { budget: { session_usd: 10 } }) {
       const id = `${prefix}-${Date.now().toString(36)}-${n++}`;
       const r = await rig.op("/v1/sessions", { body: { id, policy } });
