@@ -307,39 +307,47 @@ describe("the money lifecycle", () => {
 describe("restart", () => {
   // Two server starts in the test body, each budgeted like a hook's (START_TIMEOUT_MS).
   it("reservations open when the server died are settled by the alarm after restart, with no other traffic", { timeout: 30_000 + 2 * START_TIMEOUT_MS }, async () => {
+    // Every wait below is bounded and says what it waited for, and each stage is timed on
+    // stderr: a failure on a loaded machine names its stage instead of the test's timeout.
+    const t0 = Date.now();
+    const stage = (what: string) => process.stderr.write(`[restart test +${Date.now() - t0} ms] ${what}\n`);
     const upstream = await startUpstream();
     upstream.setDefault({ hang: true });
     let g = await startGovernor({ vars: VARS(upstream) });
+    stage("first server up");
     try {
       const c = client(g.url, TOKENS.operator);
       const id = `restart-${Date.now().toString(36)}`;
-      expect((await c("/v1/sessions", { body: { id, policy: { budget: { session_usd: 1, reservation_ttl: "8s" } } } })).status).toBe(201);
-      const call = fetch(`${g.url}/v1/proxy/openai/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id }, body: JSON.stringify({ model: "gpt-4o", max_tokens: 10, messages: [{ role: "user", content: "x" }] }) }).catch(() => undefined);
-      for (let i = 0; i < 100 && upstream.requests.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-      const open = (await c(`/v1/sessions/${id}`)).json.reservations[0];
+      expect((await within(10_000, "creating the session", c("/v1/sessions", { body: { id, policy: { budget: { session_usd: 1, reservation_ttl: "8s" } } } }))).status).toBe(201);
+      // No timeout of its own: it ends when the server dies under it (checked below).
+      const call = fetch(`${g.url}/v1/proxy/openai/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${TOKENS.agent}`, "x-session-id": id }, body: JSON.stringify({ model: "gpt-4o", max_tokens: 10, messages: [{ role: "user", content: "x" }] }) }).then(
+        (r) => `answered ${r.status}`,
+        (e: Error) => `failed: ${e.message}`,
+      );
+      await until(10_000, "the call to reach the provider stand-in", () => upstream.requests.length > 0);
+      stage("call reached the stand-in");
+      const open = (await within(10_000, "reading the session", c(`/v1/sessions/${id}`))).json.reservations[0];
       expect(open).toBeTruthy();
       // The server dies outright (no chance to settle anything on the way down).
       const { persist, port } = g;
       process.kill(-g.pid, "SIGKILL");
-      for (let i = 0; i < 200; i++) {
-        if (!(await fetch(`${g.url}/healthz`).then((r) => (r.body?.cancel(), true), () => false))) break;
-        await new Promise((r) => setTimeout(r, 25));
-      }
-      await g.stop({ keepStorage: true });
-      await call;
+      await within(10_000, "the killed server to stop (process group gone)", g.stop({ keepStorage: true }));
+      stage("first server gone");
+      expect(await within(10_000, "the call in flight to end with its server", call)).toMatch(/^failed/);
       g = await startGovernor({ vars: VARS(upstream), persist, port });
       const back = Date.now();
+      stage("second server up");
       const c2 = client(g.url, TOKENS.operator);
-      // Watched through the tenant's index only: nothing reaches the session itself.
+      // Watched through the tenant's index only: nothing reaches the session itself. Due at
+      // the reservation's expiry, or at once if the server came back later than that.
       let row: { reservations: unknown[]; spentUsd: number } | undefined;
-      for (let i = 0; i < 300; i++) {
+      await until(Math.max(open.expiresAt - Date.now(), 0) + 15_000, "the index to show the reservation settled by the alarm", async () => {
         row = (await c2("/v1/sessions")).json.sessions.find((s: { session: string }) => s.session === id);
-        if (row && row.reservations.length === 0 && row.spentUsd > 0) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      expect(row?.reservations).toEqual([]);
+        return !!row && row.reservations.length === 0 && row.spentUsd > 0;
+      }, () => JSON.stringify(row));
+      stage("settled");
       expect(row?.spentUsd).toBeCloseTo(open.estimateUsd, 9);
-      const log = (await c2(`/v1/sessions/${id}/log`)).text.trim().split("\n").map((l) => JSON.parse(l));
+      const log = (await within(10_000, "reading the log", c2(`/v1/sessions/${id}/log`))).text.trim().split("\n").map((l) => JSON.parse(l));
       const settled = log.find((e) => e.type === "request.settled");
       expect(settled.data.outcome).toBe("expired");
       // Due at expiresAt; if the server took longer than the TTL to come back, due when it is back.
@@ -347,6 +355,29 @@ describe("restart", () => {
     } finally {
       await g.stop();
       await upstream.close();
+      stage("stopped");
     }
   });
 });
+
+/** `p`, or a failure naming what it waited for once `ms` have passed. */
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error(`waited ${ms} ms for ${what}`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `check` until it holds; fails naming what it waited for (and `state()`) after `ms`. */
+async function until(ms: number, what: string, check: () => boolean | Promise<boolean>, state?: () => string): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`waited ${ms} ms for ${what}${state ? `; last seen: ${state()}` : ""}`);
+    if (await within(left, what, Promise.resolve(check()))) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
