@@ -255,7 +255,11 @@ function Filters({ filter, set }: { filter: Filter; set: (patch: Partial<Filter>
 function TextFilter({ label, name, value, onCommit }: { label: string; name: string; value: string; onCommit: (v: string) => void }) {
   const [text, setText] = useState(value);
   useEffect(() => setText(value), [value]);
-  const commit = () => text.trim() !== value && onCommit(text.trim());
+  // Read the field itself: a commit can come before the render that follows the last keystroke.
+  const commit = (el: HTMLInputElement) => {
+    const v = el.value.trim();
+    if (v !== value) onCommit(v);
+  };
   return (
     <label>
       {label}
@@ -266,8 +270,8 @@ function TextFilter({ label, name, value, onCommit }: { label: string; name: str
         placeholder="exact name"
         autoComplete="off"
         onInput={(e) => setText((e.target as HTMLInputElement).value)}
-        onBlur={commit}
-        onKeyDown={(e) => e.key === "Enter" && (e.preventDefault(), commit())}
+        onBlur={(e) => commit(e.currentTarget as HTMLInputElement)}
+        onKeyDown={(e) => e.key === "Enter" && (e.preventDefault(), commit(e.currentTarget as HTMLInputElement))}
       />
     </label>
   );
