@@ -187,8 +187,8 @@ export function plainValue(data: unknown, pii: Pii | undefined, pointer: string)
 
 const RANGE_TEXT = 4000;
 
-/** Sorted seqs as "1-5,9,12-40" strings of at most ~4000 characters each. */
-export function toRanges(seqs: Iterable<number>): string[] {
+/** Runs of consecutive seqs, sorted and without repeats: ["1-5", "9", "12-40"]. */
+export function seqRuns(seqs: Iterable<number>): string[] {
   const sorted = [...new Set(seqs)].sort((a, b) => a - b);
   const parts: string[] = [];
   for (let i = 0; i < sorted.length; ) {
@@ -197,6 +197,12 @@ export function toRanges(seqs: Iterable<number>): string[] {
     parts.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
     i = j + 1;
   }
+  return parts;
+}
+
+/** Sorted seqs as "1-5,9,12-40" strings of at most ~4000 characters each. */
+export function toRanges(seqs: Iterable<number>): string[] {
+  const parts = seqRuns(seqs);
   const out: string[] = [];
   let cur = "";
   for (const p of parts) {

@@ -1,3 +1,4 @@
+import { seqRuns } from "../../lib/pii";
 import type { ReplayOk, ReplayResult } from "../../lib/replay";
 import type { WhatIfKill, WhatIfOutcome, WhatIfReport } from "../../schema/whatif";
 import { spendLine, table, usd } from "./format";
@@ -40,14 +41,7 @@ export function formatReplay(r: ReplayResult, policyFile?: string): string {
 
 /** Runs of seqs: "3, 5-9". */
 function seqList(seqs: number[]): string {
-  const sorted = [...new Set(seqs)].sort((a, b) => a - b);
-  const parts: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
-    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
-    i = j + 1;
-  }
+  const parts = seqRuns(seqs);
   return parts.length > 12 ? `${parts.slice(0, 12).join(", ")}, …` : parts.join(", ");
 }
 
