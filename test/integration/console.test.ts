@@ -322,6 +322,7 @@ describe("web console", () => {
     expect(await rowIds()).toEqual([ids[20], ids[3]]);
     expect(page.url()).toContain("state=killed");
     await page.locator('[data-filter-state="killed"]').click();
+    await page.waitForFunction(() => document.querySelector("#page-range")?.textContent === "1–25 of 28");
 
     // User, typed into the filter; the other agent's session of the same user stays out.
     await page.locator('input[name="user"]').fill("gus");

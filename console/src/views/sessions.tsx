@@ -3,7 +3,7 @@ import type { SessionSummary } from "../../../schema/protocol";
 import { SessionListAnswer } from "../../../schema/session-list";
 import { ApiError, getJson, qs } from "../api";
 import { clip } from "../format";
-import { go, hrefOf } from "../route";
+import { go, hrefOf, route } from "../route";
 import { useNow, useObservable } from "../signal";
 import { summaryListeners, tenantStatus } from "../tenant";
 import { Ago, Card, Empty, Link, SpendBar, StateBadge, STATES, Usd, type StateName } from "../ui/bits";
@@ -135,7 +135,13 @@ export function Sessions({ params }: { params: URLSearchParams }) {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key, page, pages.index]);
 
-  const set = (patch: Partial<Filter>) => go({ view: "sessions", params: paramsOf({ ...filter, ...patch }) }, { replace: true });
+  // Patched onto the filter as the route holds it now, not as this render saw it: two
+  // changes in a row (a chip, then a typed name) can come before the render between them.
+  const set = (patch: Partial<Filter>) => {
+    const now = route.value;
+    const base = now.view === "sessions" ? filterOf(now.params) : filter;
+    go({ view: "sessions", params: paramsOf({ ...base, ...patch }) }, { replace: true });
+  };
   const shown = page ? page.sessions.map((s) => rows.current.get(s.session) ?? s) : [];
   const first = pages.index * filter.limit;
 
