@@ -5,6 +5,7 @@ import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { Option, type Command } from "commander";
 import { errorFromResponse } from "../errors";
 import { usd } from "./format";
+import { seqRuns } from "../../lib/pii";
 
 // `governor audit …`: reads of the audit store (`query`, `spend`, `export`, `sessions`,
 // `erasures`) and erasure (`erase`) through the gateway's /v1/audit routes with the
@@ -199,14 +200,7 @@ interface ErasureAnswer {
 }
 
 function runs(seqs: number[]): string {
-  const parts: string[] = [];
-  for (let i = 0; i < seqs.length; ) {
-    let j = i;
-    while (j + 1 < seqs.length && seqs[j + 1] === seqs[j] + 1) j++;
-    parts.push(i === j ? String(seqs[i]) : `${seqs[i]}-${seqs[j]}`);
-    i = j + 1;
-  }
-  return parts.join(",") || "-";
+  return seqRuns(seqs).join(",") || "-";
 }
 
 function formatErasure(r: ErasureAnswer): string {
