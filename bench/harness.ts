@@ -1,9 +1,10 @@
 import { execFileSync, spawn } from "node:child_process";
 import http from "node:http";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { summarize, type Summary } from "./stats";
+import { groupMembers, stopGroup } from "../test/support/group";
 
 // Shared plumbing for the benchmarks: a keep-alive HTTP client, bounded load loops,
 // and cleanup that runs however the process ends.
@@ -163,21 +164,9 @@ export type CpuSnapshot = Record<string, number>;
 export function cpuSnapshot(pgid: number, nameOf: (comm: string) => string = (comm) => (comm === "node" ? "partykit dev (node)" : comm)): CpuSnapshot | null {
   if (process.platform !== "linux") return null;
   const out: CpuSnapshot = {};
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${d}/stat`, "utf8");
-    } catch {
-      continue; // exited while we looked
-    }
-    const close = stat.lastIndexOf(")");
-    const comm = stat.slice(stat.indexOf("(") + 1, close);
-    // After the command name: state ppid pgrp ... with utime and stime at 11 and 12.
-    const f = stat.slice(close + 2).split(" ");
-    if (Number(f[2]) !== pgid) continue;
-    const name = nameOf(comm);
-    out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  for (const m of groupMembers(pgid)) {
+    const name = nameOf(m.comm);
+    out[name] = (out[name] ?? 0) + m.cpuTicks / CLK_TCK;
   }
   const own = process.cpuUsage();
   out["benchmark process"] = (own.user + own.system) / 1e6;
@@ -498,24 +487,8 @@ export async function startChild(cmd: string, args: string[], opts: { cwd: strin
   let out = "";
   child.stdout!.on("data", (d) => (out = (out + d).slice(-20_000)));
   child.stderr!.on("data", (d) => (out = (out + d).slice(-20_000)));
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-    const gone = new Promise<void>((r) => child.once("exit", () => r()));
-    try {
-      process.kill(-child.pid, "SIGTERM");
-    } catch {
-      return;
-    }
-    const hard = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, "SIGKILL");
-      } catch {
-        /* already gone */
-      }
-    }, 5_000);
-    await gone;
-    clearTimeout(hard);
-  };
+  // The whole group, whether or not its leader has exited (a child may outlive it).
+  const stop = () => stopGroup(child.pid);
   // Registered before it is ready: an interrupt during start-up must not leave it running.
   onCleanup(stop);
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { groupMembers } from "./group";
 
 // CPU time, for timing assertions that must hold on a loaded CI machine. Wall-clock time there
 // measures the other processes as much as the code under test (at a load average of 13 on two
@@ -15,24 +15,9 @@ const TICK_MS = 10;
  * in it). Resolution is 10 ms per process, so measure many requests at a time.
  */
 export function processGroupCpuMs(pgid: number): number {
-  let ticks = 0;
-  let found = false;
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-    } catch {
-      continue; // gone meanwhile
-    }
-    // Fields after "(comm)": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime ...
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(f[2]) !== pgid) continue;
-    found = true;
-    ticks += Number(f[11]) + Number(f[12]);
-  }
-  if (!found) throw new Error(`no process in group ${pgid} (CPU time is read from Linux's /proc)`);
-  return ticks * TICK_MS;
+  const members = groupMembers(pgid);
+  if (!members.length) throw new Error(`no process in group ${pgid} (CPU time is read from Linux's /proc)`);
+  return members.reduce((sum, m) => sum + m.cpuTicks, 0) * TICK_MS;
 }
 
 /** CPU time of this process (all its threads), in ms, while `work` runs synchronously. */

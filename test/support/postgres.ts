@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { freePort } from "./server";
+import { stopGroup } from "./group";
 
 // A throwaway Postgres for the tests: a fresh cluster in a temp folder on a free port,
 // stopped and removed afterwards. initdb refuses to run as root, so as root the cluster
@@ -52,24 +53,8 @@ export async function startPostgres(): Promise<TestPostgres | { skip: string }> 
   child.stderr!.on("data", (d) => (log += d));
   const admin = `postgres://governor@127.0.0.1:${port}/postgres`;
   const stop = async () => {
-    if (child.exitCode === null && child.pid) {
-      const gone = new Promise((r) => child.once("exit", r));
-      try {
-        // SIGINT is Postgres's fast shutdown; the group holds runuser and the server.
-        process.kill(-child.pid, "SIGINT");
-      } catch {
-        /* gone already */
-      }
-      const t = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, "SIGKILL");
-        } catch {
-          /* gone */
-        }
-      }, 5000);
-      await gone;
-      clearTimeout(t);
-    }
+    // SIGINT is Postgres's fast shutdown; the group holds runuser and the server.
+    await stopGroup(child.pid, { signal: "SIGINT" });
     rmSync(dir, { recursive: true, force: true });
   };
   const deadline = Date.now() + 30_000;

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { quietDevtools } from "../../scripts/devtools.js";
+import { stopGroup } from "./group";
 import { devConfig } from "../../scripts/partykit-config.js";
 
 // A real Governor: `partykit dev` (workerd) on a free port with its own --persist folder,
@@ -155,72 +156,9 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
   };
 }
 
-/**
- * Stops the whole process group (partykit, its workerd and esbuild) and waits until none of
- * it runs, so its port and --persist folder are free. The group is signalled even when
- * partykit itself has already exited (killed, or crashed): its workerd may outlive it.
- * Waits on the group, not on partykit's "exit" event, which may have fired already.
- */
-async function kill(child: ChildProcess): Promise<void> {
-  const group = child.pid;
-  if (group === undefined) return;
-  const signal = (s: NodeJS.Signals) => {
-    try {
-      process.kill(-group, s);
-    } catch {
-      /* nothing of it is left */
-    }
-  };
-  signal("SIGTERM");
-  const started = Date.now();
-  let killed = false;
-  for (;;) {
-    const left = runningIn(group);
-    if (!left.length) return;
-    const waited = Date.now() - started;
-    if (!killed && waited > KILL_AFTER_MS) {
-      signal("SIGKILL");
-      killed = true;
-    }
-    if (waited > GIVE_UP_AFTER_MS) throw new Error(`partykit dev's process group ${group} still runs ${waited} ms after SIGTERM (SIGKILL at ${KILL_AFTER_MS} ms): ${left.join(", ")}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-const KILL_AFTER_MS = 5_000;
-const GIVE_UP_AFTER_MS = 15_000;
-
-/**
- * The processes of a group that still run ("pid name"). A member that has exited but was
- * not reaped yet (a zombie) holds no port or file and does not count: workerd and esbuild
- * outlive partykit as zombies, reaped by init whenever it gets to it (here: up to ~2 s),
- * and signalling the group succeeds all that while. Linux reads /proc; elsewhere any
- * member the kernel still knows counts.
- */
-function runningIn(group: number): string[] {
-  if (process.platform !== "linux") {
-    try {
-      process.kill(-group, 0);
-      return [`group ${group}`];
-    } catch {
-      return [];
-    }
-  }
-  const out: string[] = [];
-  for (const pid of readdirSync("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    } catch {
-      continue; // gone while we looked
-    }
-    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    const close = stat.lastIndexOf(")");
-    const [state, , pgrp] = stat.slice(close + 2).split(" ");
-    if (Number(pgrp) === group && state !== "Z" && state !== "X") out.push(`${pid} ${stat.slice(stat.indexOf("(") + 1, close)}`);
-  }
-  return out;
+/** Stops partykit's whole group (its workerd may outlive it): test/support/group.ts. */
+function kill(child: ChildProcess): Promise<void> {
+  return stopGroup(child.pid);
 }
 
 /** fetch against the server with a token; JSON bodies are encoded. */
