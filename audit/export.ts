@@ -3,7 +3,7 @@ import { stringify } from "csv-stringify";
 import type { SignedCheckpoint } from "../lib/checkpoint";
 import { usdDecimal } from "../lib/money";
 import { reveal, type Pii } from "../lib/pii";
-import type { AuditEventItem } from "./query";
+import type { AuditEventItem } from "../schema/answers";
 
 // Exports of any size: rows are pulled from the store a page at a time and pushed out
 // through a stream, so memory stays flat and a slow reader slows the reads, not the heap.

@@ -1,35 +1,12 @@
 import { and, asc, eq, gte, inArray, lt, sql, type SQL } from "drizzle-orm";
 import { toUsd } from "../lib/money";
 import { auditEvents, type AuditEventRow } from "../schema/audit";
+import type { AuditEventItem, AuditEventsAnswer, SpendRow } from "../schema/answers";
 import type { AuditDb } from "./db";
 import { decodeCursor, encodeCursor, type EventQuery, type Filter, type PageKey, type SpendBy } from "./filters";
 
 // Reads of the audit store. Every query is scoped to one tenant before any filter: the
 // tenant comes from the caller's token (through the gateway), never from the query.
-
-/** One event as the routes and exports give it. */
-export interface AuditEventItem {
-  tenant: string;
-  session: string;
-  seq: number;
-  ts: number;
-  type: string;
-  eventId: string;
-  user: string | null;
-  agent: string | null;
-  task: string | null;
-  run: string | null;
-  action: string | null;
-  model: string | null;
-  decision: string | null;
-  code: string | null;
-  rule: string | null;
-  costUsd: number;
-  estimateUsd: number | null;
-  hash: string;
-  prev: string;
-  event: unknown;
-}
 
 export function itemOf(r: AuditEventRow): AuditEventItem {
   return {
@@ -75,10 +52,8 @@ function where(tenant: string, f: Filter, after?: PageKey): SQL {
   return and(...parts)!;
 }
 
-export interface EventPage {
-  events: AuditEventItem[];
-  nextCursor: string | null;
-}
+/** A page of `GET /v1/audit/events` (schema/answers.ts AuditEventsAnswer). */
+export type EventPage = AuditEventsAnswer;
 
 /** One page in (ts, session, seq) order; nextCursor is null on the last page. */
 export async function eventPage(db: AuditDb, tenant: string, q: Pick<EventQuery, "limit" | "cursor"> & Filter): Promise<EventPage> {
@@ -105,12 +80,6 @@ export async function* eachEvent(db: AuditDb, tenant: string, f: Filter, pageSiz
     if (!page.nextCursor) return;
     cursor = page.nextCursor;
   }
-}
-
-export interface SpendRow {
-  key: string | null;
-  spentUsd: number;
-  calls: number;
 }
 
 // "calls": LLM calls and tool actions decided (allowed, refused or sent to review).

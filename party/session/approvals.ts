@@ -5,6 +5,7 @@ import { toUsd } from "../../lib/money";
 import { decideAction, decideApproval, decideReport, remainingUsd, type Verdict } from "../../machines/decide";
 import type { SessionSnapshot } from "../../machines/session";
 import type { ActionBody, ReportBody } from "../../schema/api";
+import type { ApprovalAnswer } from "../../schema/answers";
 import type { ActionSource, Attribution, GovernorEvent } from "../../schema/events";
 import type { DecisionMessage } from "../../schema/protocol";
 import type { Extras, Journal } from "./journal";
@@ -172,14 +173,15 @@ export class Approvals {
     );
   }
 
-  async decide(approvalId: string, decision: "approve" | "deny", by: string, note?: string) {
+  async decide(approvalId: string, decision: "approve" | "deny", by: string, note?: string): Promise<ApprovalAnswer> {
     const j = this.journal;
-    return j.once(`approval:${approvalId}`, async () => {
+    return j.once<ApprovalAnswer>(`approval:${approvalId}`, async () => {
       const d = decideApproval(j.view, { approvalId, decision, by, note }, Date.now());
       if (!d) throw new GovernorError("not_found", 404, `no pending approval "${approvalId}" in this session`, { field: "approvalId" });
-      const { write, answer } = j.commit(d.drafts, { key: `approval:${approvalId}`, answer: (v) => ({ approvalId, decision: d.verdict.decision, state: v.state, ...j.money() }) });
+      const { write, answer } = j.commit(d.drafts, { key: `approval:${approvalId}`, answer: (v): ApprovalAnswer => ({ approvalId, decision: d.verdict.decision === "allow" ? "allow" : "deny", state: v.state, ...j.money() }) });
       await write;
-      return answer;
+      // The answer was built just above as an ApprovalAnswer; the journal keeps answers untyped.
+      return answer as ApprovalAnswer;
     });
   }
 }

@@ -2,7 +2,7 @@ import { text } from "node:stream/consumers";
 import { parse as parseCsv } from "csv-parse/sync";
 import { describe, expect, it } from "vitest";
 import { exportStream } from "../../audit/export";
-import type { AuditEventItem } from "../../audit/query";
+import type { AuditEventItem } from "../../schema/answers";
 import { usdDecimal } from "../../lib/money";
 
 // Amounts in the CSV export are what a spreadsheet or a script reads as the amount: plain
