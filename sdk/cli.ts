@@ -26,6 +26,18 @@ interface Globals {
 
 class UsageError extends Error {}
 
+async function readTokenFile(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = file === "-" ? await readStdin() : await readFile(file, "utf8");
+  } catch (e) {
+    throw new UsageError(`--token-file ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+  }
+  const token = text.split(/\r?\n/, 1)[0]!.trim();
+  if (!token) throw new UsageError(`--token-file ${file}: the first line is empty`);
+  return token;
+}
+
 // A reader that stops early (`| head`) is not an error.
 process.stdout.on("error", (e: NodeJS.ErrnoException) => {
   if (e.code === "EPIPE") process.exit(0);
@@ -76,10 +88,20 @@ function program(): { p: Command; result: () => number } {
     .description("Governor: inspect and steer governed agent sessions, and verify their logs")
     .option("--url <url>", "Governor base URL", process.env.GOVERNOR_URL || "http://127.0.0.1:1999")
     .option("--token <token>", "API token (operator or auditor for most commands)", process.env.GOVERNOR_TOKEN || "dev")
+    .option("--token-file <file>", "read the API token from this file's first line ('-' for stdin): unlike --token, not visible in the process list", process.env.GOVERNOR_TOKEN_FILE || undefined)
     .option("--tenant <tenant>", "tenant of the token (default: the token's own, from GET /v1/whoami)", process.env.GOVERNOR_TENANT || undefined)
     .option("--json", "machine-readable output")
     .exitOverride()
     .showHelpAfterError();
+
+  // A token given on the command line shows in `ps` to every user of the machine; a file
+  // (or stdin) does not. The file wins over GOVERNOR_TOKEN; given with --token, it is a mistake.
+  p.hook("preAction", async (root) => {
+    const file = root.opts<{ tokenFile?: string }>().tokenFile;
+    if (file === undefined) return;
+    if (root.getOptionValueSource("token") === "cli") throw new UsageError("--token and --token-file: give one of them");
+    root.setOptionValue("token", await readTokenFile(file));
+  });
 
   const ctx = (cmd: Command) => {
     const g = cmd.optsWithGlobals<Globals>();

@@ -303,6 +303,29 @@ describe("governor CLI against the server", () => {
     expect(wrong.stderr).toContain("--tenant acme is not this token's tenant (globex)");
   });
 
+  it("--token-file reads the token from a file, so it is not in the process list; with --token it is a usage error", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gov-token-"));
+    try {
+      const file = join(dir, "token");
+      writeFileSync(file, `${TOKENS.auditor}\n`, { mode: 0o600 });
+      const who = await cliRaw("--url", server.url, "--token-file", file, "whoami");
+      expect(who.code, who.stderr).toBe(0);
+      expect(who.stdout.trim()).toBe("audit: auditor of tenant acme");
+      const both = await cliRaw("--url", server.url, "--token", TOKENS.operator, "--token-file", file, "whoami");
+      expect(both.code).toBe(2);
+      expect(both.stderr).toContain("--token and --token-file");
+      const missing = await cliRaw("--url", server.url, "--token-file", join(dir, "absent"), "whoami");
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toContain("no such file");
+      writeFileSync(file, "\n");
+      const empty = await cliRaw("--url", server.url, "--token-file", file, "whoami");
+      expect(empty.code).toBe(2);
+      expect(empty.stderr).toContain("first line is empty");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("replay --session prints the spend getSession reports", async () => {
     const s = await gov.getSession("sdk-1");
     const r = await cli("--json", "replay", "--session", "sdk-1");
