@@ -2,6 +2,7 @@ import { request as httpRequest } from "node:http";
 import { deflateSync } from "node:zlib";
 import { getEncoding } from "js-tiktoken";
 import { describe, expect, it } from "vitest";
+import { agentContext } from "../../bench/context";
 import { callCostUsd, priceFor, type Provider, type Usage } from "../../schema/pricing";
 import { useProxiedGovernor } from "../support/proxied";
 import { client, START_TIMEOUT_MS, startGovernor, TOKENS } from "../support/server";
@@ -71,8 +72,12 @@ const HISTORY = "The agent read the file, found the failing test, and proposed a
 describe("the reservation is an upper bound: 200 concurrent calls never spend past the budget", () => {
   const image = png(1024, 768);
   const doc = pdf(3);
+  // The long end of what agents send: a ~100k-token coding agent's context (a system prompt,
+  // twelve tool schemas, tool calls whose results are files, test runs and diffs), 469 KiB.
+  const context = agentContext(100_000).body;
   // maxPrompt: where the attachment's size can be read, the reservation is that image's bound, not the family's largest.
-  const cases: Array<{ name: string; budget: number; behavior: Record<string, unknown>; fire: (id: string) => Promise<unknown>; maxPrompt?: number }> = [
+  // calls: fewer for the ~100k-token context, whose every call carries ~460 KiB through the proxy and the stand-in's tokenizer.
+  const cases: Array<{ name: string; budget: number; behavior: Record<string, unknown>; fire: (id: string) => Promise<unknown>; maxPrompt?: number; calls?: number }> = [
     {
       name: "Anthropic text (billed 1.3x the cl100k count)",
       budget: 0.02,
@@ -118,18 +123,26 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
           messages: [{ role: "user", content: [{ type: "document", source: { type: "base64", media_type: "application/pdf", data: doc } }, { type: "text", text: "Summarise this." }] }],
         }),
     },
+    {
+      name: "a ~100k-token agent context on gpt-4o-mini, billed 1.1x the o200k count",
+      budget: 0.1,
+      calls: 30,
+      behavior: { inputFactor: 1.1 },
+      fire: (id) => openai(id).chat.completions.create({ ...(context as object), model: "gpt-4o-mini", max_tokens: 20 } as never),
+    },
   ];
 
   for (const c of cases) {
     it(c.name, async () => {
+      const calls = c.calls ?? 200;
       const id = await session({ budget: { session_usd: c.budget } });
       rig.up.setDefault({ ...c.behavior, delayMs: 5 });
-      const results = await Promise.allSettled(Array.from({ length: 200 }, () => c.fire(id)));
+      const results = await Promise.allSettled(Array.from({ length: calls }, () => c.fire(id)));
       const ok = results.filter((r) => r.status === "fulfilled").length;
       const refused = results.filter((r) => r.status === "rejected" && (r.reason as { status?: number }).status === 402).length;
       const other = results.flatMap((r) => (r.status === "rejected" && (r.reason as { status?: number }).status !== 402 ? [String((r.reason as Error).message).slice(0, 200)] : []));
       expect(other).toEqual([]);
-      expect(ok + refused).toBe(200);
+      expect(ok + refused).toBe(calls);
       expect(ok).toBeGreaterThan(0);
       expect(refused).toBeGreaterThan(0);
       const s = await whenSettled(id);
