@@ -76,7 +76,7 @@ describe("the reservation is an upper bound: 200 concurrent calls never spend pa
   // twelve tool schemas, tool calls whose results are files, test runs and diffs), 469 KiB.
   const context = agentContext(100_000).body;
   // maxPrompt: where the attachment's size can be read, the reservation is that image's bound, not the family's largest.
-  // calls: fewer for the ~100k-token context, whose every call carries ~460 KiB through the proxy and the stand-in's tokenizer.
+  // calls: fewer for the ~100k-token context, whose every call carries 469 KiB through the proxy and the stand-in's tokenizer.
   const cases: Array<{ name: string; budget: number; behavior: Record<string, unknown>; fire: (id: string) => Promise<unknown>; maxPrompt?: number; calls?: number }> = [
     {
       name: "Anthropic text (billed 1.3x the cl100k count)",
