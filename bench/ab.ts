@@ -5,6 +5,7 @@ import { freePort, ROOT, TOKEN_MAP, TOKENS } from "../test/support/server";
 import { startUpstream } from "../test/support/upstream";
 import { cpuOf, cpuPerRequest, expectOk, httpClient, load, log, onCleanup, runBenchmark, startChild, type Client } from "./harness";
 import { quietDevtools } from "../scripts/devtools.js";
+import { requestLog } from "../scripts/request-log.js";
 import { agentContext } from "./context";
 import { cpuLines, ms, summarize, table } from "./stats";
 
@@ -30,7 +31,9 @@ async function startFrom(root: string, vars: Record<string, string>) {
   const url = `http://127.0.0.1:${port}`;
   const child = await startChild(join(root, "node_modules/.bin/partykit"), args, {
     cwd: root,
-    env: { CI: "1" },
+    // As npm start runs it: partykit dev's line per request off unless GOVERNOR_REQUEST_LOG=on
+    // (a checkout without the patch of it logs either way).
+    env: { CI: "1", GOVERNOR_REQUEST_LOG: requestLog(process.env) ?? "off" },
     timeoutMs: 90_000,
     ready: async () => (await fetch(`${url}/healthz`)).status < 500,
   });

@@ -11,6 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { quietDevtools } from "./devtools.js";
 import { devConfig } from "./partykit-config.js";
+import { requestLog, withRequestLog } from "./request-log.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const port = process.env.PORT ?? "1999";
@@ -30,6 +31,8 @@ function refuse(message) {
   const problems = configProblems(process.env);
   if (problems.length) refuse(problems.join("\ngovernor: "));
 }
+const requestLines = requestLog(process.env);
+if (!requestLines) refuse(`GOVERNOR_REQUEST_LOG must be "on" or "off", not "${String(process.env.GOVERNOR_REQUEST_LOG).slice(0, 40)}"`);
 if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) refuse(`PORT must be a port number (1-65535), not "${port}"`);
 if (!(await portFree(Number(port)))) refuse(`port ${port} is in use (another Governor, or another server): stop it or start with PORT=<another port>`);
 mkdirSync(persist, { recursive: true });
@@ -96,7 +99,9 @@ async function stopAll(sig = "SIGTERM") {
   for (const c of children) if (c.exitCode === null) c.kill(sig);
 }
 
-const child = spawn(join(root, "node_modules", ".bin", "partykit"), args, { cwd: root, stdio: ["inherit", "pipe", "inherit"] });
+// One log line per request only with GOVERNOR_REQUEST_LOG=on (scripts/request-log.js): the
+// session logs are the record of every call, and the line costs ~0.5 ms of CPU per request.
+const child = spawn(join(root, "node_modules", ".bin", "partykit"), args, { cwd: root, stdio: ["inherit", "pipe", "inherit"], env: withRequestLog(process.env, requestLines) });
 children.push(child);
 let announced = false;
 let ready = false;
@@ -127,7 +132,8 @@ child.stdout.on("data", (d) => {
     const consoleUrl = process.env.GOVERNOR_TOKENS ? `${publicUrl}/` : `${publicUrl}/?token=dev&tenant=local`;
     const audit = auditHere ? `http://127.0.0.1:${port}/v1/audit/events  (store: ${process.env.DATABASE_URL ? "DATABASE_URL" : auditDir})` : auditUrl ? `via ${auditUrl}` : "off";
     if (auditHere) startAudit();
-    console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n  audit:   ${audit}\n`);
+    const requests = requestLines === "on" ? "a line per request (GOVERNOR_REQUEST_LOG=on)" : "every call in its session's event log; no line per request (GOVERNOR_REQUEST_LOG=on prints one)";
+    console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n  audit:   ${audit}\n  log:     ${requests}\n`);
     // The first request after a start wakes the sessions with something due (open
     // reservations, pending approvals), whose alarms the local runtime does not fire on its own.
     fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.body?.cancel(), () => undefined);

@@ -54,6 +54,7 @@ describe("npm start checks its settings first", () => {
     ["GOVERNOR_TOKENS", JSON.stringify({ "tok-secret-start-01": { tenant: "acme", role: "admin" } }), /GOVERNOR_TOKENS does not map tokens .*entry 1\.role/],
     ["GOVERNOR_DEFAULT_POLICY", "budget:\n  sesion_usd: 5\n", /GOVERNOR_DEFAULT_POLICY is not a valid policy: budget: unknown field "sesion_usd"/],
     ["GOVERNOR_DEFAULT_POLICY", "budget: [1,\n", /GOVERNOR_DEFAULT_POLICY is not valid YAML or JSON/],
+    ["GOVERNOR_REQUEST_LOG", "verbose", /GOVERNOR_REQUEST_LOG must be "on" or "off", not "verbose"/],
   ])("%s = %j: one line naming it, exit 1, nothing started", async (name, value, message) => {
     const s = start({ PORT: String(await freePort()), [name]: value });
     const code = await within(s.exited, 30_000, "the refusal");
@@ -80,28 +81,39 @@ describe("npm start checks its settings first", () => {
   });
 });
 
+async function running(s: ReturnType<typeof start>) {
+  await within(
+    (async () => {
+      while (!/Governor is running/.test(s.output())) {
+        if (s.child.exitCode !== null) throw new Error(`npm start exited:\n${s.output()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })(),
+    START_TIMEOUT_MS,
+    "the start",
+  );
+}
+
+const whoami = async (port: number) => {
+  const r = await fetch(`http://127.0.0.1:${port}/v1/whoami`, { headers: { authorization: `Bearer ${TOKENS.operator}` } });
+  await r.body?.cancel();
+  return r.status;
+};
+
 describe("npm start's console", () => {
   it(
     "no hotkey box and no refused connections from start to Ctrl-C; tokens not on any command line",
     async () => {
       const port = await freePort();
-      const s = start({ PORT: String(port), GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP) });
+      const s = start({ PORT: String(port), GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP), GOVERNOR_REQUEST_LOG: "" });
       try {
-        await within(
-          (async () => {
-            while (!/Governor is running/.test(s.output())) {
-              if (s.child.exitCode !== null) throw new Error(`npm start exited:\n${s.output()}`);
-              await new Promise((r) => setTimeout(r, 100));
-            }
-          })(),
-          START_TIMEOUT_MS,
-          "the start",
-        );
-        // Requests (each prints a line), and time for the audit service to connect.
-        for (let i = 0; i < 3; i++) {
-          const r = await fetch(`http://127.0.0.1:${port}/v1/whoami`, { headers: { authorization: `Bearer ${TOKENS.operator}` } });
-          expect(r.status).toBe(200);
-        }
+        await running(s);
+        // Requests, and time for the audit service to connect.
+        for (let i = 0; i < 3; i++) expect(await whoami(port)).toBe(200);
+        // The first ask for the checkpoint key makes one: the worker says so on its console.
+        const key = await fetch(`http://127.0.0.1:${port}/v1/checkpoints/key`, { headers: { authorization: `Bearer ${TOKENS.operator}` } });
+        expect(key.status).toBe(200);
+        await key.body?.cancel();
         const audit = await fetch(`http://127.0.0.1:${port}/v1/audit/events?limit=1`, { headers: { authorization: `Bearer ${TOKENS.operator}` } });
         await audit.body?.cancel();
         await new Promise((r) => setTimeout(r, 2000));
@@ -129,7 +141,38 @@ describe("npm start's console", () => {
       expect(out).toContain("Governor is running");
       expect(out).not.toMatch(/open a browser/);
       expect(out).not.toMatch(/ECONNREFUSED|fetch failed|socket hang up/);
+      // No line per request by default (GOVERNOR_REQUEST_LOG), and it says so; partykit's
+      // own lines and the workers' console output are still there.
+      expect(out).toMatch(/Ready on http/);
+      expect(out).toMatch(/log: +every call in its session's event log; no line per request \(GOVERNOR_REQUEST_LOG=on prints one\)/);
+      expect(out).toMatch(/made a checkpoint signing key, kept with the state/);
+      expect(out).not.toMatch(/(GET|POST) \/(v1|healthz)\S* \d{3}/);
     },
     START_TIMEOUT_MS + 60_000,
+  );
+
+  it(
+    "GOVERNOR_REQUEST_LOG=on: a line for every request",
+    async () => {
+      const port = await freePort();
+      const s = start({ PORT: String(port), GOVERNOR_TOKENS: JSON.stringify(TOKEN_MAP), GOVERNOR_REQUEST_LOG: "on", GOVERNOR_AUDIT: "off" });
+      try {
+        await running(s);
+        expect(s.output()).toMatch(/log: +a line per request/);
+        for (let i = 0; i < 3; i++) expect(await whoami(port)).toBe(200);
+        // The line is sent from workerd to partykit's process after the answer.
+        await within(
+          (async () => {
+            while ((s.output().match(/GET \/v1\/whoami 200 OK/g) ?? []).length < 3) await new Promise((r) => setTimeout(r, 50));
+          })(),
+          10_000,
+          "three request lines",
+        );
+      } finally {
+        stopGroup(s.child);
+      }
+      await within(s.exited, 20_000, "the stop");
+    },
+    START_TIMEOUT_MS + 30_000,
   );
 });

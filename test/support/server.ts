@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import { quietDevtools } from "../../scripts/devtools.js";
 import { stopGroup } from "./group";
 import { devConfig } from "../../scripts/partykit-config.js";
+import { withRequestLog } from "../../scripts/request-log.js";
 
 // A real Governor: `partykit dev` (workerd) on a free port with its own --persist folder,
 // stopped by its process group id. Used by the integration tests, benchmarks and demo.
@@ -60,6 +61,11 @@ export interface StartOptions {
    * otherwise, as `npm start` does: ~2 ms of CPU per proxied call that nobody looks at.
    */
   devtoolsNetwork?: boolean;
+  /**
+   * partykit dev's line per request (scripts/request-log.js). As `npm start` has it: off
+   * unless GOVERNOR_REQUEST_LOG=on in the environment.
+   */
+  requestLog?: "on" | "off";
 }
 
 /**
@@ -97,7 +103,7 @@ async function startOn(port: number, opts: StartOptions): Promise<Governor> {
     cwd: ROOT,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NO_COLOR: "1", CI: "1" },
+    env: withRequestLog({ ...process.env, NO_COLOR: "1", CI: "1" }, opts.requestLog),
   });
   let out = "";
   let up = false;
