@@ -154,7 +154,8 @@ export async function load(opts: {
 
 // Throughput on a small machine is bounded by CPU, so it helps to see which process
 // spends it: workerd (gateway and actors), partykit dev's Node process (miniflare's
-// loopback, which also receives a log line for every request), or the benchmark itself.
+// loopback, which also receives a log line for every request when GOVERNOR_REQUEST_LOG=on),
+// or the benchmark itself.
 
 const CLK_TCK = 100; // Linux's USER_HZ on every mainstream architecture
 

@@ -6,6 +6,7 @@ import { startUpstream, type Behavior } from "../test/support/upstream";
 import { agentContext } from "./context";
 import { alternate, checkChat, checkStream, expectOk, gitState, httpClient, log, onCleanup, phase as measured, reloadsOf, retried, runBenchmark, throughputRounds, writeResults, type Target, type Throughput } from "./harness";
 import { startPeer } from "./peer";
+import { requestLog } from "../scripts/request-log.js";
 import { cpuLines, ms, rounded, table, type Summary } from "./stats";
 
 // Governor's proxy beside a peer gateway (Portkey's open-source one), in one run on one
@@ -31,6 +32,8 @@ const STREAM_BEHAVIOR = { chunkDelayMs: 5, chunks: 4 } satisfies Behavior;
 // instrument, which a deployment does not have; npm start and startGovernor() turn it off,
 // and so does this benchmark; BENCH_DEVTOOLS=on keeps it.
 const DEVTOOLS_NETWORK = process.env.BENCH_DEVTOOLS === "on";
+// partykit dev's line per request, as npm start has it (scripts/request-log.js): off unless GOVERNOR_REQUEST_LOG=on.
+const REQUEST_LOG = requestLog(process.env) ?? "off";
 
 interface Workload {
   key: "oneLine" | "context40k";
@@ -67,7 +70,7 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
   onCleanup(() => peer.stop());
   log(`peer gateway (Portkey) at ${peer.url}`);
   log("starting partykit dev ...");
-  const gov = await startGovernor({ devtoolsNetwork: DEVTOOLS_NETWORK, vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" } });
+  const gov = await startGovernor({ devtoolsNetwork: DEVTOOLS_NETWORK, requestLog: REQUEST_LOG, vars: { OPENAI_BASE_URL: upstream.url + "/v1", OPENAI_API_KEY: "sk-bench" } });
   onCleanup(() => gov.stop());
   log(`Governor at ${gov.url}; partykit dev's DevTools network events ${DEVTOOLS_NETWORK ? "on" : "off, as npm start has them (BENCH_DEVTOOLS=on keeps them)"}`);
 
@@ -165,7 +168,7 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
   const lines: string[] = [];
   lines.push("");
   lines.push(`Governor vs a peer gateway (Portkey ${peerVersion()}), node ${process.version}, loopback, keep-alive clients; stand-in provider in the benchmark's process`);
-  lines.push(`Governor under partykit dev 0.0.115 (workerd 2024-07), DevTools network events ${DEVTOOLS_NETWORK ? "on (partykit's default)" : "off"}, request log on (partykit's default)`);
+  lines.push(`Governor under partykit dev 0.0.115 (workerd 2024-07), DevTools network events ${DEVTOOLS_NETWORK ? "on (partykit's default)" : "off"}, line per request ${REQUEST_LOG === "on" ? "on (GOVERNOR_REQUEST_LOG=on)" : "off (as npm start has it; GOVERNOR_REQUEST_LOG=on keeps it)"}`);
   const summary: Record<string, unknown> = {};
   for (const w of workloads) {
     const r = results[w.key];
@@ -229,6 +232,7 @@ runBenchmark("bench:peers", DEADLINE_MS, async () => {
       platform: `${process.platform}-${process.arch}`,
       peer: { name: "@portkey-ai/gateway", version: peerVersion() },
       devtoolsNetworkEvents: DEVTOOLS_NETWORK,
+      requestLog: REQUEST_LOG,
       git: gitState(),
       machine: { cores: cpus().length, loadAverageBefore: loadBefore[0], loadAverageAfter: loadAfter[0] },
       scale: SCALE,
