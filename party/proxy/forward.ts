@@ -8,6 +8,7 @@ import type { ReserveAnswer, SessionOp, SettleOp } from "../ops";
 import { readCall, type ProxiedCall } from "./call";
 import { governorHeaders, providerError } from "./errors";
 import { countPrompt } from "./estimate";
+import { refusesUsageChunk, UsageChunkFilter } from "./hide-usage";
 import { StreamRelay, type Outcome } from "./relay";
 import { callSessionCarrying, carryMs, settleSoon } from "./settles";
 import { countTextTokens, isReady, loadEncoding, warmTokenizers } from "./tokens";
@@ -234,6 +235,7 @@ async function forward(
     onChunk: resetTimer,
     // The provider's final figures are in: tell the actor now, not at the next heartbeat.
     onUsage: () => watch.report(),
+    hideUsage: refusesUsageChunk(provider, call.path, call.body) ? new UsageChunkFilter() : undefined,
   });
   // A client that went away is not always reported: the runtime may just stop pulling.
   const stallCheck = setInterval(() => {

@@ -1,5 +1,6 @@
 import type { Provider } from "../../schema/pricing";
 import { streamError } from "./errors";
+import type { UsageChunkFilter } from "./hide-usage";
 import type { StreamUsageTracker } from "./usage";
 
 // Relays an SSE answer to the client while keeping what billing needs.
@@ -30,6 +31,8 @@ export interface RelayOptions {
   onChunk: () => void;
   /** The provider's usage has just arrived. */
   onUsage: () => void;
+  /** Set when the client refused the usage chunk: it is taken out of what the client gets. */
+  hideUsage?: UsageChunkFilter;
 }
 
 export class StreamRelay {
@@ -74,18 +77,24 @@ export class StreamRelay {
           this.hadUsage = true;
           this.o.onUsage();
         }
-        if (!this.clientGone && !this.stopped) {
-          this.buffer.push(value);
-          this.buffered += value.byteLength;
-        }
-        this.wakeClient?.();
+        this.keep(this.o.hideUsage ? this.o.hideUsage.push(value) : value);
       }
+      if (this.o.hideUsage) this.keep(this.o.hideUsage.flush());
     } catch (e) {
       this.upstreamError = e;
     }
     this.upstreamDone = true;
     this.wakeClient?.();
     this.settle(this.clientGone || this.stopped || this.upstreamError !== undefined ? "aborted" : "completed");
+  }
+
+  /** Queues a piece of the answer for the client, unless it is gone or the stream was stopped. */
+  private keep(value: Uint8Array) {
+    if (value.byteLength && !this.clientGone && !this.stopped) {
+      this.buffer.push(value);
+      this.buffered += value.byteLength;
+    }
+    this.wakeClient?.();
   }
 
   private async serve(c: ReadableStreamDefaultController<Uint8Array>) {

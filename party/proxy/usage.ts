@@ -252,15 +252,16 @@ export class StreamUsageTracker {
 }
 
 /**
- * OpenAI only reports usage on a chat/completions stream when asked, so ask unless the client
- * decided either way. Clients that did not ask will see one extra final chunk with `choices: []`
- * and `usage` (the official SDKs handle it; hand-rolled `choices[0]` readers may not).
+ * OpenAI only reports usage on a chat/completions stream when asked, so always ask. Clients
+ * that did not ask will see one extra final chunk with `choices: []` and `usage` (the official
+ * SDKs handle it; hand-rolled `choices[0]` readers may not); clients that said `false` do not
+ * (hide-usage.ts takes the chunk out of their stream).
  */
 export function withStreamUsage<T>(provider: Provider, path: string, body: T): T {
   if (provider !== "openai" || !isObj(body) || body.stream !== true) return body;
   const kind = endpointKind(provider, path);
   if (kind !== "chat" && kind !== "completions") return body;
   const options = obj(body.stream_options);
-  if (typeof options.include_usage === "boolean") return body;
+  if (options.include_usage === true) return body;
   return { ...body, stream_options: { ...options, include_usage: true } } as T;
 }

@@ -65,6 +65,25 @@ describe("cost is usage x price", () => {
     expect(s.spentUsd).toBeCloseTo(expected("openai", "gpt-4o", openaiUsage(usage)), 12);
   });
 
+  it("OpenAI streaming with include_usage: false: the client gets no usage chunk, the settle still uses the provider's usage", async () => {
+    const id = await session();
+    // Figures the local count could not reach: a settle by counting would show.
+    rig.up.setDefault({ promptTokens: 5000, completionTokens: 700 });
+    const stream = await openai(id).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "stream please" }], stream: true, stream_options: { include_usage: false } });
+    let text = "";
+    const chunks: Array<{ choices: unknown[]; usage?: unknown }> = [];
+    for await (const chunk of stream) {
+      chunks.push(chunk);
+      text += chunk.choices[0]?.delta?.content ?? "";
+    }
+    expect(text.length).toBeGreaterThan(0);
+    expect(chunks.length).toBeGreaterThan(0);
+    expect(chunks.every((c) => c.choices.length > 0 && !c.usage)).toBe(true);
+    expect(rig.up.requests[0].body.stream_options).toEqual({ include_usage: true });
+    const s = await whenSettled(id);
+    expect(s.spentUsd).toBeCloseTo(expected("openai", "gpt-4o", { inputTokens: 5000, outputTokens: 700, cachedInputTokens: 0, cacheWriteTokens: 0 }), 12);
+  });
+
   it("OpenAI responses API, streaming and not", async () => {
     const id = await session();
     const r = await openai(id).responses.create({ model: "gpt-4.1-mini", input: "hello", max_output_tokens: 40 });

@@ -242,9 +242,13 @@ describe("withStreamUsage", () => {
     expect(withStreamUsage("openai", "/v1/chat/completions", body).stream_options).toEqual({ include_obfuscation: false, include_usage: true });
   });
 
-  it("leaves an explicit client choice, non-streams and other endpoints alone", () => {
+  it("asks for usage even when the client said false (its stream is filtered instead: hide-usage.ts)", () => {
+    const body = { stream: true, stream_options: { include_usage: false } };
+    expect(withStreamUsage("openai", path, body).stream_options).toEqual({ include_usage: true });
+  });
+
+  it("leaves usage already asked for, non-streams and other endpoints alone", () => {
     for (const [provider, p, body] of [
-      ["openai", path, { stream: true, stream_options: { include_usage: false } }],
       ["openai", path, { stream: true, stream_options: { include_usage: true } }],
       ["openai", path, { stream: false }],
       ["openai", path, {}],
