@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { openDatabase } from "./db";
 import { serve, syncTargets } from "./serve";
 import { AuditStore } from "./store";
-import { TenantSync } from "./sync";
+import { DEFAULT_CONCURRENCY, TenantSync } from "./sync";
 
 // The server's side of the audit store: `npm run audit -- sync` follows a tenant into the
 // store, `npm run audit -- serve` runs the audit service with its syncs (npm start runs
@@ -38,7 +38,7 @@ function storeOptions(cmd: Command): Command {
   return cmd
     .option("--dir <folder>", "PGlite folder of the store (when DATABASE_URL is not set)", process.env.GOVERNOR_AUDIT_DIR || ".governor/audit")
     .option("--database-url <url>", "Postgres instead of PGlite (or DATABASE_URL)", process.env.DATABASE_URL)
-    .addOption(new Option("--concurrency <n>", "sessions read over HTTP at once").default(4).argParser(count(1)))
+    .addOption(new Option("--concurrency <n>", "sessions read over HTTP at once").default(DEFAULT_CONCURRENCY).argParser(count(1)))
     .addOption(new Option("--sockets <n>", "live tail sockets at once (0: none)").default(32).argParser(count(0)));
 }
 

@@ -2,6 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 
 import { dirname, join, resolve } from "node:path";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { auditSchema } from "../schema/audit";
+import type { Step } from "./pglite-thread";
 
 // One store, two engines: PGlite (embedded Postgres in a folder, no set-up) by default,
 // real Postgres when DATABASE_URL names one. Same schema, same migrations, same queries.
@@ -12,6 +13,8 @@ export interface AuditDatabase {
   db: AuditDb;
   /** "pglite:<folder>", "pglite:memory" or "postgres:<host>/<db>" (no credentials). */
   describe: string;
+  /** PGlite only: statements run as one transaction on the database's thread, in one message (pglite-thread.ts). */
+  atomically?: (steps: Step[]) => Promise<number>;
   close(): Promise<void>;
 }
 
@@ -73,7 +76,7 @@ export async function openDatabase(opts: OpenOptions = {}): Promise<AuditDatabas
 }
 
 async function openPglite(dir: string): Promise<AuditDatabase> {
-  const { PGlite } = await import("@electric-sql/pglite");
+  const { PGliteThread } = await import("./pglite-thread");
   const { drizzle } = await import("drizzle-orm/pglite");
   const { migrate } = await import("drizzle-orm/pglite/migrator");
   const memory = dir === "memory";
@@ -81,12 +84,19 @@ async function openPglite(dir: string): Promise<AuditDatabase> {
   const unlock = folder ? lockFolder(folder) : () => {};
   try {
     if (folder) mkdirSync(folder, { recursive: true });
-    const client = await PGlite.create(folder);
-    const db = drizzle({ client, schema: auditSchema });
-    await migrate(db, { migrationsFolder: MIGRATIONS });
+    // On its own thread (pglite-thread.ts), so verifying and storing overlap.
+    const client = await PGliteThread.create(folder);
+    const db = drizzle({ client: client as unknown as import("@electric-sql/pglite").PGlite, schema: auditSchema });
+    try {
+      await migrate(db, { migrationsFolder: MIGRATIONS });
+    } catch (e) {
+      await client.close();
+      throw e;
+    }
     return {
       db: db as unknown as AuditDb,
       describe: memory ? "pglite:memory" : `pglite:${folder}`,
+      atomically: (steps) => client.atomically(steps),
       async close() {
         await client.close();
         unlock();

@@ -28,18 +28,29 @@ function asRecord(r: NewAuditEventRow): Record<string, unknown> {
 // the JSON document, which it parses quickly.
 const COPY_COLUMNS = COLUMNS.map(([, name]) => `"${name}"`).join(", ");
 
+const COPY_KEYS = COLUMNS.map(([key]) => key);
+const COPY_ESCAPE = /[\\\t\n\r]/;
+
 function copyField(v: unknown): string {
   if (v === null || v === undefined) return "\\N";
-  const text = typeof v === "object" ? JSON.stringify(v) : String(v);
+  if (typeof v === "number") return String(v);
+  if (typeof v === "object") {
+    // JSON text has no raw tab or line break (JSON escapes them): only its backslashes are COPY's.
+    const json = JSON.stringify(v);
+    return json.includes("\\") ? json.replaceAll("\\", "\\\\") : json;
+  }
+  const text = String(v);
   // COPY's text format: backslash, tab, newline and carriage return are escaped.
-  return /[\\\t\n\r]/.test(text) ? text.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : text;
+  return COPY_ESCAPE.test(text) ? text.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : text;
 }
 
+/** The rows as COPY text, built by appending (a batch is one string of about a kilobyte per row). */
 function copyText(rows: NewAuditEventRow[]): string {
   let out = "";
   for (const r of rows) {
     const rec = r as Record<string, unknown>;
-    out += COLUMNS.map(([key]) => copyField(rec[key])).join("\t") + "\n";
+    for (let i = 0; i < COPY_KEYS.length; i++) out += (i ? "\t" : "") + copyField(rec[COPY_KEYS[i]]);
+    out += "\n";
   }
   return out;
 }
@@ -130,8 +141,9 @@ export class AuditStore {
       task: clearValue(fold, "task") ?? null,
       updatedAt: now,
     };
-    await this.db.transaction(async (tx) => {
-      const moved = await tx
+    // The head moves only from where the batch was verified: no row back means it moved.
+    const moveHead = (db: AuditDb) =>
+      db
         .insert(auditSessions)
         .values({ tenant, session, ...head, knownSeq: p.cursor.seq })
         .onConflictDoUpdate({
@@ -140,11 +152,23 @@ export class AuditStore {
           setWhere: eq(auditSessions.seq, from),
         })
         .returning({ seq: auditSessions.seq });
+    const chunks: NewAuditEventRow[][] = [];
+    for (let i = 0; i < p.rows.length; i += INSERT_CHUNK) chunks.push(p.rows.slice(i, i + INSERT_CHUNK));
+    const copySql = `copy audit_events (${COPY_COLUMNS}) from '/dev/blob'`;
+    if (copy && this.database.atomically && !p.redactions.length) {
+      // PGlite on its thread: the same statements, sent as one transaction (a redaction,
+      // which reads before it writes, takes the path below).
+      const { sql: text, params } = moveHead(this.db).toSQL();
+      const steps = [{ sql: text, params, mustReturnRows: true }, ...chunks.map((rows) => ({ sql: copySql, params: [], blob: new Blob([copyText(rows)]) }))];
+      if ((await this.database.atomically(steps)) === 0) throw new HeadMovedError(tenant, session);
+      return;
+    }
+    await this.db.transaction(async (tx) => {
+      const moved = await moveHead(tx as unknown as AuditDb);
       if (!moved.length) throw new HeadMovedError(tenant, session);
       const client = copy ? pgliteClient(tx) : undefined;
-      for (let i = 0; i < p.rows.length; i += INSERT_CHUNK) {
-        const rows = p.rows.slice(i, i + INSERT_CHUNK);
-        if (client) await client.query(`copy audit_events (${COPY_COLUMNS}) from '/dev/blob'`, [], { blob: new Blob([copyText(rows)]) });
+      for (const rows of chunks) {
+        if (client) await client.query(copySql, [], { blob: new Blob([copyText(rows)]) });
         else await tx.execute(sql`insert into ${auditEvents} select * from json_populate_recordset(null::${auditEvents}, ${JSON.stringify(rows.map(asRecord))}::json) on conflict do nothing`);
       }
       // An erasure the log records: the values it names go, with every column that copied

@@ -36,6 +36,8 @@ export interface SyncOptions extends Source {
 }
 
 const RETRY_MAX_MS = 30_000;
+/** Sessions read at once by default: while one batch is stored (on PGlite's own thread), another is verified. */
+export const DEFAULT_CONCURRENCY = 4;
 const NOTE_EVERY_MS = 1000;
 
 export class TenantSync {
@@ -57,7 +59,7 @@ export class TenantSync {
   private firstIndex?: { resolve: () => void; reject: (e: Error) => void; promise: Promise<void> };
 
   constructor(opts: SyncOptions) {
-    this.opts = { concurrency: 4, sockets: 32, pageSize: 1000, ...opts };
+    this.opts = { concurrency: DEFAULT_CONCURRENCY, sockets: 32, pageSize: 1000, ...opts };
     this.http = new Slots(this.opts.concurrency);
     this.checkpoints = new CheckpointKeeper(this.opts, this.opts.store.db, (m) => this.log(m), this.abort.signal);
     this.tails = new TailSockets({

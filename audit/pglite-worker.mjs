@@ -1,0 +1,61 @@
+// The audit store's PGlite, on its own thread (see pglite-thread.ts for why). This side
+// owns the database and only runs what the main thread's client hands it: wire-protocol
+// messages and the COPY blob. Plain JavaScript on purpose: it imports nothing of the
+// project, so it starts the same under node, tsx and vitest without a TypeScript loader.
+import { parentPort, workerData } from "node:worker_threads";
+import { messages, PGlite } from "@electric-sql/pglite";
+
+/** A database error as plain fields: an Error's own properties do not survive postMessage. */
+function plainError(e) {
+  if (!e || typeof e !== "object") return { message: String(e) };
+  return { ...e, message: e.message, name: e.name, database: e instanceof messages.DatabaseError };
+}
+
+let pg;
+try {
+  pg = await PGlite.create(workerData.dataDir ?? undefined, workerData.options ?? {});
+} catch (e) {
+  parentPort.postMessage({ type: "failed", error: plainError(e) });
+  process.exit(1);
+}
+
+const methods = {
+  // With the blob a COPY TO wrote, if any: fetched here so it costs no message of its own.
+  execProtocolStream: async (message, opts) => ({ messages: await pg.execProtocolStream(message, opts), written: await pg._getWrittenBlob() }),
+  execProtocol: (message, opts) => pg.execProtocol(message, opts),
+  execProtocolRaw: (message, opts) => pg.execProtocolRaw(message, opts),
+  handleBlob: (blob) => pg._handleBlob(blob),
+  cleanupBlob: () => pg._cleanupBlob(),
+  syncToFs: () => pg.syncToFs(),
+  close: () => pg.close(),
+  // A whole transaction in one message (see PGliteThread.atomically): the index of the
+  // first step that had to return rows and returned none (then rolled back), else -1.
+  atomically: (steps) =>
+    pg.transaction(async (tx) => {
+      for (let i = 0; i < steps.length; i++) {
+        const { sql, params, blob, mustReturnRows } = steps[i];
+        const r = await tx.query(sql, params, blob ? { blob } : undefined);
+        if (mustReturnRows && r.rows.length === 0) {
+          await tx.rollback();
+          return i;
+        }
+      }
+      return -1;
+    }),
+};
+
+// One call at a time, in the order sent: the client's locks already order them, and the
+// database is one connection.
+let queue = Promise.resolve();
+parentPort.on("message", ({ id, method, args }) => {
+  queue = queue.then(async () => {
+    try {
+      const result = await methods[method](...args);
+      parentPort.postMessage({ id, result });
+    } catch (e) {
+      parentPort.postMessage({ id, error: plainError(e) });
+    }
+    if (method === "close") parentPort.close();
+  });
+});
+parentPort.postMessage({ type: "ready" });
