@@ -51,6 +51,10 @@ export interface Prepared {
 /** The values a reader of the store may keep: the personal ones, never the policy's secrets. */
 function personalOnly(pii: Pii | undefined): Pii | undefined {
   if (!pii) return undefined;
+  // Most events carry no secret: their values are kept as they came, without a copy.
+  let secret = false;
+  for (const p in pii) if (isSecretPointer(p)) secret = true;
+  if (!secret) return Object.keys(pii).length ? pii : undefined;
   let out: Pii | undefined;
   for (const [p, r] of Object.entries(pii)) if (!isSecretPointer(p)) (out ??= {})[p] = r;
   return out;

@@ -23,12 +23,78 @@ export interface Hashable {
  */
 export function canonicalJson(value: unknown): string {
   try {
+    return fast(value, 0);
+  } catch (e) {
+    if (e !== SLOW) throw e;
+  }
+  try {
     return canon(value, new Set());
   } catch {
     // Only a stack overflow gets here: every edge bounds nesting at 64 levels, so only a
     // value built in memory could be deep enough.
     return "null";
   }
+}
+
+// The common case first: plain data as JSON.parse or the actor makes it (no toJSON, no
+// cycle, not deep). It writes exactly what canon() writes for such data, without canon's
+// set of the objects on the path; anything else (a toJSON, nesting past FAST_DEPTH, which
+// is where a cycle ends up) starts again with canon(). Every event hash and commitment
+// goes through here, so it is on the sync's hot path (and the actor's).
+const SLOW = Symbol("slow");
+const FAST_DEPTH = 100;
+
+// Events use few distinct keys: their quoted form is kept rather than made again each time.
+const QUOTED = new Map<string, string>();
+
+function quotedKey(key: string): string {
+  let q = QUOTED.get(key);
+  if (q === undefined) {
+    q = JSON.stringify(key) + ":";
+    if (QUOTED.size < 4096) QUOTED.set(key, q);
+  }
+  return q;
+}
+
+function fast(value: unknown, depth: number): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value);
+    case "number":
+      return Number.isFinite(value) ? JSON.stringify(value) : "null";
+    case "boolean":
+      return value ? "true" : "false";
+    case "bigint":
+      return value.toString();
+    case "object":
+      break;
+    default:
+      return "null";
+  }
+  if (value === null) return "null";
+  if (depth > FAST_DEPTH || typeof (value as { toJSON?: unknown }).toJSON === "function") throw SLOW;
+  if (Array.isArray(value)) {
+    let out = "[";
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      if (i) out += ",";
+      // A hole is written as nothing, as canon's map() and join() write it.
+      if (v === undefined && !(i in value)) continue;
+      out += v === undefined || typeof v === "symbol" || typeof v === "function" ? "null" : fast(v, depth + 1);
+    }
+    return out + "]";
+  }
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).sort();
+  let out = "{";
+  let first = true;
+  for (let i = 0; i < keys.length; i++) {
+    const v = obj[keys[i]];
+    if (v === undefined || typeof v === "symbol" || typeof v === "function") continue;
+    out += (first ? "" : ",") + quotedKey(keys[i]) + fast(v, depth + 1);
+    first = false;
+  }
+  return out + "}";
 }
 
 function canon(value: unknown, seen: Set<object>): string {
