@@ -77,7 +77,7 @@ export class PGliteThread extends BasePGlite {
       else call.resolve(m.result);
     });
     worker.on("error", (e: Error) => this.fail(new WorkerStoppedError(`the audit store's database thread failed: ${e.message}`)));
-    worker.on("exit", (code) => this.fail(new WorkerStoppedError(`the audit store's database thread exited (code ${code})`)));
+    worker.on("exit", (code) => this.fail(this.isClosed ? new Error("PGlite is closed") : new WorkerStoppedError(`the audit store's database thread exited (code ${code})`)));
   }
 
   /** Opens PGlite in `dataDir` (a folder; undefined: in memory) on a new thread. */
@@ -201,8 +201,8 @@ export class PGliteThread extends BasePGlite {
   }
 
   async _checkReady() {
-    if (this.failed) throw this.failed;
     if (this.isClosed) throw new Error("PGlite is closed");
+    if (this.failed) throw this.failed;
   }
 
   _runExclusiveQuery<T>(fn: () => Promise<T>): Promise<T> {
