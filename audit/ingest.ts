@@ -60,63 +60,101 @@ function personalOnly(pii: Pii | undefined): Pii | undefined {
   return out;
 }
 
+/** A batch being verified: what `prepare` has built so far. */
+interface Batch {
+  tenant: string;
+  session: string;
+  rows: NewAuditEventRow[];
+  redactions: Redaction[];
+  checkpoints: unknown[];
+  cursor: Cursor;
+  refused?: Refusal;
+}
+
+const result = (b: Batch): Prepared => ({ rows: b.rows, cursor: b.cursor, redactions: b.redactions, checkpoints: b.checkpoints, ...(b.refused && { refused: b.refused }) });
+
 /**
  * Verifies `raws` (consecutive events after `from`, as the log serves them) and builds
  * their rows. Events at or before the cursor are skipped (a replayed page); a gap is the
  * caller's to fill, so it ends the batch without a refusal.
  */
 export function prepare(tenant: string, session: string, from: Cursor, raws: unknown[]): Prepared {
-  const rows: NewAuditEventRow[] = [];
-  const redactions: Redaction[] = [];
-  const checkpoints: unknown[] = [];
-  let cursor = from;
-  const done = (refused?: Refusal): Prepared => ({ rows, cursor, redactions, checkpoints, ...(refused && { refused }) });
-  for (const raw of raws) {
-    // An export's last line is its signed checkpoint (lib/checkpoint.ts), not an event.
-    if (isCheckpointLine(raw)) {
-      checkpoints.push(raw);
-      continue;
-    }
-    const seq = (raw as { seq?: unknown } | null)?.seq;
-    if (typeof seq === "number" && seq <= cursor.seq) continue;
-    if (typeof seq === "number" && seq > cursor.seq + 1) break;
-    let e: GovernorEvent;
-    try {
-      e = checkEvent(raw, cursor.seq + 1);
-    } catch (err) {
-      if (!(err instanceof LogIntegrityError)) throw err;
-      return done({ seq: err.seq, reason: err.reason });
-    }
-    const broken = verifyChain([raw as Hashable & { hash: string }], cursor);
-    if (broken) return done(broken);
-    if (e.type === "session.opened" && (e.data.tenant !== tenant || e.data.session !== session)) {
-      return done({ seq: e.seq, reason: `the log opens session ${e.data.tenant}:${e.data.session}, not ${tenant}:${session}` });
-    }
-    if (e.seq === 1 && e.type !== "session.opened") return done({ seq: 1, reason: "a session's log starts with session.opened" });
-    // The values beside the event are outside its hash: each must match its commitment.
-    const pii = personalOnly(e.pii as Pii | undefined);
-    const wrong = piiProblem(e.data, pii);
-    if (wrong) return done({ seq: e.seq, reason: wrong });
-    let context;
-    try {
-      context = reduce(cursor.fold.context, e);
-    } catch (err) {
-      return done({ seq: e.seq, reason: `the machine cannot fold it: ${(err as Error).message}` });
-    }
-    let fold: FoldState = { context, asked: trackAsked(cursor.fold.asked, e, context, pii), session: e.type === "session.opened" ? openedBy(e, pii) : cursor.fold.session };
-    if (e.type === "subject.redacted") {
-      const seqs = fromRanges(e.data.seqs, e.seq);
-      fold = { ...fold, asked: { ...fold.asked }, ...(fold.session && { session: { ...fold.session } }) };
-      redactions.push({ seqs, ...forgetInFold(fold, new Set(seqs)) });
-    }
-    // The row keeps the hashed part as `event`, the values beside it as `pii`.
-    let event = raw;
-    if (raw && typeof raw === "object" && "pii" in raw) {
-      const { pii: _beside, ...hashed } = raw as Record<string, unknown>;
-      event = hashed;
-    }
-    rows.push(toRow(tenant, session, e, event, pii, cursor.fold, fold));
-    cursor = { seq: e.seq, hash: e.hash, fold };
+  const b: Batch = { tenant, session, rows: [], redactions: [], checkpoints: [], cursor: from };
+  for (const raw of raws) if (!verifyOne(b, raw)) break;
+  return result(b);
+}
+
+/** Events verified between two turns of the event loop in prepareYielding (a few milliseconds' work). */
+const SLICE = 64;
+
+/**
+ * prepare(), letting the event loop run every SLICE events. The sync verifies a page of
+ * up to a thousand events at once (tens of milliseconds); meanwhile the database thread's
+ * answers to another session's query wait for this thread, and the database sits idle
+ * (audit/pglite-thread.ts). The result is exactly prepare()'s.
+ */
+export async function prepareYielding(tenant: string, session: string, from: Cursor, raws: unknown[]): Promise<Prepared> {
+  const b: Batch = { tenant, session, rows: [], redactions: [], checkpoints: [], cursor: from };
+  for (let i = 0; i < raws.length; i++) {
+    if (i > 0 && i % SLICE === 0) await new Promise((r) => setImmediate(r));
+    if (!verifyOne(b, raws[i])) break;
   }
-  return done();
+  return result(b);
+}
+
+function refuse(b: Batch, r: Refusal): false {
+  b.refused = r;
+  return false;
+}
+
+/** One raw line of the log into the batch; false when the batch ends here (a gap or a refusal). */
+function verifyOne(b: Batch, raw: unknown): boolean {
+  const { tenant, session } = b;
+  const cursor = b.cursor;
+  // An export's last line is its signed checkpoint (lib/checkpoint.ts), not an event.
+  if (isCheckpointLine(raw)) {
+    b.checkpoints.push(raw);
+    return true;
+  }
+  const seq = (raw as { seq?: unknown } | null)?.seq;
+  if (typeof seq === "number" && seq <= cursor.seq) return true;
+  if (typeof seq === "number" && seq > cursor.seq + 1) return false;
+  let e: GovernorEvent;
+  try {
+    e = checkEvent(raw, cursor.seq + 1);
+  } catch (err) {
+    if (!(err instanceof LogIntegrityError)) throw err;
+    return refuse(b, { seq: err.seq, reason: err.reason });
+  }
+  const broken = verifyChain([raw as Hashable & { hash: string }], cursor);
+  if (broken) return refuse(b, broken);
+  if (e.type === "session.opened" && (e.data.tenant !== tenant || e.data.session !== session)) {
+    return refuse(b, { seq: e.seq, reason: `the log opens session ${e.data.tenant}:${e.data.session}, not ${tenant}:${session}` });
+  }
+  if (e.seq === 1 && e.type !== "session.opened") return refuse(b, { seq: 1, reason: "a session's log starts with session.opened" });
+  // The values beside the event are outside its hash: each must match its commitment.
+  const pii = personalOnly(e.pii as Pii | undefined);
+  const wrong = piiProblem(e.data, pii);
+  if (wrong) return refuse(b, { seq: e.seq, reason: wrong });
+  let context;
+  try {
+    context = reduce(cursor.fold.context, e);
+  } catch (err) {
+    return refuse(b, { seq: e.seq, reason: `the machine cannot fold it: ${(err as Error).message}` });
+  }
+  let fold: FoldState = { context, asked: trackAsked(cursor.fold.asked, e, context, pii), session: e.type === "session.opened" ? openedBy(e, pii) : cursor.fold.session };
+  if (e.type === "subject.redacted") {
+    const seqs = fromRanges(e.data.seqs, e.seq);
+    fold = { ...fold, asked: { ...fold.asked }, ...(fold.session && { session: { ...fold.session } }) };
+    b.redactions.push({ seqs, ...forgetInFold(fold, new Set(seqs)) });
+  }
+  // The row keeps the hashed part as `event`, the values beside it as `pii`.
+  let event = raw;
+  if (raw && typeof raw === "object" && "pii" in raw) {
+    const { pii: _beside, ...hashed } = raw as Record<string, unknown>;
+    event = hashed;
+  }
+  b.rows.push(toRow(tenant, session, e, event, pii, cursor.fold, fold));
+  b.cursor = { seq: e.seq, hash: e.hash, fold };
+  return true;
 }

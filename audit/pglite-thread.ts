@@ -28,6 +28,12 @@ if (typeof BasePGlite !== "function" || typeof BasePGlite.prototype.query !== "f
   throw new Error("this @electric-sql/pglite has no base client class under PGlite; audit/pglite-thread.ts needs updating");
 }
 
+// Postgres settings on top of PGlite's own (which already run it with fsync off, see the
+// README's "Audit store"). wal_init_zero=off: a new 16 MB WAL segment is not first
+// written full of zeros (a backfill fills one every few thousand events); it changes
+// nothing of what a commit has written when it returns.
+const SETTINGS = ["wal_init_zero=off"];
+
 type ProtocolOptions = { syncToFs?: boolean; throwOnError?: boolean; onNotice?: unknown; onRawData?: (data: Uint8Array) => void };
 type Plain = { message: string; name?: string; length?: number; database?: boolean; [k: string]: unknown };
 
@@ -82,7 +88,7 @@ export class PGliteThread extends BasePGlite {
 
   /** Opens PGlite in `dataDir` (a folder; undefined: in memory) on a new thread. */
   static async create(dataDir: string | undefined): Promise<PGliteThread> {
-    const worker = new Worker(new URL("./pglite-worker.mjs", import.meta.url), { workerData: { dataDir } });
+    const worker = new Worker(new URL("./pglite-worker.mjs", import.meta.url), { workerData: { dataDir, settings: SETTINGS } });
     const started = new Promise<void>((resolve, reject) => {
       const onMessage = (m: { type?: string; error?: Plain }) => {
         if (m.type === "ready") done(resolve);
@@ -136,11 +142,22 @@ export class PGliteThread extends BasePGlite {
    * API costs a round trip per protocol message (a dozen per statement), and each waits
    * for this thread to be free: while it verifies another batch, the database would sit
    * idle between them. Returns the index of the first `mustReturnRows` step that returned
-   * none (everything is then rolled back), or -1 when all committed. Taken under both
-   * locks, so it never runs inside another query's exchange.
+   * none (everything is then rolled back), or -1 when all committed.
+   *
+   * It is sent under both locks, so it never lands inside another query's exchange, and
+   * the locks are let go once it is sent: the worker runs its messages in order, so what
+   * is sent next waits there for this transaction, and this thread can verify the next
+   * batch and queue it behind this one meanwhile.
    */
-  atomically(steps: Step[]): Promise<number> {
-    return this._runExclusiveTransaction(() => this._runExclusiveQuery(() => this.call<number>("atomically", steps)));
+  async atomically(steps: Step[]): Promise<number> {
+    let reply!: Promise<number>;
+    await this._runExclusiveTransaction(() =>
+      this._runExclusiveQuery(async () => {
+        await this._checkReady();
+        reply = this.call<number>("atomically", steps);
+      }),
+    );
+    return reply;
   }
 
   get closed() {

@@ -13,7 +13,8 @@ function plainError(e) {
 
 let pg;
 try {
-  pg = await PGlite.create(workerData.dataDir ?? undefined, workerData.options ?? {});
+  const settings = (workerData.settings ?? []).flatMap((s) => ["-c", s]);
+  pg = await PGlite.create(workerData.dataDir ?? undefined, { startParams: [...PGlite.defaultStartParams, ...settings] });
 } catch (e) {
   parentPort.postMessage({ type: "failed", error: plainError(e) });
   process.exit(1);

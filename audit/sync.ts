@@ -3,7 +3,7 @@ import type { SessionSummary } from "../schema/protocol";
 import { Backfill } from "./backfill";
 import { CheckpointKeeper } from "./checkpoints";
 import { Slots } from "./slots";
-import { prepare, type Refusal } from "./ingest";
+import { prepareYielding, type Refusal } from "./ingest";
 import { fetchLog, openSocket, socketUrl, SourceError, type Source } from "./source";
 import { HeadMovedError, type AuditStore, type IndexNote } from "./store";
 import { CHECKPOINTS_WAITING, TailSockets } from "./tails";
@@ -326,7 +326,7 @@ export class TenantSync {
 
   private async apply(t: Track, raws: unknown[]) {
     const from = t.cursor!;
-    const p = prepare(this.opts.tenant, t.id, from, raws);
+    const p = await prepareYielding(this.opts.tenant, t.id, from, raws);
     if (p.rows.length) {
       await this.store.append(this.opts.tenant, t.id, from.seq, p);
       t.cursor = p.cursor;
