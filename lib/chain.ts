@@ -56,7 +56,8 @@ function quotedKey(key: string): string {
   return q;
 }
 
-function fast(value: unknown, depth: number): string {
+/** Every value but an object (null included) as canonical JSON writes it. */
+function scalar(value: unknown): string {
   switch (typeof value) {
     case "string":
       return JSON.stringify(value);
@@ -66,11 +67,13 @@ function fast(value: unknown, depth: number): string {
       return value ? "true" : "false";
     case "bigint":
       return value.toString();
-    case "object":
-      break;
     default:
       return "null";
   }
+}
+
+function fast(value: unknown, depth: number): string {
+  if (typeof value !== "object") return scalar(value);
   if (value === null) return "null";
   if (depth > FAST_DEPTH || typeof (value as { toJSON?: unknown }).toJSON === "function") throw SLOW;
   if (Array.isArray(value)) {
@@ -98,20 +101,7 @@ function fast(value: unknown, depth: number): string {
 }
 
 function canon(value: unknown, seen: Set<object>): string {
-  switch (typeof value) {
-    case "string":
-      return JSON.stringify(value);
-    case "number":
-      return Number.isFinite(value) ? JSON.stringify(value) : "null";
-    case "boolean":
-      return value ? "true" : "false";
-    case "bigint":
-      return value.toString();
-    case "object":
-      break;
-    default:
-      return "null";
-  }
+  if (typeof value !== "object") return scalar(value);
   if (value === null || seen.has(value)) return "null";
   seen.add(value);
   try {
