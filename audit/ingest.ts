@@ -94,13 +94,27 @@ const SLICE = 64;
  * (audit/pglite-thread.ts). The result is exactly prepare()'s.
  */
 export async function prepareYielding(tenant: string, session: string, from: Cursor, raws: unknown[]): Promise<Prepared> {
-  const b: Batch = { tenant, session, rows: [], redactions: [], checkpoints: [], cursor: from };
-  for (let i = 0; i < raws.length; i++) {
-    if (i > 0 && i % SLICE === 0) await new Promise((r) => setImmediate(r));
-    if (!verifyOne(b, raws[i])) break;
+  // One batch at a time, in the order asked: batches verified side by side, a slice of each
+  // in turn, would all finish late together and leave the database thread waiting for the
+  // first of them (four sessions at once: the first page ready after four pages' work).
+  const turn = verifying;
+  let done!: () => void;
+  verifying = new Promise<void>((r) => (done = r));
+  await turn;
+  try {
+    const b: Batch = { tenant, session, rows: [], redactions: [], checkpoints: [], cursor: from };
+    for (let i = 0; i < raws.length; i++) {
+      if (i > 0 && i % SLICE === 0) await new Promise((r) => setImmediate(r));
+      if (!verifyOne(b, raws[i])) break;
+    }
+    return result(b);
+  } finally {
+    done();
   }
-  return result(b);
 }
+
+/** The batch being verified by prepareYielding, which the next one waits for. */
+let verifying: Promise<void> = Promise.resolve();
 
 function refuse(b: Batch, r: Refusal): false {
   b.refused = r;

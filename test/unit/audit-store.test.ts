@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../audit/db";
 import { CSV_COLUMNS, csvRecord, exportStream } from "../../audit/export";
 import { parseEventQuery, parseExportQuery, parseSpendQuery } from "../../audit/filters";
-import { emptyCursor, prepare } from "../../audit/ingest";
+import { emptyCursor, prepare, prepareYielding } from "../../audit/ingest";
 import { eachEvent, eventPage, spend } from "../../audit/query";
 import type { AuditEventItem } from "../../schema/answers";
 import { AuditStore, HeadMovedError } from "../../audit/store";
@@ -387,5 +387,28 @@ describe("audit query parameters", () => {
     for await (const c of exportStream("csv", one())) csv += c;
     const [row] = parseCsv(csv, { columns: true }) as Array<Record<string, string>>;
     expect(row).toMatchObject({ event_id: `'=HYPERLINK("http://evil")`, user: "'@SUM(1)", agent: "'+1", task: "'-1" });
+  });
+});
+
+describe("verifying pages for the store", () => {
+  it("gives prepare's result a slice at a time, and verifies batches asked at once one after the other, in order", async () => {
+    const long = new SessionLog("acme", "long", NOW - DAY, { user: "u1", agent: "a1", sealed: true });
+    for (let i = 0; i < 300; i++) long.action("search", 0.01, { user: `u${i % 3}` });
+    const short = new SessionLog("acme", "short", NOW - DAY, { user: "u2", agent: "a2" });
+    short.action("search", 0.01);
+    const finished: string[] = [];
+    const [a, b] = await Promise.all(
+      [long, short].map(async (log) => {
+        const p = await prepareYielding(log.tenant, log.session, emptyCursor(), log.raw());
+        finished.push(log.session);
+        return p;
+      }),
+    );
+    // Side by side, the short batch would finish first and the long one late: the database
+    // would wait for both instead of storing the first as soon as it is ready.
+    expect(finished).toEqual(["long", "short"]);
+    expect(a).toEqual(prepare("acme", "long", emptyCursor(), long.raw()));
+    expect(b).toEqual(prepare("acme", "short", emptyCursor(), short.raw()));
+    expect(a.rows).toHaveLength(long.events.length);
   });
 });
