@@ -136,13 +136,20 @@ export type NativeCreateHash = (algorithm: "sha256") => { update(text: string, e
 // JavaScript one): Node's is found through process.getBuiltinModule (Node 20.16+); workerd
 // has node:crypto under nodejs_compat but no `process`, so the server hands it over
 // (party/hashing.ts). Browsers (the console) keep @noble. Both give the same digests.
-let native: NativeCreateHash | undefined = (globalThis as { process?: { getBuiltinModule?: (id: string) => { createHash?: NativeCreateHash } | undefined } }).process?.getBuiltinModule?.("node:crypto")?.createHash;
+const nodeCrypto = (globalThis as { process?: { getBuiltinModule?: (id: string) => { createHash?: NativeCreateHash; hash?: OneShotHash } | undefined } }).process?.getBuiltinModule?.("node:crypto");
+let native: NativeCreateHash | undefined = nodeCrypto?.createHash;
+// Node's one-shot crypto.hash (20.12+) skips the Hash object: about 0.6 us less per digest,
+// which the audit sync pays once or twice per event. Same digest (the text as UTF-8).
+type OneShotHash = (algorithm: "sha256", text: string, encoding: "hex") => string;
+let oneShot: OneShotHash | undefined = nodeCrypto?.hash;
 
 export function useNativeSha256(createHash: NativeCreateHash | undefined): void {
   native = createHash;
+  oneShot = undefined;
 }
 
 export function sha256Hex(text: string): string {
+  if (oneShot) return oneShot("sha256", text, "hex");
   return native ? native("sha256").update(text, "utf8").digest("hex") : bytesToHex(sha256(utf8ToBytes(text)));
 }
 
