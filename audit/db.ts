@@ -1,5 +1,6 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import type { EventLoopUtilization } from "node:perf_hooks";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { auditSchema } from "../schema/audit";
 import type { Step } from "./pglite-thread";
@@ -15,6 +16,10 @@ export interface AuditDatabase {
   describe: string;
   /** PGlite only: statements run as one transaction on the database's thread, in one message (pglite-thread.ts). */
   atomically?: (steps: Step[]) => Promise<number>;
+  /** PGlite only: one read in one message, rows as arrays in the statement's column order. */
+  rows?: (sql: string, params: unknown[]) => Promise<unknown[][]>;
+  /** PGlite only: how busy its thread has been, as performance.eventLoopUtilization (the benchmark reports it). */
+  utilization?: (since?: EventLoopUtilization) => EventLoopUtilization;
   close(): Promise<void>;
 }
 
@@ -97,6 +102,8 @@ async function openPglite(dir: string): Promise<AuditDatabase> {
       db: db as unknown as AuditDb,
       describe: memory ? "pglite:memory" : `pglite:${folder}`,
       atomically: (steps) => client.atomically(steps),
+      rows: (sql, params) => client.rows(sql, params),
+      utilization: (since) => client.utilization(since),
       async close() {
         await client.close();
         unlock();

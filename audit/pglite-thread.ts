@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import type { EventLoopUtilization } from "node:perf_hooks";
 import { messages, Mutex, PGlite } from "@electric-sql/pglite";
 
 // PGlite on a worker thread, behind a client that is a PGlite to drizzle and the store.
@@ -158,6 +159,27 @@ export class PGliteThread extends BasePGlite {
       }),
     );
     return reply;
+  }
+
+  /**
+   * One read in one message, its rows as arrays in the statement's column order. Queued in
+   * order with everything else sent (under the locks, like `atomically`), so it sees every
+   * transaction sent before it.
+   */
+  async rows(sql: string, params: unknown[]): Promise<unknown[][]> {
+    let reply!: Promise<unknown[][]>;
+    await this._runExclusiveTransaction(() =>
+      this._runExclusiveQuery(async () => {
+        await this._checkReady();
+        reply = this.call<unknown[][]>("rows", sql, params);
+      }),
+    );
+    return reply;
+  }
+
+  /** How busy the database thread has been (for the benchmark): as performance.eventLoopUtilization. */
+  utilization(since?: EventLoopUtilization): EventLoopUtilization {
+    return this.worker.performance.eventLoopUtilization(since);
   }
 
   get closed() {

@@ -102,10 +102,21 @@ export class AuditStore {
 
   /** Where the stored chain of a session ends, with the fold to continue from. */
   async cursor(tenant: string, session: string): Promise<Cursor> {
-    const row = await this.session(tenant, session);
+    const query = this.db
+      .select({ seq: auditSessions.seq, hash: auditSessions.headHash, fold: auditSessions.fold })
+      .from(auditSessions)
+      .where(and(eq(auditSessions.tenant, tenant), eq(auditSessions.session, session)));
+    let row: { seq: number; hash: string; fold: unknown } | undefined;
+    if (this.database.rows) {
+      // PGlite on its thread: one message instead of the client's exchange (the sync reads
+      // this once per session it starts on).
+      const { sql: text, params } = query.toSQL();
+      const [r] = await this.database.rows(text, params);
+      if (r) row = { seq: r[0] as number, hash: r[1] as string, fold: r[2] };
+    } else [row] = await query;
     if (!row || row.seq === 0) return emptyCursor();
     if (!row.fold) throw new Error(`session ${tenant}:${session} has stored events but no fold`);
-    return { seq: row.seq, hash: row.headHash, fold: row.fold as FoldState };
+    return { seq: row.seq, hash: row.hash, fold: row.fold as FoldState };
   }
 
   /**
