@@ -3,7 +3,7 @@ import type { SessionSummary } from "../schema/protocol";
 import { Backfill } from "./backfill";
 import { CheckpointKeeper } from "./checkpoints";
 import { Slots } from "./slots";
-import { prepareYielding, type Refusal } from "./ingest";
+import { prepareYielding, type Cursor, type Prepared, type Refusal } from "./ingest";
 import { fetchLog, openSocket, socketUrl, SourceError, type Source } from "./source";
 import { HeadMovedError, type AuditStore, type IndexNote } from "./store";
 import { CHECKPOINTS_WAITING, TailSockets } from "./tails";
@@ -302,23 +302,60 @@ export class TenantSync {
     for (const seq of t.buffer.keys()) if (seq <= t.cursor!.seq) t.buffer.delete(seq);
   }
 
-  /** Reads the log route from the stored head up to the index's head. */
+  /**
+   * Reads the log route from the stored head up to the index's head. Pipelined: while a
+   * page is being stored (on PGlite's thread, or by Postgres), the next one is read and
+   * verified against the head that page will leave. t.cursor (what is committed) only
+   * moves once its transaction has committed, and each batch moves the head only from
+   * where it was verified, so a batch whose predecessor failed fails too: nothing is
+   * stored twice or out of order, and a crash resumes from what committed.
+   */
   private async pull(t: Track) {
     await this.http.acquire();
+    // The page being stored: resolves to its error, if any, so a failure that lands while
+    // the next page is read is never an unhandled rejection.
+    let storing: Promise<Error | undefined> | undefined;
+    const settle = async () => {
+      const e = await storing;
+      storing = undefined;
+      if (e) throw e;
+    };
     try {
       t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
-      while (!this.stopped && !t.broken && t.cursor!.seq < t.known) {
-        const page = await fetchLog(this.opts, t.id, t.cursor!.seq, this.opts.pageSize, this.abort.signal);
+      // Where the verified chain ends: t.cursor, or the head the page being stored leaves.
+      let ahead = t.cursor!;
+      while (!this.stopped && !t.broken && ahead.seq < t.known) {
+        const page = await fetchLog(this.opts, t.id, ahead.seq, this.opts.pageSize, this.abort.signal);
         if (page.headSeq !== undefined) t.known = Math.max(t.known, page.headSeq);
-        const before = t.cursor!.seq;
-        await this.apply(t, page.events);
+        const from = ahead;
+        const p = await prepareYielding(this.opts.tenant, t.id, from, page.events);
+        await settle();
+        if (p.rows.length && !p.refused && !p.checkpoints.length && !page.unreadable) {
+          // A plain page: stored while the next one is read and verified.
+          ahead = p.cursor;
+          storing = this.store.append(this.opts.tenant, t.id, from.seq, p).then(
+            () => {
+              this.committed(t, from, p.cursor);
+              return undefined;
+            },
+            (e: Error) => e,
+          );
+          continue;
+        }
+        await this.commit(t, from, p);
         if (page.unreadable && !t.broken && t.cursor!.seq + 1 >= page.unreadable.seq) await this.refuse(t, page.unreadable);
-        if (t.cursor!.seq === before) {
+        if (t.cursor!.seq === from.seq) {
           // Nothing new: the index ran ahead of the log (it should not), or the page was empty.
           if (!page.more) t.known = Math.min(t.known, Math.max(t.cursor!.seq, page.headSeq ?? 0));
           break;
         }
+        ahead = t.cursor!;
       }
+      await settle();
+    } catch (e) {
+      // The page being stored still commits or fails: t.cursor follows it before the drain's retry reads it.
+      await storing;
+      throw e;
     } finally {
       this.http.release();
     }
@@ -326,18 +363,26 @@ export class TenantSync {
 
   private async apply(t: Track, raws: unknown[]) {
     const from = t.cursor!;
-    const p = await prepareYielding(this.opts.tenant, t.id, from, raws);
+    await this.commit(t, from, await prepareYielding(this.opts.tenant, t.id, from, raws));
+  }
+
+  /** Stores a verified batch (waiting for its commit), then its refusal or checkpoints. */
+  private async commit(t: Track, from: Cursor, p: Prepared) {
     if (p.rows.length) {
       await this.store.append(this.opts.tenant, t.id, from.seq, p);
-      t.cursor = p.cursor;
-      t.known = Math.max(t.known, p.cursor.seq);
-      this.backfill?.progressed(t.id, from.seq, p.cursor.seq);
+      this.committed(t, from, p.cursor);
     }
     if (p.refused) await this.refuse(t, p.refused);
     else if (p.checkpoints.length) {
       t.checkpoints.push(...p.checkpoints);
       await this.storeCheckpoints(t);
     }
+  }
+
+  private committed(t: Track, from: Cursor, to: Cursor) {
+    t.cursor = to;
+    t.known = Math.max(t.known, to.seq);
+    this.backfill?.progressed(t.id, from.seq, to.seq);
   }
 
   /** Verifies the session's checkpoints read so far and stores the good ones; a bad one is refused like a forged event. */

@@ -312,7 +312,9 @@ describe("audit store following a live Governor", () => {
     const scratch = mkdtempSync(join(tmpdir(), "governor-audit-forged-"));
     const store = new AuditStore(await openDatabase("skip" in pg ? { dir: await freshStoreDir(scratch) } : { databaseUrl: await pg.database("forged") }));
     const problems: Problem[] = [];
-    const sync = new TenantSync({ store, url: proxy.url, token: TOKENS.auditor, tenant: "acme", onProblem: (p) => problems.push(p) });
+    // Pages of 3: a session's next page is verified while its previous one is stored, so
+    // the forged event (seq 4) arrives while seq 1-3 are being stored.
+    const sync = new TenantSync({ store, url: proxy.url, token: TOKENS.auditor, tenant: "acme", pageSize: 3, onProblem: (p) => problems.push(p) });
     try {
       await sync.start();
       await sync.idle();
