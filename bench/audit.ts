@@ -89,6 +89,7 @@ async function main() {
     let ingestMs = 0;
     let ingestCpuUs = 0;
     let mainBusyMs = 0;
+    let dbBusyMs = 0;
     let stored = 0;
     let lastReport = performance.now();
     const CHUNK = 40;
@@ -101,6 +102,7 @@ async function main() {
       const t0 = performance.now();
       const cpu0 = process.cpuUsage();
       const elu0 = performance.eventLoopUtilization();
+      const dbElu0 = store.database.utilization?.();
       let next = 0;
       const lane = async () => {
         for (let k = next++; k < logs.length; k = next++) {
@@ -117,6 +119,7 @@ async function main() {
       const cpu = process.cpuUsage(cpu0);
       ingestCpuUs += cpu.user + cpu.system;
       mainBusyMs += performance.eventLoopUtilization(elu0).active;
+      if (dbElu0) dbBusyMs += store.database.utilization!(dbElu0).active;
       if (performance.now() - lastReport > 10_000) {
         lastReport = performance.now();
         log(`  ${stored} events stored, ${Math.round(stored / (ingestMs / 1000))} events/s so far`);
@@ -153,7 +156,7 @@ async function main() {
         `audit store (${store.database.describe.split(":")[0]}), ${stored} events`,
         `  ingest (verify + fold + store, batches of ${PER_SESSION}, ${DEFAULT_CONCURRENCY} sessions at once): ${Math.round(ingestPerSecond)} events/s   goal >= ${GOALS.ingestPerSecond}: ${yes(ingestPerSecond >= GOALS.ingestPerSecond)}`,
         `  every event of user X in 30 days (${(rows / samples.length).toFixed(0)} rows on average): p50 ${ms(query.p50)} ms, p90 ${ms(query.p90)} ms, p99 ${ms(query.p99)} ms   goal p50 <= ${GOALS.userQueryP50Ms} ms: ${yes(query.p50 <= GOALS.userQueryP50Ms)}`,
-        `  ingest CPU (every thread): ${(ingestCpuUs / stored).toFixed(1)} us/event; main thread busy ${((100 * mainBusyMs) / ingestMs).toFixed(0)}% of the ingest`,
+        `  ingest CPU (every thread): ${(ingestCpuUs / stored).toFixed(1)} us/event; main thread busy ${((100 * mainBusyMs) / ingestMs).toFixed(0)}% of the ingest${store.database.utilization ? `, database thread ${((100 * dbBusyMs) / ingestMs).toFixed(0)}%` : ""}`,
         `  whole run ${((performance.now() - started) / 1000).toFixed(0)} s on ${cpus().length} cores; load average ${loadBefore[0].toFixed(2)} before, ${loadAfter[0].toFixed(2)} after (other work on the machine skews the figures)`,
       ].join("\n"),
     );
@@ -169,7 +172,15 @@ async function main() {
         sessions: SESSIONS,
         users: USERS,
         goals: GOALS,
-        ingest: { perSecond: ingestPerSecond, seconds: ingestMs / 1000, batch: PER_SESSION, sessionsAtOnce: DEFAULT_CONCURRENCY },
+        ingest: {
+          perSecond: ingestPerSecond,
+          seconds: ingestMs / 1000,
+          batch: PER_SESSION,
+          sessionsAtOnce: DEFAULT_CONCURRENCY,
+          cpuUsPerEvent: ingestCpuUs / stored,
+          mainThreadBusy: mainBusyMs / ingestMs,
+          ...(store.database.utilization && { databaseThreadBusy: dbBusyMs / ingestMs }),
+        },
         userQuery30d: { unit: "ms", ...query, rowsAverage: rows / samples.length },
         machine: { cores: cpus().length, loadAverageBefore: loadBefore[0], loadAverageAfter: loadAfter[0] },
         met: { ingest: ingestPerSecond >= GOALS.ingestPerSecond, userQueryP50: query.p50 <= GOALS.userQueryP50Ms },
