@@ -29,7 +29,9 @@ let blobBytes;
   const cleanupBlob = pg._cleanupBlob.bind(pg);
   pg._handleBlob = async (blob) => {
     blobBytes = blob ? new Uint8Array(await blob.arrayBuffer()) : undefined;
-    return handleBlob(blob);
+    // PGlite keeps the blob's bytes too (its device's seek measures them): the same ones, not a second copy.
+    const bytes = blobBytes;
+    return handleBlob(bytes && { arrayBuffer: async () => bytes.buffer });
   };
   pg._cleanupBlob = async () => {
     blobBytes = undefined;
