@@ -24,8 +24,9 @@ export interface Hashable {
 export function canonicalJson(value: unknown): string {
   try {
     return fast(value, 0);
-  } catch (e) {
-    if (e !== SLOW) throw e;
+  } catch {
+    // SLOW, or anything a value built in memory can throw (a getter, a revoked proxy):
+    // canon() handles both and never throws.
   }
   try {
     return canon(value, new Set());
@@ -45,13 +46,16 @@ const SLOW = Symbol("slow");
 const FAST_DEPTH = 100;
 
 // Events use few distinct keys: their quoted form is kept rather than made again each time.
+// Only short ones: argument names are a client's, and 4096 long ones kept for the life of
+// the isolate would be memory anyone could fill (an event's own keys are all short).
 const QUOTED = new Map<string, string>();
+const QUOTED_MAX_KEY = 64;
 
 function quotedKey(key: string): string {
   let q = QUOTED.get(key);
   if (q === undefined) {
     q = JSON.stringify(key) + ":";
-    if (QUOTED.size < 4096) QUOTED.set(key, q);
+    if (key.length <= QUOTED_MAX_KEY && QUOTED.size < 4096) QUOTED.set(key, q);
   }
   return q;
 }

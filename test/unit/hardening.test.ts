@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import canonicalize from "canonicalize";
 import { describe, expect, it } from "vitest";
 import { canonicalJson, eventHash, GENESIS, sha256Hex } from "../../lib/chain";
@@ -48,6 +50,31 @@ describe("canonical JSON and hashing", () => {
     expect(eventHash({ seq: 1, id: "kill:\ud800", ts: 1, type: "session.killed", data: { by: "x", reason: "\udfff" }, prev: GENESIS })).toMatch(/^[0-9a-f]{64}$/);
     // Distinct inputs stay distinct: the escape is not the replacement character.
     expect(sha256Hex(canonicalJson("\ud800"))).not.toBe(sha256Hex(canonicalJson("\ufffd")));
+    // Values built in memory that cannot be read: a getter that throws, a revoked proxy.
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    const throwing = Object.defineProperty({}, "a", {
+      enumerable: true,
+      get() {
+        throw new Error("unreadable");
+      },
+    });
+    expect(canonicalJson(throwing)).toBe("null");
+    expect(canonicalJson({ p: proxy })).toBe("null");
+  });
+
+  it("keeps nothing of the keys it met beyond short ones: a client's long argument names cannot pile up in memory", () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    gc();
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    // 64 MiB of distinct keys, each seen once (as action arguments or tool-call arguments are).
+    for (let i = 0; i < 1000; i++) expect(canonicalJson({ [`${i}:`.padEnd(64 * 1024, "k")]: 1 }).length).toBe(64 * 1024 + 6);
+    // Twice: one full collection can leave what the last one freed for the next.
+    gc();
+    gc();
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(16 * 1024 * 1024);
   });
 
   it("logs exported before this change verify exactly, and their huge costs fold to finite numbers", () => {
