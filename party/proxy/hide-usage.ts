@@ -15,39 +15,77 @@ export function refusesUsageChunk(provider: Provider, path: string, body: Record
   return (kind === "chat" || kind === "completions") && typeof options === "object" && options !== null && (options as { include_usage?: unknown }).include_usage === false;
 }
 
+/** The blank line that ends an SSE event, in any of its line ends. */
+const BLANK = /\r\n\r\n|\n\n|\r\r/;
+/**
+ * A usage-only chunk is a few hundred bytes: an event longer than this is not one, and goes
+ * out as it arrives (a client is not kept waiting for a long event's end, and the event is
+ * not scanned again from its start on every piece).
+ */
+const MAX_HELD = 64 * 1024;
+
 /**
  * Passes an SSE stream through event by event, leaving out the usage-only chunk
- * (`choices: []` with a `usage` object). Everything else goes out byte for byte as it came;
- * an event is held only until its blank line arrives.
+ * (`choices: []` with a `usage` object). Everything else goes out as it came; an event is
+ * held only until its blank line arrives, or until it is too long to be the usage chunk.
  */
 export class UsageChunkFilter {
   private readonly decoder = new TextDecoder();
   private readonly encoder = new TextEncoder();
-  private pending = "";
+  /** The event so far, in pieces, while it may still be the usage chunk. */
+  private held: string[] = [];
+  private heldLength = 0;
+  /** The event's last characters: its blank line can be cut between two pieces. */
+  private tail = "";
+  /** The event outgrew MAX_HELD: the rest of it goes out as it comes. */
+  private passing = false;
 
   push(chunk: Uint8Array): Uint8Array {
-    this.pending += this.decoder.decode(chunk, { stream: true });
-    return this.take(false);
+    return this.take(this.decoder.decode(chunk, { stream: true }), false);
   }
 
   /** What is left when the stream ends (an event cut before its blank line goes out as it is). */
   flush(): Uint8Array {
-    this.pending += this.decoder.decode();
-    return this.take(true);
+    return this.take(this.decoder.decode(), true);
   }
 
-  private take(end: boolean): Uint8Array {
+  private take(text: string, end: boolean): Uint8Array {
     let out = "";
     for (;;) {
-      const m = /\r\n\r\n|\n\n|\r\r/.exec(this.pending);
+      // Only the new text is searched, with the few characters before it that could start a blank line.
+      const m = BLANK.exec(this.tail + text);
       if (!m) break;
-      const event = this.pending.slice(0, m.index + m[0].length);
-      this.pending = this.pending.slice(event.length);
-      if (!isUsageOnly(event)) out += event;
+      const cut = m.index + m[0].length - this.tail.length;
+      const piece = text.slice(0, cut);
+      text = text.slice(cut);
+      if (this.passing) out += piece;
+      else {
+        const event = this.held.join("") + piece;
+        if (!isUsageOnly(event)) out += event;
+      }
+      this.held = [];
+      this.heldLength = 0;
+      this.tail = "";
+      this.passing = false;
     }
+    if (this.passing) out += text;
+    else if (text) {
+      this.held.push(text);
+      this.heldLength += text.length;
+      if (this.heldLength > MAX_HELD) {
+        out += this.held.join("");
+        this.held = [];
+        this.heldLength = 0;
+        this.passing = true;
+      }
+    }
+    this.tail = (this.tail + text).slice(-3);
     if (end) {
-      out += this.pending;
-      this.pending = "";
+      out += this.held.join("");
+      this.held = [];
+      this.heldLength = 0;
+      this.tail = "";
+      this.passing = false;
     }
     return this.encoder.encode(out);
   }

@@ -36,6 +36,37 @@ describe("UsageChunkFilter", () => {
     expect(run([new TextEncoder().encode(kept)])).toBe(kept);
   });
 
+  it("lets an event too long to be the usage chunk through as it arrives, not held until its blank line", () => {
+    // A usage chunk is a few hundred bytes; an upstream's 1 MiB event (or a stream whose
+    // blank lines are not seen) must not be held back from the client, nor scanned again
+    // from its start on every piece (which took seconds of the gateway's CPU at 16 MiB).
+    const long = delta("x".repeat(1 << 20));
+    const bytes = new TextEncoder().encode(long + usage + "data: [DONE]\n\n");
+    const f = new UsageChunkFilter();
+    const dec = new TextDecoder();
+    let out = "";
+    const piece = 16 * 1024;
+    let i = 0;
+    for (; i + piece < long.length; i += piece) out += dec.decode(f.push(bytes.slice(i, i + piece)), { stream: true });
+    expect(out.length).toBeGreaterThan(i - 64 * 1024);
+    out += dec.decode(f.push(bytes.slice(i)), { stream: true }) + dec.decode(f.flush());
+    expect(out).toBe(long + "data: [DONE]\n\n");
+  });
+
+  it("after such an event, still takes out the usage chunk, wherever the bytes are cut", () => {
+    const long = delta("y".repeat(70 * 1024));
+    const text = delta("a") + long + usage + delta("b") + "data: [DONE]\n\n";
+    const want = delta("a") + long + delta("b") + "data: [DONE]\n\n";
+    const bytes = new TextEncoder().encode(text);
+    const start = delta("a").length + long.length;
+    for (let i = start - 8; i <= start + usage.length + 8; i++) expect(run([bytes.slice(0, i), bytes.slice(i)])).toBe(want);
+    for (const size of [1000, 4093]) {
+      const pieces: Uint8Array[] = [];
+      for (let i = 0; i < bytes.length; i += size) pieces.push(bytes.slice(i, i + size));
+      expect(run(pieces)).toBe(want);
+    }
+  });
+
   it("lets a last event cut before its blank line through as it came", () => {
     expect(run([new TextEncoder().encode(delta("a") + 'data: {"choices":[{"delta":{"content":"b"}}]}')])).toBe(delta("a") + 'data: {"choices":[{"delta":{"content":"b"}}]}');
   });
