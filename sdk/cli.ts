@@ -35,6 +35,10 @@ async function readTokenFile(file: string): Promise<string> {
   }
   const token = text.split(/\r?\n/, 1)[0]!.trim();
   if (!token) throw new UsageError(`--token-file ${file}: the first line is empty`);
+  // A wrong file (binary, another secret) would otherwise fail in the HTTP client, whose
+  // message quotes the header, and so the file's first line: said here, without the text.
+  const bad = /[\u0000-\u001f\u007f]|[^\u0000-\u00ff]/.exec(token);
+  if (bad) throw new UsageError(`--token-file ${file}: the first line is not a token (character ${bad.index + 1} is a control character or cannot go in an HTTP header)`);
   return token;
 }
 
@@ -95,11 +99,16 @@ function program(): { p: Command; result: () => number } {
     .showHelpAfterError();
 
   // A token given on the command line shows in `ps` to every user of the machine; a file
-  // (or stdin) does not. The file wins over GOVERNOR_TOKEN; given with --token, it is a mistake.
-  p.hook("preAction", async (root) => {
+  // (or stdin) does not. The file wins over GOVERNOR_TOKEN; --token given for one command
+  // wins over GOVERNOR_TOKEN_FILE; both options at once are a mistake.
+  p.hook("preAction", async (root, action) => {
     const file = root.opts<{ tokenFile?: string }>().tokenFile;
     if (file === undefined) return;
-    if (root.getOptionValueSource("token") === "cli") throw new UsageError("--token and --token-file: give one of them");
+    if (root.getOptionValueSource("token") === "cli") {
+      if (root.getOptionValueSource("tokenFile") === "cli") throw new UsageError("--token and --token-file: give one of them");
+      return;
+    }
+    if (file === "-" && action.name() === "replay" && action.args[0] === "-") throw new UsageError("--token-file - and replay -: only one of them can read stdin; give the token in a file or GOVERNOR_TOKEN");
     root.setOptionValue("token", await readTokenFile(file));
   });
 

@@ -36,9 +36,18 @@ async function cli(...args: string[]) {
 
 /** The CLI as a user runs it: only the arguments given, no GOVERNOR_TENANT in the environment. */
 async function cliRaw(...full: string[]) {
-  const { GOVERNOR_TENANT: _unset, ...env } = process.env;
+  return cliWith({}, ...full);
+}
+
+/** The same, with these variables added to the environment. */
+async function cliWith(vars: Record<string, string>, ...full: string[]) {
+  const { GOVERNOR_TENANT: _unset, ...rest } = process.env;
+  const env = { ...rest, ...vars };
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...full], { cwd: ROOT, env });
+    const child = run(process.execPath, [BIN, ...full], { cwd: ROOT, env });
+    // Nothing on stdin: a command that reads it gets an empty input, not a wait.
+    child.child.stdin?.end();
+    const { stdout, stderr } = await child;
     return { code: 0, stdout, stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -321,6 +330,34 @@ describe("governor CLI against the server", () => {
       const empty = await cliRaw("--url", server.url, "--token-file", file, "whoami");
       expect(empty.code).toBe(2);
       expect(empty.stderr).toContain("first line is empty");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("--token-file: an explicit --token wins over GOVERNOR_TOKEN_FILE; a line that cannot be a token is refused unshown; stdin is read once", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gov-token-"));
+    try {
+      const file = join(dir, "token");
+      writeFileSync(file, `${TOKENS.auditor}\n`, { mode: 0o600 });
+      // The variable set in a profile, a token given for one command: the command's.
+      const flag = await cliWith({ GOVERNOR_TOKEN_FILE: file }, "--url", server.url, "--token", TOKENS.operator, "whoami");
+      expect(flag.code, flag.stderr).toBe(0);
+      expect(flag.stdout.trim()).toBe("alice: operator of tenant acme");
+      const env = await cliWith({ GOVERNOR_TOKEN_FILE: file }, "--url", server.url, "whoami");
+      expect(env.stdout.trim()).toBe("audit: auditor of tenant acme");
+      // A file that is not a token (binary, or another secret with a control character in
+      // its first line): refused before anything is sent, and its text is not printed.
+      const secret = "s3cret-not-a-token";
+      writeFileSync(file, `${secret}\u0000more\n`);
+      const bad = await cliRaw("--url", server.url, "--token-file", file, "whoami");
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain(`--token-file ${file}: `);
+      expect(bad.stdout + bad.stderr).not.toContain(secret);
+      // Both from stdin: one of them would read nothing.
+      const twice = await cliRaw("--url", server.url, "--token-file", "-", "replay", "-");
+      expect(twice.code).toBe(2);
+      expect(twice.stderr).toContain("stdin");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
