@@ -2,11 +2,11 @@ import type WebSocket from "ws";
 import type { SessionSummary } from "../schema/protocol";
 import { Backfill } from "./backfill";
 import { CheckpointKeeper } from "./checkpoints";
+import { RETRY_MAX_MS, SessionDrain, type Problem } from "./session-drain";
 import { Slots } from "./slots";
-import { prepareYielding, type Cursor, type Prepared, type Refusal } from "./ingest";
-import { fetchLog, openSocket, socketUrl, SourceError, type Source } from "./source";
-import { HeadMovedError, type AuditStore, type IndexNote } from "./store";
-import { CHECKPOINTS_WAITING, TailSockets } from "./tails";
+import { openSocket, socketUrl, SourceError, type Source } from "./source";
+import type { AuditStore, IndexNote } from "./store";
+import { TailSockets } from "./tails";
 import { ENDED, following, newTrack, storedSeq, type Track } from "./track";
 
 // `governor audit sync`: follows one tenant into the audit store.
@@ -17,10 +17,9 @@ import { ENDED, following, newTrack, storedSeq, type Track } from "./track";
 //   milliseconds; what a socket misses (out of order, dropped) the log route fills in.
 // Every event is verified against the stored head before it is stored, and the head
 // moves in the same transaction: a crash anywhere resumes from what was committed.
+// Reading, verifying and storing one session is session-drain.ts.
 
-export interface Problem extends Refusal {
-  session: string;
-}
+export type { Problem } from "./session-drain";
 
 export interface SyncOptions extends Source {
   store: AuditStore;
@@ -35,7 +34,6 @@ export interface SyncOptions extends Source {
   log?: (message: string) => void;
 }
 
-const RETRY_MAX_MS = 30_000;
 /** Sessions read at once by default: while one batch is stored (on PGlite's own thread), another is verified. */
 export const DEFAULT_CONCURRENCY = 4;
 const NOTE_EVERY_MS = 1000;
@@ -48,26 +46,33 @@ export class TenantSync {
   private readonly abort = new AbortController();
   private reconnectMs = 500;
   private reconnectTimer?: ReturnType<typeof setTimeout>;
-  /** Sessions read over HTTP at once. */
-  private readonly http: Slots;
   private notes = new Map<string, IndexNote>();
   private noteTimer?: ReturnType<typeof setTimeout>;
   private backfill?: Backfill;
   private idleWaiters: Array<() => void> = [];
   private readonly tails: TailSockets;
-  private readonly checkpoints: CheckpointKeeper;
+  private readonly drains: SessionDrain;
   private firstIndex?: { resolve: () => void; reject: (e: Error) => void; promise: Promise<void> };
 
   constructor(opts: SyncOptions) {
     this.opts = { concurrency: DEFAULT_CONCURRENCY, sockets: 32, pageSize: 1000, ...opts };
-    this.http = new Slots(this.opts.concurrency);
-    this.checkpoints = new CheckpointKeeper(this.opts, this.opts.store.db, (m) => this.log(m), this.abort.signal);
     this.tails = new TailSockets({
       source: this.opts,
       sockets: this.opts.sockets,
       tracks: () => this.tracks.values(),
       kick: (t) => this.kick(t),
       stopped: () => this.stopped,
+      log: (m) => this.log(m),
+    });
+    this.drains = new SessionDrain({
+      options: this.opts,
+      http: new Slots(this.opts.concurrency),
+      checkpoints: new CheckpointKeeper(this.opts, this.opts.store.db, (m) => this.log(m), this.abort.signal),
+      tails: this.tails,
+      signal: this.abort.signal,
+      stopped: () => this.stopped,
+      backfill: () => this.backfill,
+      kick: (t) => this.kick(t),
       log: (m) => this.log(m),
     });
   }
@@ -239,7 +244,7 @@ export class TenantSync {
       return;
     }
     t.running = true;
-    void this.drain(t).finally(() => {
+    void this.drains.run(t).finally(() => {
       t.running = false;
       if (t.again && !this.stopped) {
         t.again = false;
@@ -247,161 +252,5 @@ export class TenantSync {
       }
       this.checkIdle();
     });
-  }
-
-  private async drain(t: Track) {
-    try {
-      const start = storedSeq(t);
-      if (t.buffer.size) {
-        t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
-        await this.storeBuffered(t);
-      }
-      // The cursor (with its fold) is loaded only once a read slot is held, so a tenant
-      // of many sessions keeps few of them in memory during a backfill.
-      if (!t.broken && storedSeq(t) < t.known) await this.pull(t);
-      if (!t.broken && t.checkpoints.length) await this.storeCheckpoints(t);
-      if (t.broken) return;
-      const busy = storedSeq(t) > start;
-      this.tails.maybeOpen(t, busy);
-      if (t.state && ENDED.has(t.state) && storedSeq(t) >= t.known) {
-        // An ended session's tail has nothing more to say once its log is stored; its
-        // cursor is reloaded if a late settle ever arrives.
-        t.socket?.close();
-        if (t.cursor) t.storedHint = t.cursor.seq;
-        if (!t.socket && !t.buffer.size) t.cursor = undefined;
-      }
-      t.retryMs = 500;
-    } catch (e) {
-      if (e instanceof HeadMovedError) {
-        // Another writer got there first: start again from what is stored.
-        t.cursor = undefined;
-        t.again = true;
-        return;
-      }
-      if (this.stopped) return;
-      const final = e instanceof SourceError && e.final;
-      this.log(`session ${t.id}: ${(e as Error).message}${final ? "" : `; retrying in ${t.retryMs} ms`}`);
-      if (final) {
-        t.gaveUp = (e as Error).message;
-        return;
-      }
-      clearTimeout(t.retryTimer);
-      t.retryTimer = setTimeout(() => this.kick(t), t.retryMs);
-      t.retryMs = Math.min(t.retryMs * 2, RETRY_MAX_MS);
-    }
-  }
-
-  /** The socket's events that continue the stored chain, in one batch. */
-  private async storeBuffered(t: Track) {
-    const cursor = t.cursor!;
-    for (const seq of t.buffer.keys()) if (seq <= cursor.seq) t.buffer.delete(seq);
-    const run: unknown[] = [];
-    for (let seq = cursor.seq + 1; t.buffer.has(seq); seq++) run.push(t.buffer.get(seq));
-    if (!run.length) return;
-    await this.apply(t, run);
-    for (const seq of t.buffer.keys()) if (seq <= t.cursor!.seq) t.buffer.delete(seq);
-  }
-
-  /**
-   * Reads the log route from the stored head up to the index's head. Pipelined: while a
-   * page is being stored (on PGlite's thread, or by Postgres), the next one is read and
-   * verified against the head that page will leave. t.cursor (what is committed) only
-   * moves once its transaction has committed, and each batch moves the head only from
-   * where it was verified, so a batch whose predecessor failed fails too: nothing is
-   * stored twice or out of order, and a crash resumes from what committed.
-   */
-  private async pull(t: Track) {
-    await this.http.acquire();
-    // The page being stored: resolves to its error, if any, so a failure that lands while
-    // the next page is read is never an unhandled rejection.
-    let storing: Promise<Error | undefined> | undefined;
-    const settle = async () => {
-      const e = await storing;
-      storing = undefined;
-      if (e) throw e;
-    };
-    try {
-      t.cursor ??= await this.store.cursor(this.opts.tenant, t.id);
-      // Where the verified chain ends: t.cursor, or the head the page being stored leaves.
-      let ahead = t.cursor!;
-      while (!this.stopped && !t.broken && ahead.seq < t.known) {
-        const page = await fetchLog(this.opts, t.id, ahead.seq, this.opts.pageSize, this.abort.signal);
-        if (page.headSeq !== undefined) t.known = Math.max(t.known, page.headSeq);
-        const from = ahead;
-        const p = await prepareYielding(this.opts.tenant, t.id, from, page.events);
-        await settle();
-        if (p.rows.length && !p.refused && !p.checkpoints.length && !page.unreadable) {
-          // A plain page: stored while the next one is read and verified.
-          ahead = p.cursor;
-          storing = this.store.append(this.opts.tenant, t.id, from.seq, p).then(
-            () => {
-              this.committed(t, from, p.cursor);
-              return undefined;
-            },
-            (e: Error) => e,
-          );
-          continue;
-        }
-        await this.commit(t, from, p);
-        if (page.unreadable && !t.broken && t.cursor!.seq + 1 >= page.unreadable.seq) await this.refuse(t, page.unreadable);
-        if (t.cursor!.seq === from.seq) {
-          // Nothing new: the index ran ahead of the log (it should not), or the page was empty.
-          if (!page.more) t.known = Math.min(t.known, Math.max(t.cursor!.seq, page.headSeq ?? 0));
-          break;
-        }
-        ahead = t.cursor!;
-      }
-      await settle();
-    } catch (e) {
-      // The page being stored still commits or fails: t.cursor follows it before the drain's retry reads it.
-      await storing;
-      throw e;
-    } finally {
-      this.http.release();
-    }
-  }
-
-  private async apply(t: Track, raws: unknown[]) {
-    const from = t.cursor!;
-    await this.commit(t, from, await prepareYielding(this.opts.tenant, t.id, from, raws));
-  }
-
-  /** Stores a verified batch (waiting for its commit), then its refusal or checkpoints. */
-  private async commit(t: Track, from: Cursor, p: Prepared) {
-    if (p.rows.length) {
-      await this.store.append(this.opts.tenant, t.id, from.seq, p);
-      this.committed(t, from, p.cursor);
-    }
-    if (p.refused) await this.refuse(t, p.refused);
-    else if (p.checkpoints.length) {
-      t.checkpoints.push(...p.checkpoints);
-      await this.storeCheckpoints(t);
-    }
-  }
-
-  private committed(t: Track, from: Cursor, to: Cursor) {
-    t.cursor = to;
-    t.known = Math.max(t.known, to.seq);
-    this.backfill?.progressed(t.id, from.seq, to.seq);
-  }
-
-  /** Verifies the session's checkpoints read so far and stores the good ones; a bad one is refused like a forged event. */
-  private async storeCheckpoints(t: Track) {
-    const cursor = t.cursor ?? (await this.store.cursor(this.opts.tenant, t.id));
-    const r = await this.checkpoints.settle(t.id, cursor, t.checkpoints.splice(0));
-    if ("refused" in r) await this.refuse(t, r.refused);
-    else t.checkpoints = r.waiting.slice(-CHECKPOINTS_WAITING);
-  }
-
-  private async refuse(t: Track, r: Refusal) {
-    t.broken = r;
-    t.buffer.clear();
-    t.checkpoints = [];
-    t.socket?.close();
-    await this.store.recordProblem(this.opts.tenant, t.id, r);
-    this.log(`session ${t.id}: event seq ${r.seq} refused, not stored: ${r.reason}`);
-    this.opts.onProblem?.({ session: t.id, ...r });
-    // A refused session no longer counts toward the backfill's total.
-    this.backfill?.progressed(t.id, storedSeq(t), Math.max(storedSeq(t), this.backfill.target(t.id) ?? 0));
   }
 }
