@@ -145,8 +145,14 @@ async function serveCommand(g: Globals, opts: StoreOpts & { host: string; port: 
     onProblem: (tenant, p) => err(`[${tenant}] REFUSED session ${p.session}: event seq ${p.seq} not stored: ${p.reason}`),
   });
   out(`audit service listening on ${running.service.url} (store: ${running.store.database.describe}; following ${targets.map((t) => t.tenant).join(", ") || "no tenant"})`);
-  await untilSignal();
+  // A store that failed answers nothing any more: the service ends (npm start says so, and
+  // the gateway answers 503) rather than answer every query with an internal error.
+  const ended = await Promise.race([untilSignal(), running.failed]);
   await running.stop();
+  if (ended instanceof Error) {
+    err(`error: ${ended.message}; the audit service stops`);
+    return 1;
+  }
   return 0;
 }
 

@@ -26,6 +26,21 @@ export interface AuditDatabase {
 export const MIGRATIONS = resolve(import.meta.dirname, "migrations");
 export const DEFAULT_AUDIT_DIR = ".governor/audit";
 
+/** The code of the error every call gets once PGlite's thread has died (pglite-thread.ts). */
+export const DB_THREAD_STOPPED = "audit_db_thread_stopped";
+
+/**
+ * The error saying the store can no longer answer (its database thread died), when `e` is
+ * or wraps one: every later call fails the same way. drizzle wraps a query's error
+ * (DrizzleQueryError), so its causes are looked at too.
+ */
+export function storeGone(e: unknown): Error | undefined {
+  for (let i = 0; i < 4 && e && typeof e === "object"; i++, e = (e as { cause?: unknown }).cause) {
+    if ((e as { code?: unknown }).code === DB_THREAD_STOPPED) return e as Error;
+  }
+  return undefined;
+}
+
 export class StoreInUseError extends Error {
   readonly code = "store_in_use";
 }

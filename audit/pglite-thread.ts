@@ -1,6 +1,7 @@
 import { Worker } from "node:worker_threads";
 import type { EventLoopUtilization } from "node:perf_hooks";
 import { messages, Mutex, PGlite } from "@electric-sql/pglite";
+import { DB_THREAD_STOPPED } from "./db";
 
 // PGlite on a worker thread, behind a client that is a PGlite to drizzle and the store.
 //
@@ -49,7 +50,7 @@ export interface Step {
 }
 
 export class WorkerStoppedError extends Error {
-  readonly code = "audit_db_thread_stopped";
+  readonly code = DB_THREAD_STOPPED;
 }
 
 function revive(e: Plain): Error {

@@ -1,4 +1,4 @@
-import { openDatabase, type OpenOptions } from "./db";
+import { openDatabase, storeGone, type OpenOptions } from "./db";
 import { reapplyErasures } from "./erase";
 import { startAuditService, type AuditService } from "./service";
 import { AuditStore } from "./store";
@@ -48,6 +48,8 @@ export interface Running {
   service: AuditService;
   store: AuditStore;
   syncs: Map<string, TenantSync>;
+  /** Resolves with why if the store fails (its database thread died): nothing can be answered or stored any more. */
+  failed: Promise<Error>;
   stop(): Promise<void>;
 }
 
@@ -59,6 +61,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const changed = await reapplyErasures(store.db);
   if (changed) log(`erasures applied again: ${changed} rows restored since were blanked`);
   const syncs = new Map<string, TenantSync>();
+  let fail!: (e: Error) => void;
+  const failed = new Promise<Error>((r) => (fail = r));
   const service = await startAuditService({ store, secret: opts.secret, host: opts.host, port: opts.port, syncStatus: (t) => syncs.get(t)?.status() ?? null });
   for (const target of opts.targets) {
     const sync = new TenantSync({
@@ -71,15 +75,21 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       ...(opts.sockets !== undefined && { sockets: opts.sockets }),
       log: (m) => log(`[${target.tenant}] ${m}`),
       onProblem: (p) => opts.onProblem?.(target.tenant, p),
+      onFailure: fail,
     });
     syncs.set(target.tenant, sync);
     // Governor may still be starting: the sync keeps trying; a refused token is reported.
-    sync.start().catch((e) => log(`[${target.tenant}] not following this tenant: ${(e as Error).message}`));
+    sync.start().catch((e) => {
+      const gone = storeGone(e);
+      if (gone) fail(gone);
+      else log(`[${target.tenant}] not following this tenant: ${(e as Error).message}`);
+    });
   }
   return {
     service,
     store,
     syncs,
+    failed,
     async stop() {
       await service.close();
       await Promise.all([...syncs.values()].map((s) => s.stop()));

@@ -1,5 +1,6 @@
 import type { Backfill } from "./backfill";
 import type { CheckpointKeeper } from "./checkpoints";
+import { storeGone } from "./db";
 import { prepareYielding, type Cursor, type Prepared, type Refusal } from "./ingest";
 import type { Slots } from "./slots";
 import { fetchLog, SourceError, type Source } from "./source";
@@ -33,6 +34,8 @@ export interface SessionHost {
   backfill(): Backfill | undefined;
   /** Runs the session's drain again (a retry). */
   kick(t: Track): void;
+  /** The store is gone: the whole sync stops (a retry cannot help). */
+  fail(e: Error): void;
   log(message: string): void;
 }
 
@@ -81,6 +84,8 @@ export class SessionDrain {
         return;
       }
       if (this.h.stopped()) return;
+      const gone = storeGone(e);
+      if (gone) return this.h.fail(gone);
       const final = e instanceof SourceError && e.final;
       this.h.log(`session ${t.id}: ${(e as Error).message}${final ? "" : `; retrying in ${t.retryMs} ms`}`);
       if (final) {

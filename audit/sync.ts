@@ -2,6 +2,7 @@ import type WebSocket from "ws";
 import type { SessionSummary } from "../schema/protocol";
 import { Backfill } from "./backfill";
 import { CheckpointKeeper } from "./checkpoints";
+import { storeGone } from "./db";
 import { RETRY_MAX_MS, SessionDrain, type Problem } from "./session-drain";
 import { Slots } from "./slots";
 import { openSocket, socketUrl, SourceError, type Source } from "./source";
@@ -32,6 +33,8 @@ export interface SyncOptions extends Source {
   /** Backfill: events stored of those the index reported when the sync started. */
   onProgress?: (done: number, total: number) => void;
   log?: (message: string) => void;
+  /** The store can no longer answer (its database thread died): the sync has stopped following. */
+  onFailure?: (e: Error) => void;
 }
 
 /** Sessions read at once by default: while one batch is stored (on PGlite's own thread), another is verified. */
@@ -40,7 +43,7 @@ const NOTE_EVERY_MS = 1000;
 
 export class TenantSync {
   private readonly tracks = new Map<string, Track>();
-  private readonly opts: Required<Omit<SyncOptions, "onProblem" | "onProgress" | "log">> & SyncOptions;
+  private readonly opts: Required<Omit<SyncOptions, "onProblem" | "onProgress" | "log" | "onFailure">> & SyncOptions;
   private tenantSocket?: WebSocket;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -49,7 +52,9 @@ export class TenantSync {
   private notes = new Map<string, IndexNote>();
   private noteTimer?: ReturnType<typeof setTimeout>;
   private backfill?: Backfill;
-  private idleWaiters: Array<() => void> = [];
+  private idleWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  /** Why the sync stopped on its own: the store is gone. */
+  private failure?: Error;
   private readonly tails: TailSockets;
   private readonly drains: SessionDrain;
   private firstIndex?: { resolve: () => void; reject: (e: Error) => void; promise: Promise<void> };
@@ -73,6 +78,7 @@ export class TenantSync {
       stopped: () => this.stopped,
       backfill: () => this.backfill,
       kick: (t) => this.kick(t),
+      fail: (e) => this.fail(e),
       log: (m) => this.log(m),
     });
   }
@@ -105,6 +111,15 @@ export class TenantSync {
   }
 
   async stop(): Promise<void> {
+    this.halt();
+    // Let running batches commit: each is one transaction, but a clean stop should not
+    // make the next start redo them.
+    while ([...this.tracks.values()].some((t) => t.running)) await new Promise((r) => setTimeout(r, 20));
+    if (!this.failure) await this.flushNotes();
+  }
+
+  /** No more reads, retries or sockets. */
+  private halt() {
     this.stopped = true;
     this.abort.abort();
     clearTimeout(this.reconnectTimer);
@@ -116,16 +131,29 @@ export class TenantSync {
       clearTimeout(t.retryTimer);
       t.socket?.terminate();
     }
-    // Let running batches commit: each is one transaction, but a clean stop should not
-    // make the next start redo them.
-    while ([...this.tracks.values()].some((t) => t.running)) await new Promise((r) => setTimeout(r, 20));
-    await this.flushNotes();
   }
 
-  /** Resolves when every session known to the index is stored up to its reported head. */
+  /**
+   * The store cannot answer any more (its database thread died): retrying would fail the
+   * same way forever, and `sync --once` would wait forever. The sync stops following,
+   * says why once, and idle() rejects with it; what was committed stays committed.
+   */
+  private fail(e: Error) {
+    if (this.failure) return;
+    this.failure = e;
+    this.halt();
+    this.log(`the audit store failed, not following any more: ${e.message}`);
+    this.firstIndex?.reject(e);
+    this.firstIndex = undefined;
+    for (const w of this.idleWaiters.splice(0)) w.reject(e);
+    this.opts.onFailure?.(e);
+  }
+
+  /** Resolves when every session known to the index is stored up to its reported head; rejects if the store fails first. */
   idle(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
     if (this.isIdle()) return Promise.resolve();
-    return new Promise((r) => this.idleWaiters.push(r));
+    return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
   }
 
   status() {
@@ -147,7 +175,7 @@ export class TenantSync {
   private checkIdle() {
     if (!this.idleWaiters.length || !this.isIdle()) return;
     const waiters = this.idleWaiters.splice(0);
-    for (const w of waiters) w();
+    for (const w of waiters) w.resolve();
   }
 
   private track(id: string): Track {
@@ -230,7 +258,9 @@ export class TenantSync {
     try {
       await this.store.noteIndex(this.opts.tenant, notes);
     } catch (e) {
-      this.log(`could not record the index: ${(e as Error).message}`);
+      const gone = storeGone(e);
+      if (gone) this.fail(gone);
+      else this.log(`could not record the index: ${(e as Error).message}`);
     }
   }
 

@@ -6,11 +6,13 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Worker } from "node:worker_threads";
 import { parse as parseCsv } from "csv-parse/sync";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../audit/db";
 import { CSV_COLUMNS } from "../../audit/export";
 import { eventPage } from "../../audit/query";
+import { serve } from "../../audit/serve";
 import { checkpointsOf } from "../../audit/checkpoints";
 import { AuditStore } from "../../audit/store";
 import { TenantSync, type Problem } from "../../audit/sync";
@@ -341,6 +343,60 @@ describe("audit store following a live Governor", () => {
       await store.close();
       await proxy.close();
       if (!("skip" in pg)) await pg.stop();
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
+  it("stops following when the store's database thread dies: says why once, no retry loop, idle() rejects instead of waiting forever", { timeout: 60_000 }, async () => {
+    const scratch = mkdtempSync(join(tmpdir(), "governor-audit-dead-"));
+    const store = new AuditStore(await openDatabase({ dir: await freshStoreDir(scratch) }));
+    const logged: string[] = [];
+    const failures: Error[] = [];
+    const sync = new TenantSync({ store, url: gov.url, token: TOKENS.auditor, tenant: "acme", pageSize: 3, log: (m) => logged.push(m), onFailure: (e) => failures.push(e) });
+    try {
+      await sync.start();
+      const known = sync.status().sessions;
+      // The thread ends as a crash inside it would (an abort in PGlite's WebAssembly, out of memory).
+      await (store.db as unknown as { $client: { worker: Worker } }).$client.worker.terminate();
+      // A session with events to store, whatever the backfill had done before the crash.
+      const id = "au-dead-store";
+      expect((await op()("/v1/sessions", { body: { id, policy: { budget: { session_usd: 1 } } } })).status).toBe(201);
+      expect((await client(gov.url, TOKENS.agent)(`/v1/sessions/${id}/actions`, { body: { action: "search" } })).status).toBe(200);
+      for (const end = Date.now() + 10_000; sync.status().sessions === known && Date.now() < end; ) await new Promise((r) => setTimeout(r, 25));
+      const outcome = await Promise.race([
+        sync.idle().then(
+          () => "idle",
+          (e: Error) => e,
+        ),
+        new Promise((r) => setTimeout(() => r("still waiting after 20 s"), 20_000)),
+      ]);
+      expect(outcome).toBeInstanceOf(Error);
+      expect((outcome as { code?: string }).code).toBe("audit_db_thread_stopped");
+      expect(failures).toEqual([outcome]);
+      // Nothing more is tried: the log stays as it is.
+      const said = logged.length;
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(logged.slice(said)).toEqual([]);
+      expect(logged.filter((l) => /retrying/.test(l) && /database thread/.test(l))).toEqual([]);
+    } finally {
+      await sync.stop();
+      await store.close();
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
+  it("the audit service (serve) reports a store whose database thread died, so its process ends instead of answering errors", { timeout: 60_000 }, async () => {
+    const scratch = mkdtempSync(join(tmpdir(), "governor-audit-dead-serve-"));
+    const running = await serve({ url: gov.url, targets: [{ tenant: "acme", token: TOKENS.auditor }], secret: SECRET, port: 0, dir: await freshStoreDir(scratch) });
+    try {
+      await (running.store.db as unknown as { $client: { worker: Worker } }).$client.worker.terminate();
+      // Something for its sync to store.
+      const id = "au-dead-serve";
+      expect((await op()("/v1/sessions", { body: { id, policy: { budget: { session_usd: 1 } } } })).status).toBe(201);
+      const outcome = await Promise.race([running.failed, new Promise((r) => setTimeout(() => r("not reported after 20 s"), 20_000))]);
+      expect((outcome as { code?: string }).code).toBe("audit_db_thread_stopped");
+    } finally {
+      await running.stop();
       rmSync(scratch, { recursive: true, force: true });
     }
   });
