@@ -257,24 +257,32 @@ export class PGliteThread extends BasePGlite {
     throw new Error("LISTEN is not available on the audit store's database thread");
   }
 
-  /** Waits for the running transaction and query, closes the database, and ends the thread. */
-  async close(): Promise<void> {
+  /**
+   * Waits for the running transaction and query, closes the database, and ends the thread.
+   * A thread that does not get there within `graceMs` (hung, not dead) is stopped: a shutdown
+   * must end, and what the database committed is in its files either way.
+   */
+  async close(graceMs = 30_000): Promise<void> {
     if (this.isClosed) return;
+    const graceful = (async () => {
+      if (this.failed) return;
+      await this.transactionLock.runExclusive(() =>
+        this.queryLock.runExclusive(async () => {
+          this.isClosed = true;
+          await this.call("close");
+        }),
+      );
+    })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      if (!this.failed) {
-        await this.transactionLock.runExclusive(() =>
-          this.queryLock.runExclusive(async () => {
-            this.isClosed = true;
-            await this.call("close");
-          }),
-        );
-      }
+      await Promise.race([graceful, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
     } finally {
+      clearTimeout(timer);
       this.isClosed = true;
       // The worker ends by itself once its database is closed; one that does not is stopped.
-      const timer = setTimeout(() => void this.worker.terminate(), 5000);
+      const stop = setTimeout(() => void this.worker.terminate(), Math.min(graceMs, 5000));
       await this.exited;
-      clearTimeout(timer);
+      clearTimeout(stop);
     }
   }
 }

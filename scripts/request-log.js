@@ -9,6 +9,9 @@
 // scripts/patch-deps.js) that reads this variable from partykit's environment; it leaves
 // the "Ready on" line, workers' console output and errors as they are.
 
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
 export const REQUEST_LOG_VAR = "GOVERNOR_REQUEST_LOG";
 export const REQUEST_LOG_DEFAULT = "off";
 
@@ -22,4 +25,14 @@ export function requestLog(env) {
 /** The environment for a `partykit dev` child: `env` with the switch set to what it decides. */
 export function withRequestLog(env, mode = requestLog(env) ?? REQUEST_LOG_DEFAULT) {
   return { ...env, [REQUEST_LOG_VAR]: mode };
+}
+
+/**
+ * Whether the patched miniflare under `root` reads the switch. An install with scripts turned
+ * off (`npm install --ignore-scripts`, or npm refusing them) leaves it unpatched, and the
+ * line per request stays on whatever the variable says.
+ */
+export function requestLogSwitchInstalled(root) {
+  const file = join(root, "node_modules", "partykit", "node_modules", "miniflare", "dist", "src", "index.js");
+  return existsSync(file) && readFileSync(file, "utf8").includes(REQUEST_LOG_VAR);
 }

@@ -11,7 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { quietDevtools } from "./devtools.js";
 import { devConfig } from "./partykit-config.js";
-import { requestLog, withRequestLog } from "./request-log.js";
+import { requestLog, requestLogSwitchInstalled, withRequestLog } from "./request-log.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const port = process.env.PORT ?? "1999";
@@ -132,7 +132,12 @@ child.stdout.on("data", (d) => {
     const consoleUrl = process.env.GOVERNOR_TOKENS ? `${publicUrl}/` : `${publicUrl}/?token=dev&tenant=local`;
     const audit = auditHere ? `http://127.0.0.1:${port}/v1/audit/events  (store: ${process.env.DATABASE_URL ? "DATABASE_URL" : auditDir})` : auditUrl ? `via ${auditUrl}` : "off";
     if (auditHere) startAudit();
-    const requests = requestLines === "on" ? "a line per request (GOVERNOR_REQUEST_LOG=on)" : "every call in its session's event log; no line per request (GOVERNOR_REQUEST_LOG=on prints one)";
+    const requests =
+      requestLines === "on"
+        ? "a line per request (GOVERNOR_REQUEST_LOG=on)"
+        : requestLogSwitchInstalled(root)
+          ? "every call in its session's event log; no line per request (GOVERNOR_REQUEST_LOG=on prints one)"
+          : "a line per request: GOVERNOR_REQUEST_LOG=off needs the patch of partykit's miniflare, which was not applied (installed without scripts?): run `node scripts/patch-deps.js`";
     console.log(`\nGovernor is running\n  url:     http://127.0.0.1:${port}\n  console: ${consoleUrl}\n  ${tokens}\n  state:   ${persist}\n  audit:   ${audit}\n  log:     ${requests}\n`);
     // The first request after a start wakes the sessions with something due (open
     // reservations, pending approvals), whose alarms the local runtime does not fire on its own.

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ROOT } from "../support/server";
+import { requestLogSwitchInstalled } from "../../scripts/request-log.js";
 
 // patches/ is applied on install (root postinstall: scripts/patch-deps.js). A patch that no
 // longer fits what is installed must fail the install, not be skipped with a warning.
@@ -48,10 +49,14 @@ describe("patches/ on install", () => {
     linkSync(join(dir, INDEX), shared);
     const released = readFileSync(shared, "utf8");
     expect(released).not.toContain("GOVERNOR_REQUEST_LOG");
+    expect(requestLogSwitchInstalled(dir)).toBe(false);
     const r = patchDeps(dir);
     expect(r.status, r.stdout + r.stderr).toBe(0);
     expect(readFileSync(join(dir, INDEX), "utf8")).toContain('process.env.GOVERNOR_REQUEST_LOG === "off"');
     expect(readFileSync(shared, "utf8")).toBe(released);
+    // npm start tells an unpatched install (scripts turned off) from a patched one.
+    expect(requestLogSwitchInstalled(dir)).toBe(true);
+    expect(requestLogSwitchInstalled(ROOT)).toBe(true);
     // Installing again over a patched tree is fine.
     expect(patchDeps(dir).status).toBe(0);
   });

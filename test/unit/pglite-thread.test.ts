@@ -9,7 +9,8 @@ import { PGliteThread, WorkerStoppedError } from "../../audit/pglite-thread";
 // The audit store's PGlite on its own thread behaves as PGlite does in the process: its
 // errors are PGlite's (with their codes, which the store's fallback reads), transactions
 // commit or roll back whole, COPY blobs go both ways, the data stays in the folder after
-// a clean close, and a thread that dies fails every call instead of hanging it.
+// a clean close, a thread that dies fails every call instead of hanging it, and a hung
+// one does not hold a close forever.
 
 const scratch = mkdtempSync(join(tmpdir(), "governor-pglite-thread-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -85,5 +86,17 @@ describe("PGlite on its own thread", () => {
     await expect(inFlight).rejects.toBeInstanceOf(WorkerStoppedError);
     await expect(db.query("select 1")).rejects.toBeInstanceOf(WorkerStoppedError);
     await db.close();
+  });
+
+  it("a close ends even when the thread hangs inside a query", async () => {
+    const db = await PGliteThread.create(undefined);
+    // A statement that would keep the thread busy for a minute stands for a hung thread.
+    const hung = db.query("select pg_sleep(60)").catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 500)); // the statement is on the thread
+    const started = Date.now();
+    await db.close(300);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(db.closed).toBe(true);
+    expect(await hung).toBeInstanceOf(Error);
   });
 });
