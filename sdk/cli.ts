@@ -29,6 +29,8 @@ class UsageError extends Error {}
 async function readTokenFile(file: string): Promise<string> {
   let text: string;
   try {
+    // Typed at a terminal: say what is awaited, or the command looks hung.
+    if (file === "-" && process.stdin.isTTY) process.stderr.write("governor: API token (then Enter and Ctrl-D): ");
     text = file === "-" ? await readStdin() : await readFile(file, "utf8");
   } catch (e) {
     throw new UsageError(`--token-file ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
