@@ -165,14 +165,16 @@ describe("npm start's console", () => {
           (async () => {
             while ((s.output().match(/GET \/v1\/whoami 200 OK/g) ?? []).length < 3) await new Promise((r) => setTimeout(r, 50));
           })(),
-          10_000,
+          30_000,
           "three request lines",
         );
+      } catch (e) {
+        throw new Error(`${(e as Error).message}; npm start printed:\n${s.output().slice(-3000)}`);
       } finally {
         stopGroup(s.child);
       }
       await within(s.exited, 20_000, "the stop");
     },
-    START_TIMEOUT_MS + 30_000,
+    START_TIMEOUT_MS + 60_000,
   );
 });
