@@ -322,7 +322,7 @@ async function keysFromServer(gov: Governor, url: string): Promise<KeySource> {
     return { keys: [await importPublicKey(JSON.stringify(await gov.checkpointKey()))], from: `the server at ${url}` };
   } catch (e) {
     const why = e instanceof GovernorApiError ? `${e.code}: ${e.message}` : (e as Error).message;
-    return { keys: [], error: `no --key was given, and the server at ${url} did not give its key (${why})` };
+    return { keys: [], error: `no --key was given, and the server at ${url} did not give its key (${why}): give --key (the signing server's GET /v1/checkpoints/key), or --url / GOVERNOR_URL naming that server` };
   }
 }
 
