@@ -20,6 +20,8 @@ export interface AuditDatabase {
   rows?: (sql: string, params: unknown[]) => Promise<unknown[][]>;
   /** PGlite only: how busy its thread has been, as performance.eventLoopUtilization (the benchmark reports it). */
   utilization?: (since?: EventLoopUtilization) => EventLoopUtilization;
+  /** PGlite only: resolves with why once its thread has died and every call fails; a retry cannot help. */
+  gone?: Promise<Error>;
   close(): Promise<void>;
 }
 
@@ -119,6 +121,7 @@ async function openPglite(dir: string): Promise<AuditDatabase> {
       atomically: (steps) => client.atomically(steps),
       rows: (sql, params) => client.rows(sql, params),
       utilization: (since) => client.utilization(since),
+      gone: client.gone,
       async close() {
         await client.close();
         unlock();

@@ -71,6 +71,9 @@ export class PGliteThread extends BasePGlite {
   private readonly queryLock = new Mutex();
   private readonly transactionLock = new Mutex();
   private readonly exited: Promise<void>;
+  private markGone!: (e: Error) => void;
+  /** Resolves with why once the thread has died (not on a close): every later call fails with it. */
+  readonly gone = new Promise<Error>((r) => (this.markGone = r));
 
   private constructor(private readonly worker: Worker) {
     super();
@@ -123,6 +126,7 @@ export class PGliteThread extends BasePGlite {
 
   private fail(e: Error) {
     this.failed ??= e;
+    if (this.failed instanceof WorkerStoppedError) this.markGone(this.failed);
     for (const call of this.pending.values()) call.reject(this.failed);
     this.pending.clear();
   }

@@ -63,6 +63,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const syncs = new Map<string, TenantSync>();
   let fail!: (e: Error) => void;
   const failed = new Promise<Error>((r) => (fail = r));
+  // Also with no tenant followed, or none writing: the service answers from the store.
+  void store.database.gone?.then(fail);
   const service = await startAuditService({ store, secret: opts.secret, host: opts.host, port: opts.port, syncStatus: (t) => syncs.get(t)?.status() ?? null });
   for (const target of opts.targets) {
     const sync = new TenantSync({

@@ -96,6 +96,8 @@ export class TenantSync {
    * then under way); rejects when the server refuses the token or tenant outright.
    */
   async start(): Promise<void> {
+    // An idle sync would otherwise learn of a dead store only from its next write.
+    void this.store.database.gone?.then((e) => this.fail(e));
     for (const row of await this.store.sessions(this.opts.tenant)) {
       const t = this.track(row.session);
       t.storedHint = row.seq;
@@ -139,7 +141,7 @@ export class TenantSync {
    * says why once, and idle() rejects with it; what was committed stays committed.
    */
   private fail(e: Error) {
-    if (this.failure) return;
+    if (this.failure || this.stopped) return;
     this.failure = e;
     this.halt();
     this.log(`the audit store failed, not following any more: ${e.message}`);

@@ -400,6 +400,19 @@ describe("audit store following a live Governor", () => {
       rmSync(scratch, { recursive: true, force: true });
     }
   });
+
+  it("a service with nothing to write still reports its dead store at once (it answers queries from it)", { timeout: 30_000 }, async () => {
+    const scratch = mkdtempSync(join(tmpdir(), "governor-audit-dead-idle-"));
+    const running = await serve({ url: gov.url, targets: [], secret: SECRET, port: 0, dir: await freshStoreDir(scratch) });
+    try {
+      await (running.store.db as unknown as { $client: { worker: Worker } }).$client.worker.terminate();
+      const outcome = await Promise.race([running.failed, new Promise((r) => setTimeout(() => r("not reported after 5 s"), 5_000))]);
+      expect((outcome as { code?: string }).code).toBe("audit_db_thread_stopped");
+    } finally {
+      await running.stop();
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
 });
 
 /** Who each event belongs to, by the documented rules: its own attribution, else its call's, else the session's. */
