@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { createReadStream, existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { LogIntegrityError, parseNdjson, type AuditBad, type Entry, type KeySource } from "../lib/audit";
@@ -31,11 +31,11 @@ async function readTokenFile(file: string): Promise<string> {
   try {
     // Typed at a terminal: say what is awaited, or the command looks hung.
     if (file === "-" && process.stdin.isTTY) process.stderr.write("governor: API token (then Enter and Ctrl-D): ");
-    text = file === "-" ? await readStdin() : await readFile(file, "utf8");
+    text = await firstLine(file === "-" ? process.stdin : createReadStream(file));
   } catch (e) {
     throw new UsageError(`--token-file ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
   }
-  const token = text.split(/\r?\n/, 1)[0]!.trim();
+  const token = text.trim();
   if (!token) throw new UsageError(`--token-file ${file}: the first line is empty`);
   // A wrong file (binary, another secret) would otherwise fail in the HTTP client, whose
   // message quotes the header, and so the file's first line: said here, without the text.
@@ -324,6 +324,28 @@ async function keysFromServer(gov: Governor, url: string): Promise<KeySource> {
     const why = e instanceof GovernorApiError ? `${e.code}: ${e.message}` : (e as Error).message;
     return { keys: [], error: `no --key was given, and the server at ${url} did not give its key (${why}): give --key (the signing server's GET /v1/checkpoints/key), or --url / GOVERNOR_URL naming that server` };
   }
+}
+
+/** A token is far shorter than this: a file past it without a line end (a device, a log) is no token file. */
+const TOKEN_LINE_MAX = 16 * 1024;
+
+/** The first line of `stream`, read no further than its end (a device like /dev/zero or a huge file is not read whole). */
+async function firstLine(stream: NodeJS.ReadableStream & { destroy?: () => void }): Promise<string> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  try {
+    for await (const c of stream) {
+      const b = typeof c === "string" ? Buffer.from(c) : (c as Buffer);
+      const end = b.indexOf(0x0a);
+      chunks.push(end < 0 ? b : b.subarray(0, end));
+      length += end < 0 ? b.length : end;
+      if (end >= 0) break;
+      if (length > TOKEN_LINE_MAX) throw new Error(`the first line is longer than ${TOKEN_LINE_MAX} bytes: not a token`);
+    }
+  } finally {
+    if (stream !== process.stdin) stream.destroy?.();
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 async function readStdin(): Promise<string> {

@@ -354,6 +354,14 @@ describe("governor CLI against the server", () => {
       expect(bad.code).toBe(2);
       expect(bad.stderr).toContain(`--token-file ${file}: `);
       expect(bad.stdout + bad.stderr).not.toContain(secret);
+      // A device or a huge file with no line end: refused at once, not read whole.
+      const zero = await cliRaw("--url", server.url, "--token-file", "/dev/zero", "whoami");
+      expect(zero.code).toBe(2);
+      expect(zero.stderr).toContain("--token-file /dev/zero: ");
+      // Only the first line is read: a token file may go on (a comment, other settings).
+      writeFileSync(file, `${TOKENS.auditor}\n${"x".repeat(1 << 20)}`);
+      const first = await cliRaw("--url", server.url, "--token-file", file, "whoami");
+      expect(first.stdout.trim()).toBe("audit: auditor of tenant acme");
       // Both from stdin: one of them would read nothing.
       const twice = await cliRaw("--url", server.url, "--token-file", "-", "replay", "-");
       expect(twice.code).toBe(2);
