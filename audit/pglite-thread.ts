@@ -277,6 +277,8 @@ export class PGliteThread extends BasePGlite {
         }),
       );
     })();
+    // Given up on after graceMs, it can still fail once the thread is stopped: not unhandled.
+    graceful.catch(() => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await Promise.race([graceful, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
